@@ -1,0 +1,378 @@
+"""The statistical abstraction: P(code | k, n) tables, their moments, composition, validation.
+
+For a column with ``n`` active rows of which ``k`` hold a P cell, the readout is
+``u = sum of k i.i.d. c_P + sum of (n - k) i.i.d. c_AP`` (see :mod:`sddhr.device`), and the
+ADC maps it to a code. The table ``prob[n, k, code]`` is computed
+
+* ``exact``: each cell's distribution is binned on a lattice of spacing ``h`` (an eighth
+  of the smaller per-cell sigma), centred on its mean; the sum's distribution is the
+  product of the cells' discrete Fourier transforms (``phi_P**k * phi_AP**(n-k)``), on a
+  window of +-14 sigma of the widest sum; the binning's mean offset is corrected and
+  each lattice mass is spread uniformly over its bin when the ADC thresholds cut it.
+* ``gaussian``: a normal with the exact per-cell mean and variance summed (moment match).
+
+Both integrate over the ADC decision intervals ``[(c - 1/2) step, (c + 1/2) step)`` with
+the end codes open-ended (clipping). The table file (``.npz``) is the interchange format
+between hardware and training: ``prob`` (float64, [N+1, N+1, 2**B_adc]), ``code_values``
+(counts) and ``spec`` (JSON), plus ``level`` and ``method``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import special
+from tqdm import tqdm
+
+from .config import HardwareSpec, SpecError, check_level, make_spec
+from .device import CellModel
+from .hardware import code_values, input_planes, n_segments, plane_weights, weight_planes
+
+METHODS = ("exact", "gaussian")
+
+
+@dataclass
+class ColumnTable:
+    """P(code | k, n) for one spec and variation level, ``prob[n, k, code]``."""
+
+    prob: np.ndarray
+    code_values: np.ndarray
+    spec: HardwareSpec
+    level: float
+    method: str = "exact"
+    _moments: tuple | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return self.prob.shape[0] - 1
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the digital column output (counts), each [N+1, N+1]
+        indexed ``[n, k]``; NaN where k > n."""
+        if self._moments is None:
+            v = self.code_values
+            mean = self.prob @ v
+            var = np.maximum(self.prob @ (v * v) - mean**2, 0.0)
+            invalid = np.triu(np.ones((self.rows + 1,) * 2, dtype=bool), 1)
+            mean[invalid] = np.nan
+            var[invalid] = np.nan
+            self._moments = (mean, var)
+        return self._moments
+
+    def error_std(self, n: int, k: int) -> tuple[float, float]:
+        """Mean and standard deviation of (digital output - k) at (k, n), counts."""
+        p, v = self.prob[n, k], self.code_values
+        mean = float(p @ (v - k))
+        return mean, float(math.sqrt(max(p @ (v - k) ** 2 - mean**2, 0.0)))
+
+    def summary(self) -> str:
+        n = self.rows
+        lines = [
+            f"P(code | k, n): {self.spec.name}, level {self.level:g}, method {self.method}, "
+            f"N = {n}, B_adc = {self.spec.column.adc_bits}, step = {self.spec.column.step:g} counts",
+            f"  output error (digital value - k) at n = {n}:",
+        ]
+        for k in sorted({0, n // 4, n // 2, (3 * n) // 4, n}):
+            mu, sd = self.error_std(n, k)
+            lines.append(f"    k = {k:4d}: mean {mu:+.3f}, std {sd:.3f} counts")
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez(
+                tmp, prob=self.prob, code_values=self.code_values, spec=np.array(self.spec.to_json()),
+                level=np.array(self.level), method=np.array(self.method),
+            )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ColumnTable:
+        """Read and check a table file (shapes, probabilities, spec)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"table file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                missing = {"prob", "code_values", "spec"} - set(d.files)
+                if missing:
+                    raise SpecError(f"{path}: not a table file, missing arrays {sorted(missing)}")
+                prob = d["prob"].astype(np.float64)
+                values = d["code_values"].astype(np.float64)
+                spec = make_spec(json.loads(str(d["spec"])))
+                level = float(d["level"]) if "level" in d.files else float("nan")
+                method = str(d["method"]) if "method" in d.files else "measured"
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            raise SpecError(f"{path}: cannot read table file ({err})") from None
+        n = spec.column.rows
+        if prob.shape != (n + 1, n + 1, spec.column.n_codes):
+            raise SpecError(
+                f"{path}: prob has shape {prob.shape}, spec needs {(n + 1, n + 1, spec.column.n_codes)}"
+            )
+        if values.shape != (spec.column.n_codes,):
+            raise SpecError(f"{path}: code_values has shape {values.shape}")
+        check_table(prob, str(path))
+        return cls(prob, values, spec, level, method)
+
+
+def check_table(prob: np.ndarray, what: str = "table", atol: float = 1e-6) -> None:
+    """Probabilities non-negative, zero where k > n, each valid row summing to 1."""
+    if not np.all(np.isfinite(prob)) or prob.min() < -atol:
+        raise SpecError(f"{what}: probabilities must be finite and non-negative")
+    n1 = prob.shape[0]
+    valid = np.tril(np.ones((n1, n1), dtype=bool))
+    if np.abs(prob[~valid]).max(initial=0.0) > atol:
+        raise SpecError(f"{what}: probabilities must be zero where k > n")
+    sums = prob.sum(-1)[valid]
+    if np.abs(sums - 1).max() > atol:
+        raise SpecError(f"{what}: rows must sum to 1 (worst {sums[np.argmax(np.abs(sums - 1))]:.6g})")
+
+
+def _thresholds(spec: HardwareSpec) -> np.ndarray:
+    """Upper decision thresholds of codes 0..C-2 (u below t_c gives a code <= c)."""
+    col = spec.column
+    return (np.arange(col.n_codes - 1) + 0.5) * col.step
+
+
+def _deterministic_rows(mu: np.ndarray, spec: HardwareSpec) -> np.ndarray:
+    col = spec.column
+    code = np.clip(np.round(mu / col.step), 0, col.n_codes - 1).astype(int)
+    out = np.zeros((len(mu), col.n_codes))
+    out[np.arange(len(mu)), code] = 1.0
+    return out
+
+
+def _gaussian_rows(mu, var, spec: HardwareSpec) -> np.ndarray:
+    sd = np.sqrt(var)
+    if np.all(sd == 0):
+        return _deterministic_rows(mu, spec)
+    t = _thresholds(spec)
+    safe = np.where(sd > 0, sd, 1.0)
+    cdf = special.ndtr((t[None, :] - mu[:, None]) / safe[:, None])
+    det = (t[None, :] > mu[:, None]).astype(np.float64)
+    cdf = np.where(sd[:, None] > 0, cdf, det)
+    ones = np.ones((len(mu), 1))
+    return np.diff(np.concatenate([0 * ones, cdf, ones], 1), axis=1)
+
+
+class _Lattice:
+    """Per-cell distributions binned on a common centred lattice, with their DFTs."""
+
+    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16):
+        sds = {s: math.sqrt(cm.var(s)) for s in ("P", "AP")}
+        pos = [v for v in sds.values() if v > 0]
+        self.h = min(pos) / 8.0
+        # per-cell extents: where the centred CDF leaves [1e-14, 1 - 1e-14]
+        ext = 0.0
+        for s in ("P", "AP"):
+            if sds[s] == 0:
+                continue
+            grid = cm.mean(s) + np.linspace(-60, 60, 2401) * sds[s]
+            f = cm.cdf(s, grid)
+            inside = (f > 1e-14) & (f < 1 - 1e-14)
+            if inside.any():
+                ext = max(ext, np.abs(grid[inside] - cm.mean(s)).max() + sds[s])
+        sum_sd = math.sqrt(rows * max(cm.var("P"), cm.var("AP")))
+        half = 14.0 * sum_sd + ext
+        length = 1 << max(8, math.ceil(math.log2(2 * half / self.h)))
+        if length > max_len:  # widen the lattice rather than exceed memory
+            self.h = 2 * half / max_len
+            length = max_len
+        self.length = length
+        j = np.arange(length)
+        self.offsets = np.where(j < length // 2, j, j - length) * self.h  # circular order
+        self.phi, self.shift = {}, {}
+        for s in ("P", "AP"):
+            if sds[s] == 0:
+                pmf = np.zeros(length)
+                pmf[0] = 1.0
+            else:
+                mu = cm.mean(s)
+                cdf_hi = cm.cdf(s, mu + self.offsets + self.h / 2)
+                cdf_lo = cm.cdf(s, mu + self.offsets - self.h / 2)
+                pmf = np.clip(cdf_hi - cdf_lo, 0, None)
+                pmf /= pmf.sum()
+            self.shift[s] = float(pmf @ self.offsets)  # binned mean minus true mean
+            self.phi[s] = np.fft.rfft(pmf)
+
+
+def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec) -> np.ndarray:
+    spectra = pow_p[: n + 1] * pow_ap[n::-1]
+    pmf = np.fft.irfft(spectra, n=lat.length, axis=1)
+    pmf = np.clip(np.fft.fftshift(pmf, axes=1), 0, None)
+    pmf /= pmf.sum(1, keepdims=True)
+    half = lat.length // 2
+    k = np.arange(n + 1)
+    delta = k * lat.shift["P"] + (n - k) * lat.shift["AP"]
+    # lattice point i sits at (i - half) * h relative to the mean; bin edges at +-h/2
+    cum = np.concatenate([np.zeros((n + 1, 1)), np.cumsum(pmf, 1)], 1)
+    t = _thresholds(spec)[None, :] - mu[:, None] + delta[:, None]
+    pos = t / lat.h + half + 0.5
+    i = np.clip(np.floor(pos).astype(np.int64), 0, lat.length - 1)
+    frac = np.clip(pos - i, 0.0, 1.0)
+    cdf = np.take_along_axis(cum, i, 1) + frac * np.take_along_axis(pmf, i, 1)
+    cdf = np.where(pos < 0, 0.0, np.where(pos >= lat.length, 1.0, cdf))
+    ones = np.ones((n + 1, 1))
+    rows = np.clip(np.diff(np.concatenate([0 * ones, cdf, ones], 1), axis=1), 0, None)
+    return rows / rows.sum(1, keepdims=True)
+
+
+def build_table(
+    spec: HardwareSpec, level: float, method: str = "exact", progress: bool | None = None
+) -> ColumnTable:
+    """Compute P(code | k, n) for all 0 <= k <= n <= N at variation ``level``."""
+    if method not in METHODS:
+        raise SpecError(f"method must be one of {METHODS}, got {method!r}")
+    level = check_level(level)
+    n_rows, n_codes = spec.column.rows, spec.column.n_codes
+    cm = CellModel(spec.device, level, spec.column.calibrated)
+    m_p, m_ap, v_p, v_ap = cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
+    prob = np.zeros((n_rows + 1, n_rows + 1, n_codes))
+    deterministic = v_p == 0 and v_ap == 0
+    lat = None
+    if method == "exact" and not deterministic:
+        lat = _Lattice(cm, n_rows)
+        pow_p = np.cumprod(np.vstack([np.ones_like(lat.phi["P"]), np.tile(lat.phi["P"], (n_rows, 1))]), 0)
+        pow_ap = np.cumprod(np.vstack([np.ones_like(lat.phi["AP"]), np.tile(lat.phi["AP"], (n_rows, 1))]), 0)
+    bar = tqdm(range(n_rows + 1), desc=f"table ({method}, level {level:g})", delay=1.0,
+               disable=progress is False, leave=False)
+    for n in bar:
+        k = np.arange(n + 1, dtype=np.float64)
+        mu = k * m_p + (n - k) * m_ap
+        if deterministic or n == 0:
+            rows = _deterministic_rows(mu, spec)
+        elif method == "gaussian":
+            rows = _gaussian_rows(mu, k * v_p + (n - k) * v_ap, spec)
+        else:
+            rows = _exact_rows_for_n(lat, pow_p, pow_ap, n, mu, spec)
+        prob[n, : n + 1] = rows
+    return ColumnTable(prob, code_values(spec.column), spec, level, method)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@dataclass
+class ValidationReport:
+    max_tv: float
+    worst_kn: tuple[int, int]
+    samples: int
+    bound: float
+    tv: dict
+
+    def summary(self) -> str:
+        k, n = self.worst_kn
+        return (
+            f"Monte Carlo check: largest TV distance {self.max_tv:.4f} at (k={k}, n={n}) over "
+            f"{len(self.tv)} (k, n) points, {self.samples} samples each; "
+            f"bound for sampling noise alone {self.bound:.4f} -> "
+            f"{'PASS' if self.max_tv <= self.bound else 'FAIL'}"
+        )
+
+
+def default_grid(rows: int) -> list[tuple[int, int]]:
+    ns = sorted({1, max(1, rows // 8), max(1, rows // 2), rows})
+    return [(k, n) for n in ns for k in sorted({0, n // 4, n // 2, (3 * n) // 4, n})]
+
+
+def sample_column_codes(
+    spec: HardwareSpec, level: float, k: int, n: int, samples: int, rng: np.random.Generator,
+    chunk: int = 1 << 22,
+) -> np.ndarray:
+    """Brute force: draw ``samples`` fresh columns (k P cells, n - k AP cells), sum, digitise."""
+    cm = CellModel(spec.device, level, spec.column.calibrated)
+    col = spec.column
+    codes = np.empty(samples, dtype=np.int64)
+    per = max(1, chunk // max(n, 1))
+    for s0 in range(0, samples, per):
+        m = min(per, samples - s0)
+        u = np.zeros(m)
+        for state, count in (("P", k), ("AP", n - k)):
+            if count:
+                r = cm.mtj(state).sample(rng, (m, count)) + cm.dist_t.sample(rng, (m, count))
+                u += cm.contribution(1.0 / r).sum(1)
+        codes[s0 : s0 + m] = np.clip(np.round(u / col.step), 0, col.n_codes - 1)
+    return codes
+
+
+def tv_noise_bound(p: np.ndarray, samples: int, alpha: float) -> float:
+    """Upper bound on the TV distance between ``p`` and an empirical histogram of
+    ``samples`` draws from it, exceeded with probability <= ``alpha``.
+
+    E[TV] <= 1/2 sum_c sqrt(p_c (1 - p_c) / S) (Jensen), and TV changes by at most 1/S
+    when one sample changes, so McDiarmid gives P(TV > E[TV] + eps) <= exp(-2 S eps^2).
+    """
+    mean_bound = 0.5 * np.sum(np.sqrt(p * (1 - p) / samples))
+    return float(mean_bound + math.sqrt(math.log(1.0 / alpha) / (2 * samples)))
+
+
+def validate_table(
+    table: ColumnTable, samples: int = 20000, grid: list[tuple[int, int]] | None = None,
+    seed: int = 0, alpha: float = 1e-6,
+) -> ValidationReport:
+    """Largest TV distance between the table and a brute-force Monte Carlo histogram."""
+    grid = grid or default_grid(table.rows)
+    rng = np.random.default_rng(seed)
+    tv, bound = {}, 0.0
+    for k, n in tqdm(grid, desc="Monte Carlo", delay=1.0, leave=False):
+        codes = sample_column_codes(table.spec, table.level, k, n, samples, rng)
+        hist = np.bincount(codes, minlength=len(table.code_values)) / samples
+        p = table.prob[n, k]
+        tv[(k, n)] = 0.5 * float(np.abs(hist - p).sum())
+        bound = max(bound, tv_noise_bound(p, samples, alpha / len(grid)))
+    worst = max(tv, key=tv.get)
+    return ValidationReport(tv[worst], worst, samples, bound, tv)
+
+
+# ---------------------------------------------------------------------------- composition
+
+
+def column_counts(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec):
+    """Per-conversion ideal counts of a (M, K) x (out, K) product.
+
+    Returns ``k`` (B_x, B_w, S, M, out) and ``n`` (B_x, S, M), both int64.
+    """
+    mac, rows = spec.macro, spec.column.rows
+    xb = input_planes(x_int, mac.x_bits)
+    wb = weight_planes(w_int, mac.w_bits)
+    kk = x_int.shape[-1]
+    s = n_segments(kk, rows)
+    pad = s * rows - kk
+    xb = torch.nn.functional.pad(xb, (0, pad)).reshape(mac.x_bits, -1, s, rows)
+    wb = torch.nn.functional.pad(wb, (0, pad)).reshape(mac.w_bits, -1, s, rows)
+    k = torch.einsum("bmsn,josn->bjsmo", xb.double(), wb.double()).round().long()
+    n = xb.sum(-1).permute(0, 2, 1).round().long()
+    return k, n
+
+
+def compose_moments(table: ColumnTable, x_int: torch.Tensor, w_int: torch.Tensor):
+    """Mean and variance (M, out) of a multi-bit dot product built from the column table:
+    ``mean = sum s_j 2^(b+j) E[col(k, n)]``, ``var = sum 4^(b+j) Var[col(k, n)]``
+    (columns are independent)."""
+    spec = table.spec
+    k, n = column_counts(x_int, w_int, spec)
+    mean_t, var_t = (torch.from_numpy(np.nan_to_num(a)) for a in table.moments())
+    nn_ = n.unsqueeze(1).unsqueeze(-1).expand_as(k)
+    e = mean_t[nn_, k]
+    v = var_t[nn_, k]
+    wx = 2.0 ** torch.arange(spec.macro.x_bits, dtype=torch.float64)
+    ww = torch.tensor(plane_weights(spec.macro.w_bits), dtype=torch.float64)
+    coef = (wx.view(-1, 1) * ww.view(1, -1)).view(*wx.shape, -1, 1, 1, 1)
+    mean = (coef * e).sum(dim=(0, 1, 2))
+    var = (coef**2 * v).sum(dim=(0, 1, 2))
+    return mean, var

@@ -1,0 +1,163 @@
+"""Validated, serialisable hardware specs and named presets.
+
+A :class:`HardwareSpec` describes one bit-scalable in-memory-computing macro:
+
+* :class:`DeviceSpec`  - the 1T-1MTJ bit cell (resistances in ohms, relative sigmas),
+* :class:`ColumnSpec`  - rows per column, the ADC (bits, full scale) and its calibration,
+* :class:`MacroSpec`   - weight / activation bit widths.
+
+The variation level ``v`` (multiplies every relative sigma) is *not* part of the spec:
+it is an argument of everything that draws or models variation, so one spec serves a
+whole sweep. Every invalid value raises :class:`SpecError` naming the parameter and its
+allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_LEVEL = 100.0
+
+
+class SpecError(ValueError):
+    """An invalid hardware spec, preset name or variation level."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSpec(_Spec):
+    """MTJ + access transistor. P state stores weight bit 1, AP state stores 0.
+
+    Resistance distributions are parameterised by their mean (ohm) and relative
+    standard deviation; at variation level ``v`` the relative sigma is ``v * sigma_rel``.
+    ``lognormal`` matches that mean and sigma exactly; ``truncnormal`` is a normal with
+    that mean and sigma truncated to positive resistances.
+    """
+
+    r_p_ohm: float = Field(4000.0, gt=0, le=1e9, description="mean P-state MTJ resistance, ohm")
+    tmr: float = Field(1.5, gt=0, le=100, description="tunnel magnetoresistance ratio (R_AP-R_P)/R_P")
+    r_t_ohm: float = Field(1500.0, ge=0, le=1e9, description="mean access-transistor on-resistance, ohm")
+    sigma_p_rel: float = Field(0.04, ge=0, le=1, description="relative sigma of R_P at level 1")
+    sigma_ap_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_AP at level 1")
+    sigma_t_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_T at level 1")
+    distribution: Literal["lognormal", "truncnormal"] = "lognormal"
+
+    @property
+    def r_ap_ohm(self) -> float:
+        return self.r_p_ohm * (1.0 + self.tmr)
+
+
+class ColumnSpec(_Spec):
+    """One column conversion: ``rows`` cells summed, digitised by a ``adc_bits`` ADC.
+
+    ``full_scale_counts`` (default: ``rows``) is the ADC range in units of one ideal
+    count; ``step = full_scale / 2**adc_bits``. ``calibrated`` selects the readout's
+    reference conductances: the mean cell conductances at the variation level (True) or
+    ``1 / (mean R_MTJ + mean R_T)`` (False).
+    """
+
+    rows: int = Field(256, ge=1, le=4096, description="rows activated per conversion N")
+    adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution B_adc")
+    full_scale_counts: float | None = Field(None, gt=0, le=1e6, description="ADC full scale FS, counts")
+    calibrated: bool = True
+
+    @property
+    def fs(self) -> float:
+        return float(self.rows if self.full_scale_counts is None else self.full_scale_counts)
+
+    @property
+    def n_codes(self) -> int:
+        return 2**self.adc_bits
+
+    @property
+    def step(self) -> float:
+        return self.fs / self.n_codes
+
+    @property
+    def lossless(self) -> bool:
+        """True when the ideal (variation-free) column never clips or coarsens:
+        ``1/step`` is an integer and every count ``0..rows`` has its own code."""
+        inv = 1.0 / self.step
+        integer_step = abs(inv - round(inv)) < 1e-9
+        return integer_step and self.rows <= (self.n_codes - 1) * self.step + 1e-9
+
+
+class MacroSpec(_Spec):
+    """Bit-parallel two's-complement weights, bit-serial unsigned activations."""
+
+    w_bits: int = Field(4, ge=1, le=8, description="weight bits B_w (two's complement)")
+    x_bits: int = Field(4, ge=1, le=8, description="activation bits B_x (unsigned)")
+
+
+class HardwareSpec(_Spec):
+    name: str = "custom"
+    device: DeviceSpec = DeviceSpec()
+    column: ColumnSpec = ColumnSpec()
+    macro: MacroSpec = MacroSpec()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> HardwareSpec:
+        return make_spec(json.loads(text))
+
+    def replace(self, **changes) -> HardwareSpec:
+        """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated."""
+        data = self.model_dump()
+        for key, val in changes.items():
+            if isinstance(val, dict) and isinstance(data.get(key), dict):
+                data[key].update(val)
+            else:
+                data[key] = val
+        return make_spec(data)
+
+
+def _format_validation(err: ValidationError, what: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or what
+        parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def make_spec(data: dict | HardwareSpec) -> HardwareSpec:
+    """Build a :class:`HardwareSpec` from a (nested) dict, raising :class:`SpecError`."""
+    if isinstance(data, HardwareSpec):
+        return data
+    try:
+        return HardwareSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation(err, "hardware spec")) from None
+
+
+PRESETS: dict[str, HardwareSpec] = {
+    # METHOD.md 2.1: typical 22 nm embedded STT-MRAM, 256-row columns, 8-bit ADC, 4b x 4b.
+    "mram-22nm": HardwareSpec(name="mram-22nm"),
+}
+
+
+def preset(name: str) -> HardwareSpec:
+    """Look up a named preset; unknown names list the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}"
+        ) from None
+
+
+def check_level(level: float) -> float:
+    """Validate a variation level (0 = no variation, 1 = nominal)."""
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        raise SpecError(f"variation level must be a number, got {level!r}") from None
+    if not (0.0 <= level <= MAX_LEVEL):
+        raise SpecError(f"variation level must be in [0, {MAX_LEVEL:g}], got {level:g}")
+    return level

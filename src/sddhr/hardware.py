@@ -1,0 +1,173 @@
+"""Column + ADC, the bit-scalable macro, and frozen chip instances (bit-true).
+
+Conventions (METHOD.md 2.2-2.3):
+
+* A column sums the normalised contributions ``c`` of its active cells:
+  ``u = sum_i x_i c_i`` (``c = 1`` for an ideal P cell, ``0`` for an ideal AP cell).
+* ADC: ``code = clip(round(u / step), 0, 2**B_adc - 1)``, digital value ``code * step``.
+* Weights: ``B_w``-bit two's complement, bit plane ``j`` weighs ``2**j`` (MSB: ``-2**(B_w-1)``),
+  each plane in its own column. Activations: unsigned ``B_x``-bit, one plane per cycle.
+* A dot product of length K uses ``ceil(K / N)`` row segments; row ``i`` of the flattened
+  weight goes to segment ``i // N``.
+* ``y = sum_seg sum_b sum_j s_j 2**(b+j) * value(seg, b, j)``.
+
+Everything is vectorised over bit planes, segments and samples (one batched einsum per
+chunk of samples) and device-agnostic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .config import ColumnSpec, HardwareSpec, SpecError, check_level
+from .device import CellModel
+
+
+def code_values(column: ColumnSpec) -> np.ndarray:
+    """Digital value of each ADC code, in counts."""
+    return np.arange(column.n_codes, dtype=np.float64) * column.step
+
+
+def digitise(u: torch.Tensor, column: ColumnSpec) -> torch.Tensor:
+    """ADC codes (same dtype as ``u``) of normalised readouts ``u`` (counts)."""
+    return torch.clamp(torch.round(u / column.step), 0, column.n_codes - 1)
+
+
+def plane_weights(w_bits: int) -> list[int]:
+    """Signed weight ``s_j 2**j`` of each two's-complement bit plane ``j``."""
+    return [2**j for j in range(w_bits - 1)] + [-(2 ** (w_bits - 1))]
+
+
+def weight_planes(w_int: torch.Tensor, w_bits: int) -> torch.Tensor:
+    """Bit planes ``(B_w, *w.shape)`` in {0, 1} of two's-complement integers ``w_int``."""
+    lo, hi = -(2 ** (w_bits - 1)), 2 ** (w_bits - 1) - 1
+    w = torch.as_tensor(w_int)
+    if w.numel() and (w.min() < lo or w.max() > hi):
+        raise SpecError(f"weights must be integers in [{lo}, {hi}] for w_bits={w_bits}")
+    u = torch.remainder(w.to(torch.int64), 2**w_bits)
+    shifts = torch.arange(w_bits, device=w.device).view(-1, *([1] * w.dim()))
+    return ((u.unsqueeze(0) >> shifts) & 1).to(torch.float32)
+
+
+def input_planes(x_int: torch.Tensor, x_bits: int) -> torch.Tensor:
+    """Bit planes ``(B_x, *x.shape)`` in {0, 1} of unsigned integers ``x_int``."""
+    x = torch.as_tensor(x_int)
+    if x.numel() and (x.min() < 0 or x.max() > 2**x_bits - 1):
+        raise SpecError(f"activations must be integers in [0, {2**x_bits - 1}] for x_bits={x_bits}")
+    shifts = torch.arange(x_bits, device=x.device).view(-1, *([1] * x.dim()))
+    return ((x.to(torch.int64).unsqueeze(0) >> shifts) & 1).to(torch.float32)
+
+
+def n_segments(k: int, rows: int) -> int:
+    return max(1, math.ceil(k / rows))
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """Zero-pad the last dim to a multiple of ``rows`` and split it into (S, rows)."""
+    k = t.shape[-1]
+    s = n_segments(k, rows)
+    if s * rows != k:
+        t = torch.nn.functional.pad(t, (0, s * rows - k))
+    return t.reshape(*t.shape[:-1], s, rows)
+
+
+def bit_true_matmul(
+    x_int: torch.Tensor,
+    contributions: torch.Tensor,
+    spec: HardwareSpec,
+    chunk_elems: int = 1 << 25,
+) -> torch.Tensor:
+    """Bit-true macro product.
+
+    ``x_int``: (M, K) unsigned integers; ``contributions``: (B_w, out, K) normalised cell
+    contributions of the programmed columns (weight bits for an ideal macro). Returns
+    (M, out) float32 digital outputs: every (segment, input plane, weight plane)
+    conversion digitised by the ADC, then shift-and-added.
+    """
+    col, mac = spec.column, spec.macro
+    bw, out, k = contributions.shape
+    if bw != mac.w_bits:
+        raise SpecError(f"contributions have {bw} weight planes, spec has w_bits={mac.w_bits}")
+    if x_int.shape[-1] != k:
+        raise SpecError(f"x has {x_int.shape[-1]} columns, weights have {k} rows")
+    xb = _pad_rows(input_planes(x_int, mac.x_bits).to(contributions.dtype), col.rows)  # (Bx,M,S,N)
+    cb = _pad_rows(contributions, col.rows)  # (Bw,out,S,N)
+    s = cb.shape[2]
+    dev = contributions.device
+    wx = (2.0 ** torch.arange(mac.x_bits, device=dev)).view(-1, 1, 1, 1, 1)
+    ww = torch.tensor(plane_weights(mac.w_bits), dtype=torch.float32, device=dev).view(1, -1, 1, 1, 1)
+    scale = (wx * ww * col.step).to(torch.float64)
+    m = x_int.shape[0]
+    per_row = mac.x_bits * bw * s * out
+    step_m = max(1, chunk_elems // max(per_row, 1))
+    outs = []
+    for m0 in range(0, m, step_m):
+        u = torch.einsum("bmsn,josn->bjsmo", xb[:, m0 : m0 + step_m], cb)
+        code = digitise(u, col).to(torch.float64)
+        outs.append((code * scale).sum(dim=(0, 1, 2)).to(torch.float32))
+    return torch.cat(outs, 0) if outs else torch.zeros(0, out, device=dev)
+
+
+def effective_weights(contributions: torch.Tensor, w_bits: int) -> torch.Tensor:
+    """Shift-added cell contributions ``sum_j s_j 2**j c_j``: (out, K).
+
+    Where the ADC can be treated as linear, a chip instance multiplies integer inputs
+    by this matrix (one matrix product instead of ``B_x * B_w`` conversions per segment).
+    """
+    ww = torch.tensor(plane_weights(w_bits), dtype=contributions.dtype, device=contributions.device)
+    return torch.einsum("j,jok->ok", ww, contributions)
+
+
+def layer_seed(seed: int, layer_id: int) -> int:
+    """Independent, reproducible 63-bit seed for one layer of one chip instance."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(layer_id)]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class ChipInstance:
+    """A chip drawn from the process: ``(spec, variation level, seed)``.
+
+    Every cell of layer ``layer_id`` (shape ``(B_w, out, K)``) gets its R_P, R_AP and R_T
+    drawn once, from a generator seeded by ``(seed, layer_id)``; the draws are made in
+    float64 on the CPU, so the same instance is the same on every device.
+    """
+
+    def __init__(self, spec: HardwareSpec, level: float, seed: int):
+        self.spec = spec
+        self.level = check_level(level)
+        self.seed = int(seed)
+        self.cell_model = CellModel(spec.device, self.level, spec.column.calibrated)
+
+    def cells(self, layer_id: int, out: int, k: int, device=None, dtype=torch.float32):
+        """Normalised contributions ``(c_P, c_AP)``, each (B_w, out, K), of one layer's cells."""
+        gen = torch.Generator().manual_seed(layer_seed(self.seed, layer_id))
+        shape = (self.spec.macro.w_bits, out, k)
+        cm = self.cell_model
+        r_p = cm.dist_p.sample_torch(shape, gen)
+        r_ap = cm.dist_ap.sample_torch(shape, gen)
+        r_t = cm.dist_t.sample_torch(shape, gen)
+        c_p = cm.contribution(1.0 / (r_p + r_t))
+        c_ap = cm.contribution(1.0 / (r_ap + r_t))
+        return c_p.to(device=device, dtype=dtype), c_ap.to(device=device, dtype=dtype)
+
+    def program(self, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:
+        """Contributions (B_w, out, K) of integer weights (out, K) written onto this chip."""
+        out, k = w_int.shape
+        c_p, c_ap = self.cells(layer_id, out, k, device=w_int.device)
+        return programmed(weight_planes(w_int, self.spec.macro.w_bits), c_p, c_ap)
+
+    def matmul(self, x_int: torch.Tensor, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:
+        """Bit-true ``x_int @ w_int.T`` (M, K) x (out, K) -> (M, out) on this chip."""
+        return bit_true_matmul(x_int, self.program(w_int, layer_id), self.spec)
+
+
+def programmed(w_planes: torch.Tensor, c_p: torch.Tensor, c_ap: torch.Tensor) -> torch.Tensor:
+    """Cell contributions of weight bit planes: ``c_P`` where the bit is 1, else ``c_AP``."""
+    return c_ap + w_planes * (c_p - c_ap)
+
+
+def ideal_matmul(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec) -> torch.Tensor:
+    """Variation-free bit-true product (ADC quantisation still applies)."""
+    return bit_true_matmul(x_int, weight_planes(w_int, spec.macro.w_bits), spec)
