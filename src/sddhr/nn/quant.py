@@ -1,0 +1,110 @@
+"""Quantisers and the straight-through estimator (the only place rounding is defined).
+
+* :class:`WeightQuantizer`: symmetric ``B_w``-bit integers in ``[-(2^(B_w-1) - 1), 2^(B_w-1) - 1]``
+  (fits two's complement), one scale per layer or per output channel (max-abs, detached).
+* :class:`ActQuantizer`: unsigned ``B_x``-bit integers in ``[0, 2^B_x - 1]`` over a clipping
+  range ``[0, alpha]``; ``alpha`` is calibrated from the first batch it sees (a percentile
+  of the input) and then learned (PACT / LSQ-style gradient) unless ``learn=False``.
+
+Both return ``(q_int, scale)`` with ``q_int`` a float tensor holding integers, so that
+``q_int * scale`` is the de-quantised value; gradients pass straight through the rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import SpecError
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity backward."""
+    return _RoundSTE.apply(x)
+
+
+class WeightQuantizer(nn.Module):
+    def __init__(self, bits: int = 4, per_channel: bool = True):
+        super().__init__()
+        self.per_channel = bool(per_channel)
+        self.bits = bits
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @bits.setter
+    def bits(self, value: int) -> None:
+        if not 2 <= int(value) <= 8:
+            raise SpecError(f"weight quantiser bits must be in 2..8 (symmetric two's complement), got {value}")
+        self._bits = int(value)
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-channel (shape ``(out, 1, ...)``) or per-layer max-abs scale, detached."""
+        w = w.detach()
+        if self.per_channel:
+            m = w.abs().reshape(w.shape[0], -1).amax(1).view(-1, *([1] * (w.dim() - 1)))
+        else:
+            m = w.abs().max()
+        return torch.clamp(m, min=1e-12) / self.qmax
+
+    def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.scale(w)
+        q = torch.clamp(round_ste(w / s), -self.qmax, self.qmax)
+        return q, s
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+class ActQuantizer(nn.Module):
+    def __init__(self, bits: int = 4, learn: bool = True, percentile: float = 99.9):
+        super().__init__()
+        if not 1 <= int(bits) <= 8:
+            raise SpecError(f"activation quantiser bits must be in 1..8, got {bits}")
+        if not 0 < percentile <= 100:
+            raise SpecError(f"percentile must be in (0, 100], got {percentile}")
+        self.bits = int(bits)
+        self.percentile = float(percentile)
+        self.alpha = nn.Parameter(torch.ones(()), requires_grad=learn)
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits - 1
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Set ``alpha`` to a percentile of the non-negative part of ``x``."""
+        flat = x.detach().float().clamp(min=0).flatten()
+        if flat.numel() > 1_000_000:
+            idx = torch.linspace(0, flat.numel() - 1, 1_000_000, device=flat.device).long()
+            flat = flat[idx]
+        a = torch.quantile(flat, self.percentile / 100.0)
+        self.alpha.fill_(float(a) if float(a) > 0 else 1.0)
+        self.calibrated.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not bool(self.calibrated):
+            self.calibrate(x)
+        alpha = self.alpha.abs() + 1e-8
+        xc = torch.minimum(torch.relu(x), alpha)
+        q = round_ste(xc / alpha * self.levels)
+        return q, alpha / self.levels
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, learn={self.alpha.requires_grad}"
