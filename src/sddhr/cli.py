@@ -80,6 +80,174 @@ def _cmd_fit_device(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- experiments
+
+
+def _train_config_from_args(args) -> object:
+    from .train import load_config_file, make_config
+
+    data = load_config_file(args.config) if args.config else {}
+    data.setdefault("data", {})
+    for flag, key in (("recipe", "recipe"), ("arch", "arch"), ("width", "width"), ("level", "level"),
+                      ("variant", "variant"), ("chip_seed", "chip_seed"), ("instance_impl", "instance_impl"),
+                      ("noise_std", "noise_std"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                      ("optimizer", "optimizer"), ("seed", "seed"), ("init_from", "init_from"),
+                      ("max_steps", "max_steps_per_epoch")):
+        if getattr(args, flag, None) is not None:
+            data[key] = getattr(args, flag)
+    for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("train_subset", "train_subset"),
+                      ("test_subset", "test_subset")):
+        if getattr(args, flag, None) is not None:
+            data["data"][key] = getattr(args, flag)
+    if args.no_augment:
+        data["data"]["augment"] = False
+    if args.keep_digital is not None:
+        data["keep_digital"] = args.keep_digital
+    hw_flags = any(getattr(args, f, None) not in (None, False) for f in
+                   ("spec_file", "rows", "adc_bits", "full_scale", "uncalibrated", "w_bits", "x_bits"))
+    if hw_flags or args.preset != "mram-22nm":  # flags override the config file's hardware
+        data["hardware"] = _spec_from_args(args).model_dump()
+    return make_config(data)
+
+
+def _cmd_train(args) -> int:
+    from .train import train
+
+    cfg = _train_config_from_args(args)
+    ck = train(cfg, args.out, resume=args.resume, device=args.device)
+    h = ck["history"][-1]
+    print(f"{cfg.recipe}: {ck['epoch']} epochs, final test accuracy {100 * h['test_acc']:.2f}% -> {args.out}")
+    return 0
+
+
+def _eval_config_from_args(args):
+    from .evaluate import make_eval_config
+    from .train import load_config_file
+
+    data = load_config_file(args.config) if args.config else {}
+    for flag, key in (("levels", "levels"), ("instances", "instances"), ("first_seed", "first_seed"),
+                      ("impl", "impl"), ("batch_size", "batch_size")):
+        if getattr(args, flag, None) is not None:
+            data[key] = getattr(args, flag)
+    if args.data is not None or args.data_dir is not None or args.test_subset is not None:
+        d = data.setdefault("data", {})
+        for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("test_subset", "test_subset")):
+            if getattr(args, flag) is not None:
+                d[key] = getattr(args, flag)
+    return make_eval_config(data)
+
+
+def run_evaluation(checkpoints, names, cfg, out, device="cpu", spec=None) -> list:
+    """Evaluate checkpoints on the same chip instances; write results; print the table."""
+    from .data import load_dataset
+    from .evaluate import format_table, save_results, sweep
+    from .nn import set_spec
+    from .train import load_model
+
+    if names and len(names) != len(checkpoints):
+        raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
+    results, cache = [], {}
+    for i, ck_path in enumerate(checkpoints):
+        model, tcfg, _ = load_model(ck_path, device)
+        if spec is not None:
+            set_spec(model, spec)
+        dcfg = cfg.data or tcfg.data
+        key = (dcfg.name, dcfg.data_dir, dcfg.test_subset, tcfg.data.name, tcfg.data.data_dir)
+        if key not in cache:
+            train_split = load_dataset(tcfg.data.name, "train", tcfg.data.data_dir)
+            cache[key] = load_dataset(dcfg.name, "test", dcfg.data_dir, subset=dcfg.test_subset,
+                                      stats_from=train_split)
+        name = names[i] if names else (tcfg.recipe if tcfg.recipe not in [r["name"] for r in results] else
+                                       f"{tcfg.recipe}-{i}")
+        results.append(sweep(model, name, cache[key], cfg, tcfg, device))
+    path = save_results(results, cfg, out)
+    print(format_table(results))
+    print(f"wrote {path}")
+    return results
+
+
+def _cmd_evaluate(args) -> int:
+    cfg = _eval_config_from_args(args)
+    spec = _spec_from_args(args) if (args.spec_file or args.rows or args.adc_bits or args.full_scale) else None
+    run_evaluation(args.checkpoints, args.names, cfg, args.out, args.device, spec)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    png, md = write_report(args.results, args.out, args.title)
+    print(open(md).read())
+    print(f"wrote {png} and {md}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, device=args.device)
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from .data import download
+
+    for path in download(args.name, args.root):
+        print(f"ok {path}")
+    return 0
+
+
+def _add_train_args(p):
+    p.add_argument("--config", help="YAML / TOML / JSON training config (flags override it)")
+    p.add_argument("--recipe", choices=["float", "conventional", "ddhr", "sddhr", "noise"])
+    p.add_argument("--arch", choices=["mlp", "cnn", "vgg"])
+    p.add_argument("--width", type=int, help="network width (channels of the first conv / MLP scale)")
+    p.add_argument("--keep-digital", nargs="*", help="layers kept digital (names, 'first', 'last')")
+    p.add_argument("--level", type=float, help="variation level for ddhr / sddhr")
+    p.add_argument("--variant", choices=["exact", "composed", "resampled"], help="sddhr variant")
+    p.add_argument("--chip-seed", type=int, help="ddhr: the training chip's seed")
+    p.add_argument("--instance-impl", choices=["bit_true", "fast"], help="ddhr: chip model during training")
+    p.add_argument("--noise-std", type=float, help="noise recipe: weight noise relative to max|w|")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--init-from", help="checkpoint to fine-tune from")
+    p.add_argument("--max-steps", type=int, help="cap on steps per epoch (quick runs)")
+    p.add_argument("--data", help="digits (embedded), mnist, cifar10, svhn")
+    p.add_argument("--data-dir", help="data folder (default $SDDHR_DATA_DIR)")
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--test-subset", type=int)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, config.json)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_spec_args(p)
+
+
+def _add_eval_args(p):
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders")
+    p.add_argument("--names", nargs="*", help="display names, one per checkpoint")
+    p.add_argument("--config", help="YAML / TOML / JSON evaluation config")
+    p.add_argument("--levels", type=float, nargs="+", help="variation levels (default 1 2 4 6 8 10)")
+    p.add_argument("--instances", type=int, help="chip instances per level (default 20)")
+    p.add_argument("--first-seed", type=int, help="first chip seed (default 1000)")
+    p.add_argument("--impl", choices=["bit_true", "fast"], help="chip model (default bit_true)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--data", help="test data set (default: the training one)")
+    p.add_argument("--data-dir")
+    p.add_argument("--test-subset", type=int)
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--device", default="cpu")
+    g = p.add_argument_group("evaluate under another hardware spec (optional)")
+    g.add_argument("--spec-file")
+    g.add_argument("--rows", type=int)
+    g.add_argument("--adc-bits", type=int)
+    g.add_argument("--full-scale", type=float)
+    p.set_defaults(preset="mram-22nm", uncalibrated=False, w_bits=None, x_bits=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sddhr", description=__import__("sddhr").__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="mram-22nm", help="spec to put the fitted device into")
     p.add_argument("--out", help="write the fitted hardware spec (JSON)")
     p.set_defaults(func=_cmd_fit_device)
+
+    p = sub.add_parser("train", help="train a network with a recipe (float, conventional, ddhr, sddhr, noise)")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate checkpoints on chip instances across variation levels")
+    _add_eval_args(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="evaluate several checkpoints on the same chip instances")
+    _add_eval_args(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="plot + Markdown table from saved results (no re-run)")
+    p.add_argument("results", help="results.json or its folder")
+    p.add_argument("--out", help="output folder (default: next to the results)")
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo", help="the main job: conventional vs DDHR vs S-DDHR on the embedded digits")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("download", help="fetch an official data set and check its checksums (needs internet)")
+    p.add_argument("name", choices=["mnist", "cifar10", "svhn"])
+    p.add_argument("--root", required=True, help="data folder to download into")
+    p.set_defaults(func=_cmd_download)
     return parser
 
 
