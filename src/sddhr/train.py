@@ -301,7 +301,7 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
                     w.copy_(clean)
             opt.step()
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}")

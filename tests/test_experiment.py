@@ -1,0 +1,146 @@
+"""End to end on tiny generated data: train -> evaluate -> report, kill-and-resume, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sddhr.config import SpecError
+from sddhr.evaluate import EvalConfig, load_results, save_results, summarise, sweep
+from sddhr.report import write_report
+from sddhr.train import load_model, make_config, train
+
+
+class TinySplit:
+    """In-memory split with the data-split protocol train() uses (in_shape, classes, batches)."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        centers = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, -2.0]])
+        base = centers[self.y].repeat_interleave(8, 1).view(n, 1, 4, 4)
+        self.x = base + 0.5 * torch.randn(n, 1, 4, 4, generator=g)
+        self.in_shape, self.classes = (1, 4, 4), 3
+        self.fail_after: int | None = None  # simulate a kill after this many batches
+
+    def __len__(self):
+        return len(self.y)
+
+    def batches(self, batch_size, shuffle=False, augment=False, generator=None):
+        idx = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for i, s in enumerate(range(0, len(self), batch_size)):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise KeyboardInterrupt("simulated kill")
+            j = idx[s : s + batch_size]
+            yield self.x[j], self.y[j]
+
+
+def _cfg(**kw):
+    spec = {"name": "tiny", "column": {"rows": 16, "adc_bits": 5}, "macro": {"w_bits": 3, "x_bits": 3}}
+    base = {"recipe": "conventional", "arch": "mlp", "width": 4, "hardware": spec, "epochs": 3, "batch_size": 16,
+            "lr": 0.05, "data": {"name": "digits", "augment": False}, "seed": 3}
+    base.update(kw)
+    return make_config(base)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return TinySplit(96, 0), TinySplit(48, 1)
+
+
+def test_train_evaluate_report(tmp_path, splits):
+    tr, te = splits
+    ck = train(_cfg(), tmp_path / "conv", train_split=tr, test_split=te, progress=False)
+    assert ck["epoch"] == 3 and len(ck["history"]) == 3
+    assert ck["history"][-1]["test_acc"] > 0.9  # separable clusters: learning happened
+    sd = train(_cfg(recipe="sddhr", level=4, variant="composed", epochs=1, init_from=str(tmp_path / "conv")),
+               tmp_path / "sd", train_split=tr, test_split=te, progress=False)
+    assert sd["epoch"] == 1
+    ecfg = EvalConfig(levels=[0.0, 2.0], instances=3)
+    results = []
+    for name in ("conv", "sd"):
+        model, tcfg, _ = load_model(tmp_path / name)
+        results.append(sweep(model, name, te, ecfg, tcfg, progress=False))
+    # level 0 chips are the ideal hardware: every instance equals the ideal accuracy
+    for res in results:
+        lvl0 = [r["accuracy"] for r in res["rows"] if r["level"] == 0.0]
+        assert lvl0 == [res["ideal"]] * 3
+        assert len(res["rows"]) == 6
+    path = save_results(results, ecfg, tmp_path / "res")
+    doc = load_results(path)
+    s = summarise(doc["models"][0])
+    accs = [r["accuracy"] for r in doc["models"][0]["rows"] if r["level"] == 2.0]
+    assert s[1]["mean"] == pytest.approx(np.mean(accs)) and s[1]["min"] == pytest.approx(min(accs))
+    png, md = write_report(path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| conv | 2 |" in md.read_text()
+    csv_rows = (tmp_path / "res" / "instances.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + 12
+
+
+def test_same_seed_same_numbers(tmp_path, splits):
+    tr, te = splits
+    a = train(_cfg(epochs=1), tmp_path / "a", train_split=tr, test_split=te, progress=False)
+    b = train(_cfg(epochs=1), tmp_path / "b", train_split=tr, test_split=te, progress=False)
+    for k, v in a["model"].items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b["model"][k]), k
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, splits):
+    tr, te = splits
+    cfg = _cfg(recipe="sddhr", level=3, variant="resampled", epochs=3)
+    full = train(cfg, tmp_path / "full", train_split=tr, test_split=te, progress=False)
+    killed = TinySplit(96, 0)
+    calls = {"n": 0}
+    orig = killed.batches
+
+    def batches(*a, **k):  # die in the middle of the second epoch
+        calls["n"] += 1
+        killed.fail_after = 2 if calls["n"] == 2 else None
+        return orig(*a, **k)
+
+    killed.batches = batches
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", train_split=killed, test_split=te, progress=False)
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1  # the completed epoch survived the kill intact
+    resumed = train(cfg, tmp_path / "killed", resume=True, train_split=tr, test_split=te, progress=False)
+    assert resumed["epoch"] == 3
+    for k, v in full["model"].items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, resumed["model"][k]), k
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+
+
+def test_bad_inputs_leave_results_intact(tmp_path, splits):
+    tr, te = splits
+    with pytest.raises(SpecError, match="epochs"):
+        make_config({"epochs": 0})
+    with pytest.raises(SpecError, match="recipe"):
+        make_config({"recipe": "magic"})
+    with pytest.raises(SpecError, match="column.rows"):
+        make_config({"hardware": {"column": {"rows": 0}}})
+    run = tmp_path / "run"
+    train(_cfg(epochs=1), run, train_split=tr, test_split=te, progress=False)
+    before = (run / "checkpoint.pt").read_bytes()
+    # a second run into the same folder without --resume is refused
+    with pytest.raises(SpecError, match="exists"):
+        train(_cfg(epochs=1), run, train_split=tr, test_split=te, progress=False)
+    # resuming with another config is refused
+    with pytest.raises(SpecError, match="different config"):
+        train(_cfg(epochs=2, lr=0.1), run, resume=True, train_split=tr, test_split=te, progress=False)
+    # a checkpoint of another architecture cannot seed this one
+    with pytest.raises(SpecError, match="does not fit"):
+        train(_cfg(arch="cnn", init_from=str(run)), tmp_path / "other", train_split=tr, test_split=te,
+              progress=False)
+    # a corrupt checkpoint gives a clear error
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpecError, match="bad.pt"):
+        load_model(bad)
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1
