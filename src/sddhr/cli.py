@@ -197,6 +197,35 @@ def _cmd_download(args) -> int:
     return 0
 
 
+def _cmd_explore(args) -> int:
+    from .explore import make_explore_config, run_explore
+    from .train import load_config_file
+
+    data = load_config_file(args.config) if args.config else {}
+    base = data.setdefault("base", {})
+    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("w_bits", "w_bits"), ("x_bits", "x_bits"),
+                      ("levels", "levels"), ("float_epochs", "float_epochs"), ("finetune_epochs", "finetune_epochs"),
+                      ("instances", "instances"), ("energy", "energy"), ("variant", "sddhr_variant")):
+        if getattr(args, flag, None) is not None:
+            data[key] = getattr(args, flag)
+    for flag, key in (("arch", "arch"), ("width", "width"), ("batch_size", "batch_size"), ("seed", "seed")):
+        if getattr(args, flag, None) is not None:
+            base[key] = getattr(args, flag)
+    for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("train_subset", "train_subset"),
+                      ("test_subset", "test_subset")):
+        if getattr(args, flag, None) is not None:
+            base.setdefault("data", {})[key] = getattr(args, flag)
+    cfg = make_explore_config(data)
+    rows = run_explore(cfg, args.out, device=args.device)
+    head = f"{'rows':>5}{'adc':>5}{'wb':>4}{'xb':>4}{'level':>7}  {'method':<13}{'acc %':>8}{'nJ/inf':>10}{'TOPS/W':>9}"
+    print(head)
+    for r in rows:
+        print(f"{r['rows']:>5}{r['adc_bits']:>5}{r['w_bits']:>4}{r['x_bits']:>4}{r['level']:>7g}  {r['method']:<13}"
+              f"{100 * r['acc_mean']:>8.2f}{r['energy_per_inference_j'] * 1e9:>10.3f}{r['tops_per_w_1b']:>9.1f}")
+    print(f"wrote {args.out}/explore.json, explore.csv, pareto.png")
+    return 0
+
+
 def _add_train_args(p):
     p.add_argument("--config", help="YAML / TOML / JSON training config (flags override it)")
     p.add_argument("--recipe", choices=["float", "conventional", "ddhr", "sddhr", "noise"])
@@ -291,6 +320,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("explore", help="sweep operating points: accuracy vs energy / throughput (Pareto)")
+    p.add_argument("--config", help="YAML / TOML / JSON explore config (flags override it)")
+    p.add_argument("--rows", type=int, nargs="+", help="rows per column to sweep")
+    p.add_argument("--adc-bits", type=int, nargs="+")
+    p.add_argument("--w-bits", type=int, nargs="+")
+    p.add_argument("--x-bits", type=int, nargs="+")
+    p.add_argument("--levels", type=float, nargs="+", help="variation levels to sweep")
+    p.add_argument("--float-epochs", type=int)
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--instances", type=int)
+    p.add_argument("--variant", choices=["exact", "composed", "resampled"], help="S-DDHR variant")
+    p.add_argument("--energy", help="energy preset (mram-22nm-imc, sram-charge-65nm)")
+    p.add_argument("--arch", choices=["mlp", "cnn", "vgg"])
+    p.add_argument("--width", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data")
+    p.add_argument("--data-dir")
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--test-subset", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_explore)
 
     p = sub.add_parser("download", help="fetch an official data set and check its checksums (needs internet)")
     p.add_argument("name", choices=["mnist", "cifar10", "svhn"])

@@ -107,16 +107,19 @@ def make_explore_config(data: dict | ExploreConfig) -> ExploreConfig:
     return cfg
 
 
-def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", progress: bool = True) -> list[dict]:
-    from .data import load_dataset
-
+def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", progress: bool = True,
+                train_split=None, test_split=None) -> list[dict]:
+    """Run the sweep (resumable: finished runs in ``out_dir`` are reused); returns the rows."""
     cfg = make_explore_config(cfg)
     energy = cfg.energy if isinstance(cfg.energy, EnergySpec) else energy_preset(cfg.energy)
     out = Path(out_dir)
     base = cfg.base
-    train_split = load_dataset(base.data.name, "train", base.data.data_dir, subset=base.data.train_subset)
-    test_split = load_dataset(base.data.name, "test", base.data.data_dir, subset=base.data.test_subset,
-                              stats_from=train_split)
+    if train_split is None or test_split is None:
+        from .data import load_dataset
+
+        train_split = load_dataset(base.data.name, "train", base.data.data_dir, subset=base.data.train_subset)
+        test_split = load_dataset(base.data.name, "test", base.data.data_dir, subset=base.data.test_subset,
+                                  stats_from=train_split)
     common = dict(train_split=train_split, test_split=test_split, device=device, progress=progress, resume=True)
     float_cfg = make_config({**base.model_dump(), "recipe": "float", "epochs": cfg.float_epochs, "init_from": None})
     train(float_cfg, out / "float", **common)
