@@ -355,9 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data import DataError
+
     try:
         return args.func(args)
-    except SpecError as err:
+    except (SpecError, DataError) as err:
         print(f"sddhr {args.command}: error: {err}", file=sys.stderr)
         return 2
 
