@@ -103,8 +103,8 @@ def _train_config_from_args(args) -> object:
         data["data"]["augment"] = False
     if args.keep_digital is not None:
         data["keep_digital"] = args.keep_digital
-    hw_flags = any(getattr(args, f, None) not in (None, False) for f in
-                   ("spec_file", "rows", "adc_bits", "full_scale", "uncalibrated", "w_bits", "x_bits"))
+    hw_flags = args.uncalibrated or any(getattr(args, f, None) is not None for f in
+                                        ("spec_file", "rows", "adc_bits", "full_scale", "w_bits", "x_bits"))
     if hw_flags or args.preset != "mram-22nm":  # flags override the config file's hardware
         data["hardware"] = _spec_from_args(args).model_dump()
     return make_config(data)
@@ -168,7 +168,9 @@ def run_evaluation(checkpoints, names, cfg, out, device="cpu", spec=None) -> lis
 
 def _cmd_evaluate(args) -> int:
     cfg = _eval_config_from_args(args)
-    spec = _spec_from_args(args) if (args.spec_file or args.rows or args.adc_bits or args.full_scale) else None
+    spec = None
+    if any(getattr(args, f) is not None for f in ("spec_file", "rows", "adc_bits", "full_scale")):
+        spec = _spec_from_args(args)
     run_evaluation(args.checkpoints, args.names, cfg, args.out, args.device, spec)
     return 0
 
