@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -28,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from tqdm import tqdm
 
+from ._io import atomic_write_text
 from .config import SpecError
 from .nn import Mode, using_mode
 from .train import DataConfig, TrainConfig, evaluate_accuracy
@@ -120,23 +119,15 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def save_results(results: list[dict], cfg: EvalConfig, out_dir: str | Path) -> Path:
     """Write ``results.json`` (everything, incl. configs), ``instances.csv`` and ``summary.csv``."""
     out = Path(out_dir)
     doc = {"eval_config": json.loads(cfg.model_dump_json()), "models": results,
            "summary": [s for r in results for s in summarise(r)]}
-    _atomic_write(out / "results.json", json.dumps(doc, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
     rows = [r for res in results for r in res["rows"]]
-    _atomic_write(out / "instances.csv", _csv(rows, ["model", "level", "seed", "accuracy"]))
-    _atomic_write(out / "summary.csv", _csv(doc["summary"], list(doc["summary"][0]) if doc["summary"] else []))
+    atomic_write_text(out / "instances.csv", _csv(rows, ["model", "level", "seed", "accuracy"]))
+    atomic_write_text(out / "summary.csv", _csv(doc["summary"], list(doc["summary"][0]) if doc["summary"] else []))
     return out / "results.json"
 
 

@@ -28,9 +28,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from ._io import atomic_write_text
 from .config import SpecError
 from .energy import EnergySpec, LayerCost, NetworkCost, energy_preset, layer_cost, network_cost
-from .evaluate import EvalConfig, _atomic_write, _csv, sweep
+from .evaluate import EvalConfig, _csv, sweep
 from .nn import Mode, imc_layers, using_mode
 from .train import TrainConfig, load_model, make_config, train
 
@@ -154,8 +155,8 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
                   + ", ".join(f"{r['method']} {100 * r['acc_mean']:.2f}%" for r in last)
                   + f", {last[0]['energy_per_inference_j'] * 1e9:.2f} nJ/inference ({time.perf_counter() - t0:.0f} s)")
     doc = {"config": json.loads(cfg.model_dump_json()), "energy": json.loads(energy.model_dump_json()), "rows": rows}
-    _atomic_write(out / "explore.json", json.dumps(doc, indent=1))
-    _atomic_write(out / "explore.csv", _csv(rows, list(rows[0])))
+    atomic_write_text(out / "explore.json", json.dumps(doc, indent=1))
+    atomic_write_text(out / "explore.csv", _csv(rows, list(rows[0])))
     pareto_plot(rows, out / "pareto.png")
     return rows
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -32,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 from tqdm import tqdm
 
+from ._io import atomic_path, atomic_write_text
 from .config import HardwareSpec, SpecError, check_level, make_spec, preset
 from .models import ARCHS, build_model
 from .nn import Mode, set_mode, set_spec
@@ -149,15 +148,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def model_from_config(cfg: TrainConfig, in_shape, classes: int) -> nn.Module:
@@ -323,7 +315,7 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
             "rng": {"torch": torch.get_rng_state()},
         }
         atomic_save(ck, ck_path)
-        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+        atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
     if ck is None:  # already complete
         ck = load_checkpoint(ck_path, device)
     return ck
