@@ -5,14 +5,19 @@ For a column with ``n`` active rows of which ``k`` hold a P cell, the readout is
 ADC maps it to a code. The table ``prob[n, k, code]`` is computed
 
 * ``exact``: each cell's distribution is binned on a lattice of spacing ``h`` (an eighth
-  of the smaller per-cell sigma), centred on its mean; the sum's distribution is the
-  product of the cells' discrete Fourier transforms (``phi_P**k * phi_AP**(n-k)``), on a
-  window of +-14 sigma of the widest sum; the binning's mean offset is corrected and
-  each lattice mass is spread uniformly over its bin when the ADC thresholds cut it.
+  of the smaller per-cell sigma, or of its central width when a heavy tail inflates the
+  sigma), centred on its mean; the sum's distribution is the product of the cells'
+  discrete Fourier transforms (``phi_P**k * phi_AP**(n-k)``), on a window of +-14 sigma
+  of the widest sum; the binning's mean offset is corrected and each lattice mass is
+  spread uniformly over its bin when the ADC thresholds cut it. A single cell (n = 1)
+  is read off its CDF directly. (The binning adds about ``h**2 / 12`` of variance per
+  cell, ~0.1 % of it.)
 * ``gaussian``: a normal with the exact per-cell mean and variance summed (moment match).
 
 Both integrate over the ADC decision intervals ``[(c - 1/2) step, (c + 1/2) step)`` with
-the end codes open-ended (clipping). The table file (``.npz``) is the interchange format
+the end codes open-ended (clipping). Where the column has no (or negligible) variation
+the row is the bit-true digitiser's code of the mean, ties included (round half to even,
+as :func:`sddhr.hardware.digitise`). The table file (``.npz``) is the interchange format
 between hardware and training: ``prob`` (float64, [N+1, N+1, 2**B_adc]), ``code_values``
 (counts) and ``spec`` (JSON), plus ``level`` and ``method``.
 """
@@ -108,7 +113,10 @@ class ColumnTable:
         if not path.is_file():
             raise SpecError(f"table file not found: {path}")
         try:
-            with np.load(path, allow_pickle=False) as d:
+            d = np.load(path, allow_pickle=False)
+            if not isinstance(d, np.lib.npyio.NpzFile):
+                raise SpecError(f"{path}: not a table file (a single array, not an .npz archive)")
+            with d:
                 missing = {"prob", "code_values", "spec"} - set(d.files)
                 if missing:
                     raise SpecError(f"{path}: not a table file, missing arrays {sorted(missing)}")
@@ -117,6 +125,8 @@ class ColumnTable:
                 spec = make_spec(json.loads(str(d["spec"])))
                 level = float(d["level"]) if "level" in d.files else float("nan")
                 method = str(d["method"]) if "method" in d.files else "measured"
+        except SpecError:
+            raise
         except (OSError, ValueError, json.JSONDecodeError) as err:
             raise SpecError(f"{path}: cannot read table file ({err})") from None
         n = spec.column.rows
@@ -173,10 +183,14 @@ def _gaussian_rows(mu, var, spec: HardwareSpec) -> np.ndarray:
 class _Lattice:
     """Per-cell distributions binned on a common centred lattice, with their DFTs."""
 
-    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16):
-        sds = {s: math.sqrt(cm.var(s)) for s in ("P", "AP")}
+    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16, negligible_var: float = 0.0):
+        # a state whose variance is negligible (see build_table) is treated as exact
+        sds = {s: math.sqrt(cm.var(s)) if cm.var(s) > negligible_var else 0.0 for s in ("P", "AP")}
         pos = [v for v in sds.values() if v > 0]
-        self.h = min(pos) / 8.0
+        # the spacing resolves the narrower cell distribution: an eighth of its sigma, or of
+        # its central width (half the 16-84 % interquantile range) where a heavy tail makes
+        # the sigma much wider than the bulk (truncated normals at high variation)
+        scale = min(pos)
         # per-cell extents: where the centred CDF leaves [1e-14, 1 - 1e-14]
         ext = 0.0
         for s in ("P", "AP"):
@@ -187,6 +201,10 @@ class _Lattice:
             inside = (f > 1e-14) & (f < 1 - 1e-14)
             if inside.any():
                 ext = max(ext, np.abs(grid[inside] - cm.mean(s)).max() + sds[s])
+            lo, hi = np.searchsorted(f, [0.158655, 0.841345])
+            if 0 < lo <= hi < len(f):
+                scale = min(scale, max(grid[hi] - grid[lo - 1], 2 * (grid[1] - grid[0])) / 2)
+        self.h = scale / 8.0
         sum_sd = math.sqrt(rows * max(cm.var("P"), cm.var("AP")))
         half = 14.0 * sum_sd + ext
         length = 1 << max(8, math.ceil(math.log2(2 * half / self.h)))
@@ -232,6 +250,17 @@ def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec
     return rows / rows.sum(1, keepdims=True)
 
 
+def _single_cell_rows(cm: CellModel, spec: HardwareSpec) -> np.ndarray:
+    """Rows (k = 0, k = 1) of n = 1: one AP or one P cell."""
+    t = _thresholds(spec)
+    rows = []
+    for state in ("AP", "P"):
+        cdf = np.concatenate([[0.0], np.maximum.accumulate(np.clip(cm.cdf(state, t), 0, 1)), [1.0]])
+        rows.append(np.clip(np.diff(cdf), 0, None))
+    rows = np.array(rows)
+    return rows / rows.sum(1, keepdims=True)
+
+
 def build_table(
     spec: HardwareSpec, level: float, method: str = "exact", progress: bool | None = None
 ) -> ColumnTable:
@@ -242,11 +271,15 @@ def build_table(
     n_rows, n_codes = spec.column.rows, spec.column.n_codes
     cm = CellModel(spec.device, level, spec.column.calibrated)
     m_p, m_ap, v_p, v_ap = cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
+    # a per-cell variance so small that even N cells spread by less than 1e-6 of a step
+    # (e.g. a tiny but non-zero level) is treated as zero: the codes are then exact
+    negligible = (1e-6 * spec.column.step) ** 2 / n_rows
+    v_p, v_ap = (v if v > negligible else 0.0 for v in (v_p, v_ap))
     prob = np.zeros((n_rows + 1, n_rows + 1, n_codes))
     deterministic = v_p == 0 and v_ap == 0
     lat = None
     if method == "exact" and not deterministic:
-        lat = _Lattice(cm, n_rows)
+        lat = _Lattice(cm, n_rows, negligible_var=negligible)
         pow_p = np.cumprod(np.vstack([np.ones_like(lat.phi["P"]), np.tile(lat.phi["P"], (n_rows, 1))]), 0)
         pow_ap = np.cumprod(np.vstack([np.ones_like(lat.phi["AP"]), np.tile(lat.phi["AP"], (n_rows, 1))]), 0)
     bar = tqdm(range(n_rows + 1), desc=f"table ({method}, level {level:g})", delay=1.0,
@@ -258,8 +291,13 @@ def build_table(
             rows = _deterministic_rows(mu, spec)
         elif method == "gaussian":
             rows = _gaussian_rows(mu, k * v_p + (n - k) * v_ap, spec)
+        elif n == 1:  # one cell: its CDF at the thresholds directly (no lattice needed)
+            rows = _single_cell_rows(cm, spec)
         else:
             rows = _exact_rows_for_n(lat, pow_p, pow_ap, n, mu, spec)
+        fixed = k * v_p + (n - k) * v_ap == 0  # e.g. all cells in a state without variation
+        if fixed.any() and not deterministic:
+            rows[fixed] = _deterministic_rows(mu[fixed], spec)
         prob[n, : n + 1] = rows
     return ColumnTable(prob, code_values(spec.column), spec, level, method)
 

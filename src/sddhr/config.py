@@ -105,7 +105,11 @@ class HardwareSpec(_Spec):
 
     @classmethod
     def from_json(cls, text: str) -> HardwareSpec:
-        return make_spec(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"hardware spec is not valid JSON ({err})") from None
+        return make_spec(data)
 
     def replace(self, **changes) -> HardwareSpec:
         """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated."""

@@ -7,8 +7,10 @@ its input bit is 1. The column readout normalises each active cell to counts,
 
 so an ideal P cell contributes 1 and an ideal AP cell 0. :class:`CellModel` gives the
 references, the exact mean / variance of ``c`` per state (Gauss-Hermite quadrature over
-the two independent resistances) and its CDF (one-dimensional quadrature), which the
-abstraction convolves. Each cell's R_P, R_AP and R_T are independent draws.
+the two independent resistances; for truncated normals that reach zero, quadrature over
+the closed-form density of their sum, see ``TRUNC_FLOOR_REL``) and its CDF
+(one-dimensional quadrature), which the abstraction convolves. Each cell's R_P, R_AP and
+R_T are independent draws.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import special, stats
+from pydantic import ValidationError
+from scipy import optimize, special, stats
 
-from .config import DeviceSpec, SpecError, check_level
+from .config import DeviceSpec, SpecError, _format_validation, check_level
 
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(96)
 _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()  # expectation over a standard normal
@@ -96,12 +99,90 @@ def resistance_dists(device: DeviceSpec, level: float):
     )
 
 
-def _expect_inverse_sum(a: ResistanceDist, b: ResistanceDist, power: int) -> float:
-    """E[(1 / (A + B))**power] for independent A, B (tensor Gauss-Hermite quadrature)."""
-    ra = a.from_normal(_GH_NODES)[:, None]
-    rb = b.from_normal(_GH_NODES)[None, :]
+# Moments of G = 1 / (R_MTJ + R_T) for the truncated-normal family ignore sums below this
+# fraction of the nominal sum: when both resistances have a positive density at zero, the
+# density of the sum grows linearly from zero and E[G**2] diverges (logarithmically).
+# Below the floor lies a negligible mass (below 1e-7 at 10x the default variation).
+TRUNC_FLOOR_REL = 1e-3
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
+
+
+def _ndtr_diff(lo, hi):
+    """Phi(hi) - Phi(lo) for lo <= hi, without cancellation in the upper tail."""
+    return np.where(lo > 0, special.ndtr(-lo) - special.ndtr(-hi), special.ndtr(hi) - special.ndtr(lo))
+
+
+def _truncnormal_pdf(d: ResistanceDist, r):
+    z = (r - d.mean_ohm) / d.sigma_ohm
+    keep = special.ndtr(d.mean_ohm / d.sigma_ohm)  # 1 - P(normal < 0)
+    return np.where(r >= 0, np.exp(-0.5 * z * z) / (d.sigma_ohm * math.sqrt(2 * math.pi) * keep), 0.0)
+
+
+def _truncnormal_sum_pdf(a: ResistanceDist, b: ResistanceDist, x):
+    """Density of A + B for independent truncated normals (either may be degenerate).
+
+    For two proper ones the product of the two normal densities is a normal in ``a``
+    (mean ``mu(x)``, sd ``tau``), integrated over ``0 <= a <= x``: closed form.
+    """
+    if a.sigma_ohm == 0:
+        return _truncnormal_pdf(b, x - a.mean_ohm)
+    if b.sigma_ohm == 0:
+        return _truncnormal_pdf(a, x - b.mean_ohm)
+    sa, sb = a.sigma_ohm, b.sigma_ohm
+    s2 = sa * sa + sb * sb
+    tau = sa * sb / math.sqrt(s2)
+    mu = (a.mean_ohm * sb * sb + (x - b.mean_ohm) * sa * sa) / s2
+    z = (x - a.mean_ohm - b.mean_ohm) / math.sqrt(s2)
+    keep = special.ndtr(a.mean_ohm / sa) * special.ndtr(b.mean_ohm / sb)
+    dens = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi * s2) * _ndtr_diff(-mu / tau, (x - mu) / tau) / keep
+    return np.where(x > 0, dens, 0.0)
+
+
+def _truncnormal_conductance_moments(a: ResistanceDist, b: ResistanceDist) -> tuple[float, float]:
+    """Mean and variance of G = 1 / X, X = A + B (truncated normals), given X >= the floor,
+    by composite Gauss-Legendre over the density of X: log-spaced panels from the floor,
+    panels of half the smaller sigma over the bulk (-12 / +40 sigma of the sum)."""
+    m = a.mean_ohm + b.mean_ohm
+    sds = [d.sigma_ohm for d in (a, b) if d.sigma_ohm > 0]
+    s_sum = math.sqrt(sum(v * v for v in sds))
+    floor = TRUNC_FLOOR_REL * m
+    hi = m + 40.0 * s_sum
+    lo_bulk = max(floor, m - 12.0 * s_sum)
+    width = max(min(sds) / 2.0, (hi - lo_bulk) / 20000.0)
+    edges = [np.array([floor, hi]), np.arange(lo_bulk, hi, width)]
+    edges.append(floor * 1.25 ** np.arange(math.ceil(math.log(hi / floor) / math.log(1.25))))
+    edges.append(np.array([d.mean_ohm for d in (a, b) if d.sigma_ohm == 0]))  # a degenerate term's edge
+    e = np.unique(np.concatenate(edges))
+    e = e[(e >= floor) & (e <= hi)]
+    mid, half = (e[1:] + e[:-1]) / 2, (e[1:] - e[:-1]) / 2
+    x = (mid[:, None] + half[:, None] * _GL_NODES[None, :]).ravel()
+    w = (half[:, None] * _GL_WEIGHTS[None, :]).ravel() * _truncnormal_sum_pdf(a, b, x)
+    w /= w.sum()
+    d = (m - x) / (x * m)  # G - 1/m, without cancellation
+    e1 = float(w @ d)
+    return 1.0 / m + e1, max(float(w @ (d * d)) - e1 * e1, 0.0)
+
+
+def _conductance_moments(a: ResistanceDist, b: ResistanceDist) -> tuple[float, float]:
+    """Mean and variance of G = 1 / (A + B) for independent resistances A, B.
+
+    Lognormal (and truncated normals whose truncation is out of reach, location > 20 sigma):
+    tensor Gauss-Hermite quadrature over the two standard-normal quantiles. Truncated normal
+    otherwise: one-dimensional quadrature over the closed-form density of A + B, above the
+    floor ``TRUNC_FLOOR_REL`` (see there). No variation: exact (variance 0). Both moments are
+    taken about ``1 / (mean A + mean B)`` so that small variances do not cancel.
+    """
+    m = a.mean_ohm + b.mean_ohm
+    if a.sigma_ohm == 0 and b.sigma_ohm == 0:
+        return 1.0 / m, 0.0
+    far = all(d.sigma_ohm == 0 or d.mean_ohm > 20 * d.sigma_ohm for d in (a, b))
+    if not far and "truncnormal" in (a.family, b.family):
+        return _truncnormal_conductance_moments(a, b)
+    x = a.from_normal(_GH_NODES)[:, None] + b.from_normal(_GH_NODES)[None, :]
     w = _GH_WEIGHTS[:, None] * _GH_WEIGHTS[None, :]
-    return float(np.sum(w * (1.0 / (ra + rb)) ** power))
+    d = (m - x) / (x * m)
+    e1 = float(np.sum(w * d))
+    return 1.0 / m + e1, max(float(np.sum(w * d * d)) - e1 * e1, 0.0)
 
 
 class CellModel:
@@ -112,13 +193,9 @@ class CellModel:
         self.level = check_level(level)
         self.calibrated = calibrated
         self.dist_p, self.dist_ap, self.dist_t = resistance_dists(device, self.level)
-        g_p = _expect_inverse_sum(self.dist_p, self.dist_t, 1)
-        g_ap = _expect_inverse_sum(self.dist_ap, self.dist_t, 1)
+        (g_p, v_p), (g_ap, v_ap) = (_conductance_moments(d, self.dist_t) for d in (self.dist_p, self.dist_ap))
         self.mean_g = {"P": g_p, "AP": g_ap}
-        self.var_g = {
-            "P": _expect_inverse_sum(self.dist_p, self.dist_t, 2) - g_p**2,
-            "AP": _expect_inverse_sum(self.dist_ap, self.dist_t, 2) - g_ap**2,
-        }
+        self.var_g = {"P": v_p, "AP": v_ap}
         if calibrated:
             self.g_p_ref, self.g_ap_ref = g_p, g_ap
         else:
@@ -135,7 +212,7 @@ class CellModel:
 
     def var(self, state: str) -> float:
         """Var[c] for a cell in ``state``, counts squared."""
-        return max(self.var_g[state], 0.0) / self.delta_g**2
+        return self.var_g[state] / self.delta_g**2
 
     def contribution(self, g):
         """Normalised contribution of conductance(s) ``g`` (siemens), numpy or torch."""
@@ -202,11 +279,45 @@ def read_resistance_csv(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in samples.items()}
 
 
+def _truncnormal_shape(alpha: float) -> tuple[float, float]:
+    """Mean and sd, in units of sigma and relative to the location, of a normal truncated
+    at ``alpha`` sigma (``loc + alpha sigma = 0``): ``(lam - alpha, sqrt(1 + alpha lam - lam^2))``
+    with ``lam = phi(alpha) / (1 - Phi(alpha))`` (computed without cancellation)."""
+    lam = math.exp(-0.5 * alpha * alpha - 0.5 * math.log(2 * math.pi) - float(special.log_ndtr(-alpha)))
+    return lam - alpha, math.sqrt(max(1.0 + alpha * lam - lam * lam, 0.0))
+
+
+def truncnormal_from_moments(mean: float, sd: float) -> tuple[float, float] | None:
+    """Location and sigma (ohm) of the normal whose truncation to positive values has
+    mean ``mean`` and standard deviation ``sd`` (the parameters a ``truncnormal``
+    :class:`~sddhr.config.DeviceSpec` takes). ``None`` when no normal with a positive
+    location fits: a coefficient of variation at or above the half-normal's, ~0.756."""
+    if sd <= 0:
+        return mean, 0.0
+    cv = sd / mean
+
+    def excess(alpha: float) -> float:
+        m1, sd1 = _truncnormal_shape(alpha)
+        return sd1 / m1 - cv
+
+    if excess(0.0) <= 0:
+        return None
+    lo = -1.0 / cv - 10.0  # there the truncation is negligible and sd/mean ~ 1/|alpha| < cv
+    if excess(lo) >= 0:
+        return mean, sd
+    alpha = optimize.brentq(excess, lo, 0.0, xtol=1e-13, rtol=1e-13)
+    sigma = mean / _truncnormal_shape(alpha)[0]
+    return float(-alpha * sigma), float(sigma)
+
+
 def fit_device(path: str | Path, base: DeviceSpec | None = None) -> DeviceFit:
-    """Fit a :class:`DeviceSpec` to measured resistances (moments), choose the family by
-    the Kolmogorov-Smirnov statistic, and report the fit quality per state.
+    """Fit a :class:`DeviceSpec` to measured resistances by moments (lognormal: the sample
+    mean and sd; truncated normal: the location and sigma whose truncation has them),
+    choose the family with the smaller total Kolmogorov-Smirnov statistic over the
+    states, and report the fit quality per state.
 
     Without transistor (``T``) samples, R_T and its sigma are taken from ``base``.
+    (The KS p-values use parameters estimated from the same data, so they are optimistic.)
     """
     base = base or DeviceSpec()
     data = read_resistance_csv(path)
@@ -215,29 +326,40 @@ def fit_device(path: str | Path, base: DeviceSpec | None = None) -> DeviceFit:
             raise SpecError(f"{path}: need at least 2 samples of state {state}, got {len(data[state])}")
     report: dict = {"states": {}}
     ks_total = {"lognormal": 0.0, "truncnormal": 0.0}
-    params = {}
+    params: dict[str, dict[str, tuple[float, float]]] = {"lognormal": {}, "truncnormal": {}}
     for state in ("P", "AP", "T"):
         r = data[state]
         if len(r) < 2:
             continue
         mean, sd = float(r.mean()), float(r.std(ddof=1))
         entry = {"n": int(len(r)), "mean_ohm": mean, "sigma_rel": sd / mean}
-        for fam in ("lognormal", "truncnormal"):
-            dist = ResistanceDist(mean, sd, fam)
-            res = stats.kstest(r, dist.cdf)
+        fitted = {"lognormal": (mean, sd), "truncnormal": truncnormal_from_moments(mean, sd)}
+        for fam, par in fitted.items():
+            if par is None:  # no truncated normal with a positive location has these moments
+                entry[f"ks_{fam}"], entry[f"p_{fam}"] = 1.0, 0.0
+                ks_total[fam] = math.inf
+                continue
+            res = stats.kstest(r, ResistanceDist(par[0], par[1], fam).cdf)
             entry[f"ks_{fam}"] = float(res.statistic)
             entry[f"p_{fam}"] = float(res.pvalue)
+            entry[f"{fam}_mean_ohm"], entry[f"{fam}_sigma_rel"] = par[0], par[1] / par[0]
             ks_total[fam] += float(res.statistic)
+            params[fam][state] = (par[0], par[1] / par[0])
         report["states"][state] = entry
-        params[state] = (mean, sd / mean)
     family = min(ks_total, key=ks_total.get)
-    r_p, s_p = params["P"]
-    r_ap, s_ap = params["AP"]
+    if not math.isfinite(ks_total[family]):
+        raise SpecError(f"{path}: no distribution family fits these samples")
+    report["ks_total"] = ks_total
+    r_p, s_p = params[family]["P"]
+    r_ap, s_ap = params[family]["AP"]
     if r_ap <= r_p:
         raise SpecError(f"{path}: mean R_AP ({r_ap:.1f}) must exceed mean R_P ({r_p:.1f})")
-    r_t, s_t = params.get("T", (base.r_t_ohm, base.sigma_t_rel))
-    device = DeviceSpec(
-        r_p_ohm=r_p, tmr=r_ap / r_p - 1.0, r_t_ohm=r_t,
-        sigma_p_rel=s_p, sigma_ap_rel=s_ap, sigma_t_rel=s_t, distribution=family,
-    )
+    r_t, s_t = params[family].get("T", (base.r_t_ohm, base.sigma_t_rel))
+    try:
+        device = DeviceSpec(
+            r_p_ohm=r_p, tmr=r_ap / r_p - 1.0, r_t_ohm=r_t,
+            sigma_p_rel=s_p, sigma_ap_rel=s_ap, sigma_t_rel=s_t, distribution=family,
+        )
+    except ValidationError as err:
+        raise SpecError(f"{path}: the fitted device is not a valid spec: {_format_validation(err, 'device')}") from None
     return DeviceFit(device, report)

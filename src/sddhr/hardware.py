@@ -97,9 +97,9 @@ def bit_true_matmul(
     cb = _pad_rows(contributions, col.rows)  # (Bw,out,S,N)
     s = cb.shape[2]
     dev = contributions.device
-    wx = (2.0 ** torch.arange(mac.x_bits, device=dev)).view(-1, 1, 1, 1, 1)
-    ww = torch.tensor(plane_weights(mac.w_bits), dtype=torch.float32, device=dev).view(1, -1, 1, 1, 1)
-    scale = (wx * ww * col.step).to(torch.float64)
+    wx = (2.0 ** torch.arange(mac.x_bits, device=dev, dtype=torch.float64)).view(-1, 1, 1, 1, 1)
+    ww = torch.tensor(plane_weights(mac.w_bits), dtype=torch.float64, device=dev).view(1, -1, 1, 1, 1)
+    scale = wx * ww * col.step  # float64: exact shift-and-add of the codes
     m = x_int.shape[0]
     per_row = mac.x_bits * bw * s * out
     step_m = max(1, chunk_elems // max(per_row, 1))
@@ -164,8 +164,9 @@ class ChipInstance:
 
 
 def programmed(w_planes: torch.Tensor, c_p: torch.Tensor, c_ap: torch.Tensor) -> torch.Tensor:
-    """Cell contributions of weight bit planes: ``c_P`` where the bit is 1, else ``c_AP``."""
-    return c_ap + w_planes * (c_p - c_ap)
+    """Cell contributions of weight bit planes: ``c_P`` where the bit is 1, else ``c_AP``
+    (selected, not interpolated, so a cell's value is bit-identical to its draw)."""
+    return torch.where(w_planes != 0, c_p, c_ap)
 
 
 def ideal_matmul(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec) -> torch.Tensor:

@@ -129,10 +129,15 @@ def set_spec(model: nn.Module, spec: HardwareSpec) -> nn.Module:
 
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Calibrate every activation quantiser's range on ``batches`` (ideal mode)."""
+    """Calibrate every activation quantiser's range on ``batches`` (ideal mode): each
+    range is the mean over the batches of a percentile of the layer's input."""
     layers = imc_layers(model)
     for _, layer in layers:
-        layer.aq.calibrated.fill_(False)
-    with using_mode(model, Mode.ideal()):
-        for x in batches:
-            model(x)
+        layer.aq.start_calibration()
+    try:
+        with using_mode(model, Mode.ideal()):
+            for x in batches:
+                model(x)
+    finally:
+        for _, layer in layers:
+            layer.aq.stop_calibration()

@@ -8,6 +8,11 @@
 
 Both return ``(q_int, scale)`` with ``q_int`` a float tensor holding integers, so that
 ``q_int * scale`` is the de-quantised value; gradients pass straight through the rounding.
+
+The activation quantiser is one autograd function (:class:`_ActQuant`) that keeps only its
+input for the backward pass (usually already kept by the preceding ReLU), instead of the
+three intermediate tensors of the composed expression; its gradients are those of
+``round_ste(min(relu(x), alpha) / alpha * L)``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,29 @@ class _RoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+class _ActQuant(torch.autograd.Function):
+    """``q = round(min(relu(x), alpha) / alpha * L)``, straight-through for the rounding:
+    ``dq/dx = L / alpha`` and ``dq/dalpha = -L x / alpha^2`` where ``0 < x < alpha``, else 0.
+    (Computed as ``round(clamp(x L / alpha, 0, L))``: three passes forward, three back.)"""
+
+    @staticmethod
+    def forward(ctx, x, alpha, levels: int):
+        ctx.levels = levels
+        ctx.save_for_backward(x, alpha)
+        return (x * (levels / alpha)).clamp_(0.0, float(levels)).round_()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, alpha = ctx.saved_tensors
+        # g where 0 < x < alpha, else 0 (one fused pass)
+        gl = torch.ops.aten.hardtanh_backward(g, x, 0.0, float(alpha)).mul_(ctx.levels / alpha)
+        gx = gl if ctx.needs_input_grad[0] else None
+        ga = None
+        if ctx.needs_input_grad[1]:
+            ga = -torch.dot(gl.reshape(-1), x.reshape(-1)).div(alpha).reshape(alpha.shape)
+        return gx, ga, None
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +110,7 @@ class ActQuantizer(nn.Module):
         self.percentile = float(percentile)
         self.alpha = nn.Parameter(torch.ones(()), requires_grad=learn)
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self._running = 0  # > 0 while averaging over calibration batches (see start_calibration)
 
     @property
     def levels(self) -> int:
@@ -89,22 +118,33 @@ class ActQuantizer(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        """Set ``alpha`` to a percentile of the non-negative part of ``x``."""
+        """Set ``alpha`` to a percentile of the non-negative part of ``x`` (while a
+        calibration is running, to the mean of that percentile over the batches seen)."""
         flat = x.detach().float().clamp(min=0).flatten()
         if flat.numel() > 1_000_000:
             idx = torch.linspace(0, flat.numel() - 1, 1_000_000, device=flat.device).long()
             flat = flat[idx]
-        a = torch.quantile(flat, self.percentile / 100.0)
-        self.alpha.fill_(float(a) if float(a) > 0 else 1.0)
+        a = float(torch.quantile(flat, self.percentile / 100.0))
+        if self._running:
+            n = self._running
+            a = (float(self.alpha.detach()) * (n - 1) + a) / n if n > 1 else a
+            self._running += 1
+        self.alpha.fill_(a if a > 0 else 1.0)
         self.calibrated.fill_(True)
 
+    def start_calibration(self) -> None:
+        """Calibrate on every following batch (averaging) until :meth:`stop_calibration`."""
+        self._running = 1
+        self.calibrated.fill_(False)
+
+    def stop_calibration(self) -> None:
+        self._running = 0
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not bool(self.calibrated):
+        if self._running or not bool(self.calibrated):
             self.calibrate(x)
-        alpha = self.alpha.abs() + 1e-8
-        xc = torch.minimum(torch.relu(x), alpha)
-        q = round_ste(xc / alpha * self.levels)
-        return q, alpha / self.levels
+        alpha = (self.alpha.abs() + 1e-8).to(x.dtype)
+        return _ActQuant.apply(x, alpha, self.levels), alpha / self.levels
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, learn={self.alpha.requires_grad}"
