@@ -4,7 +4,8 @@
 #   bash examples/headline.sh cifar10 [DATA_DIR] [OUT]
 #   bash examples/headline.sh svhn    [DATA_DIR] [OUT]     (official train_32x32.mat / test_32x32.mat)
 # Environment knobs (defaults in brackets): EPOCHS_FLOAT, EPOCHS_CONV, EPOCHS_FT, LEVEL [10], INSTANCES [20],
-# IMPL [bit_true], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12"].
+# IMPL [bit_true], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12 0.25 0.5"],
+# VARIANTS [S-DDHR variants to train: "exact composed resampled"].
 set -euo pipefail
 DS=${1:?data set: mnist, cifar10 or svhn}
 DATA=${2:-${SDDHR_DATA_DIR:-../shared/data}}
@@ -14,7 +15,8 @@ LEVEL=${LEVEL:-10}
 INSTANCES=${INSTANCES:-20}
 IMPL=${IMPL:-bit_true}
 DEVICE=${DEVICE:-cpu}
-NOISE_STDS=${NOISE_STDS:-"0.03 0.06 0.12"}
+NOISE_STDS=${NOISE_STDS:-"0.03 0.06 0.12 0.25 0.5"}
+VARIANTS=${VARIANTS:-"exact composed resampled"}
 if [ "$DS" = mnist ]; then
   ARCH=mlp; EPOCHS_FLOAT=${EPOCHS_FLOAT:-8}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
   KEEP=(--keep-digital)   # every layer on the IMC macro
@@ -35,9 +37,7 @@ run float        --recipe float        --epochs "$EPOCHS_FLOAT" --lr 2e-3
 run conventional --recipe conventional --epochs "$EPOCHS_CONV"  --lr 1e-3 --init-from "$OUT/float"
 FT=(--epochs "$EPOCHS_FT" --lr 5e-4 --init-from "$OUT/conventional")
 run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --instance-impl fast "${FT[@]}"
-run sddhr-exact     --recipe sddhr --level "$LEVEL" --variant exact     "${FT[@]}"
-run sddhr-composed  --recipe sddhr --level "$LEVEL" --variant composed  "${FT[@]}"
-run sddhr-resampled --recipe sddhr --level "$LEVEL" --variant resampled "${FT[@]}"
+for v in $VARIANTS; do run "sddhr-$v" --recipe sddhr --level "$LEVEL" --variant "$v" "${FT[@]}"; done
 for s in $NOISE_STDS; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
 
 # pick the noise strength by accuracy at LEVEL on tuning chips (seeds 500..504, disjoint from the test chips)
@@ -51,8 +51,8 @@ print(max(doc["summary"], key=lambda s: s["mean"])["model"])
 PY
 )
 echo "== tuned noise baseline: $BEST"
-"$SDDHR" compare "$OUT/conventional" "$OUT/ddhr" "$OUT/sddhr-exact" "$OUT/sddhr-composed" "$OUT/sddhr-resampled" "$OUT/$BEST" \
-  --names conventional ddhr sddhr-exact sddhr-composed sddhr-resampled "$BEST" \
+"$SDDHR" compare "$OUT/conventional" "$OUT/ddhr" $(for v in $VARIANTS; do echo "$OUT/sddhr-$v"; done) "$OUT/$BEST" \
+  --names conventional ddhr $(for v in $VARIANTS; do echo "sddhr-$v"; done) "$BEST" \
   --levels 1 2 4 6 8 10 --instances "$INSTANCES" --impl "$IMPL" ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} \
   --device "$DEVICE" --out "$OUT/compare"
 "$SDDHR" report "$OUT/compare" --title "$DS $ARCH, mram-22nm 4b/4b, S-DDHR trained at level $LEVEL"

@@ -33,6 +33,29 @@ def test_train_compare_report_from_flags_and_config(tmp_path, capsys):
     assert "conv" in out and "level" in out
 
 
+def test_compare_test_subset_keeps_each_models_data(tmp_path, capsys):
+    """--test-subset alone narrows the model's own test set (regression: it fell back to digits)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 40)):
+        (tmp_path / "d" / "cifar10").mkdir(parents=True, exist_ok=True)
+        np.savez(tmp_path / "d" / "cifar10" / f"{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=rng.integers(0, 10, n).astype(np.int64))
+    run = tmp_path / "conv"
+    assert main(["train", "--recipe", "conventional", "--arch", "cnn", "--width", "4", "--data", "cifar10",
+                 "--data-dir", str(tmp_path / "d"), "--epochs", "1", "--max-steps", "1", "--batch-size", "16",
+                 "--keep-digital", "first", "--out", str(run)]) == 0
+    res = tmp_path / "res"
+    assert main(["compare", str(run), "--levels", "1", "--instances", "1", "--test-subset", "24",
+                 "--impl", "fast", "--out", str(res)]) == 0
+    doc = json.loads((res / "results.json").read_text())
+    assert doc["eval_config"]["data"]["test_subset"] == 24
+    # accuracies on 24 images are multiples of 1/24
+    acc = doc["models"][0]["rows"][0]["accuracy"]
+    assert abs(acc * 24 - round(acc * 24)) < 1e-9
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -151,7 +151,9 @@ def run_evaluation(checkpoints, names, cfg, out, device="cpu", spec=None) -> lis
         model, tcfg, _ = load_model(ck_path, device)
         if spec is not None:
             set_spec(model, spec)
-        dcfg = cfg.data or tcfg.data
+        # fields given for the test data override the model's own training data config
+        dcfg = tcfg.data if cfg.data is None else tcfg.data.model_copy(
+            update={k: getattr(cfg.data, k) for k in cfg.data.model_fields_set})
         key = (dcfg.name, dcfg.data_dir, dcfg.test_subset, tcfg.data.name, tcfg.data.data_dir)
         if key not in cache:
             train_split = load_dataset(tcfg.data.name, "train", tcfg.data.data_dir)
