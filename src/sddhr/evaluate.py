@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -72,10 +73,16 @@ def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: T
     rows = []
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.instances))
     jobs = [(lv, s) for lv in cfg.levels for s in seeds]
+    # without a terminal (logs, batch jobs) the bar is off: one line per finished level instead
+    log_levels = progress and not sys.stderr.isatty()
     for lv, s in tqdm(jobs, desc=f"evaluate {name}", disable=None if progress else True, leave=False, delay=0.5):
         with using_mode(model, Mode.instance(lv, s, cfg.impl)):
             rows.append({"model": name, "level": lv, "seed": s,
                          "accuracy": evaluate_accuracy(model, test_split, cfg.batch_size, device)})
+        if log_levels and s == seeds[-1]:
+            accs = [r["accuracy"] for r in rows if r["level"] == lv]
+            print(f"evaluate {name}: level {lv:g}, {len(accs)} chips, mean accuracy "
+                  f"{100 * sum(accs) / len(accs):.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     own = None
     if train_cfg is not None and train_cfg.recipe == "ddhr":
         with using_mode(model, Mode.instance(train_cfg.level, train_cfg.chip_seed, cfg.impl)):
