@@ -28,7 +28,9 @@ def markdown_table(doc: dict) -> str:
     n = doc.get("eval_config", {}).get("instances")
     if n:
         lines.append("")
-        lines.append(f"{n} chip instances per level ({doc['eval_config'].get('impl', '?')} evaluation).")
+        lines.append(f"{n} chip instances per level ({doc['eval_config'].get('impl', '?')} evaluation). "
+                     "Baselines are the same weights: float = without quantisation or hardware, "
+                     "ideal = bit-true without variation.")
     return "\n".join(lines)
 
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The CIFAR-10 run of docs/RESULTS.md, sized for 2 CPU cores (about 1.5 h on one core):
+#   bash examples/cifar10_cpu.sh [DATA_DIR] [OUT]
+# VGG width 16 (first conv digital), full 50k training set; robust models fine-tuned at
+# LEVEL [4] (level 10 is also trained for resampled S-DDHR); evaluation on TEST_SUBSET [1000]
+# test images, 20 chips per level, fast (linear-ADC) chip form. On a GPU use
+# examples/headline.sh cifar10 with DEVICE=cuda instead (full test set, bit-true chips).
+set -euo pipefail
+DATA=${1:-${SDDHR_DATA_DIR:-../shared/data}}
+OUT=${2:-runs/cifar10}
+SDDHR=${SDDHR:-sddhr}
+LEVEL=${LEVEL:-4}
+TEST_SUBSET=${TEST_SUBSET:-1000}
+COMMON=(--arch vgg --width 16 --data cifar10 --data-dir "$DATA" --batch-size 128 --optimizer adam
+        --keep-digital first --test-subset "$TEST_SUBSET")
+run() { local name=$1; shift; echo "== $name"; /usr/bin/time -f "   $name: %e s" "$SDDHR" train "${COMMON[@]}" --out "$OUT/$name" --resume "$@"; }
+
+run float        --recipe float        --epochs 6 --lr 2e-3
+run conventional --recipe conventional --epochs 2 --lr 1e-3 --init-from "$OUT/float"
+FT=(--epochs 2 --lr 5e-4 --init-from "$OUT/conventional")
+run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --instance-impl fast "${FT[@]}"
+run sddhr-composed  --recipe sddhr --level "$LEVEL" --variant composed  "${FT[@]}"
+run sddhr-resampled --recipe sddhr --level "$LEVEL" --variant resampled "${FT[@]}"
+run sddhr-resampled-L10 --recipe sddhr --level 10 --variant resampled "${FT[@]}"
+# exact costs about 13x a float step here (docs/PERFORMANCE.md): one capped epoch (150 steps)
+run sddhr-exact     --recipe sddhr --level "$LEVEL" --variant exact --epochs 1 --max-steps 150 --lr 5e-4 \
+    --init-from "$OUT/conventional"
+for s in 0.06 0.12 0.25; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
+
+"$SDDHR" compare "$OUT/noise-0.06" "$OUT/noise-0.12" "$OUT/noise-0.25" --names noise-0.06 noise-0.12 noise-0.25 \
+  --levels "$LEVEL" --instances 5 --first-seed 500 --impl fast --test-subset "$TEST_SUBSET" \
+  --out "$OUT/noise-tuning" > "$OUT/noise-tuning.txt"
+BEST=$(python3 - "$OUT/noise-tuning/results.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print(max(doc["summary"], key=lambda s: s["mean"])["model"])
+PY
+)
+echo "== tuned noise baseline: $BEST"
+"$SDDHR" compare "$OUT/conventional" "$OUT/ddhr" "$OUT/sddhr-exact" "$OUT/sddhr-composed" "$OUT/sddhr-resampled" \
+  "$OUT/sddhr-resampled-L10" "$OUT/$BEST" \
+  --names conventional ddhr sddhr-exact sddhr-composed sddhr-resampled sddhr-resampled-L10 "$BEST" \
+  --levels 1 2 4 6 8 10 --instances 20 --impl fast --test-subset "$TEST_SUBSET" --out "$OUT/compare"
+"$SDDHR" report "$OUT/compare" --title "cifar10 vgg16, mram-22nm 4b/4b, S-DDHR trained at level $LEVEL"
