@@ -144,3 +144,36 @@ def test_bad_inputs_leave_results_intact(tmp_path, splits):
         load_model(bad)
     assert (run / "checkpoint.pt").read_bytes() == before
     assert json.loads((run / "config.json").read_text())["epochs"] == 1
+
+
+def _fake_result(name, accs_by_level):
+    rows = [{"model": name, "level": lv, "seed": 1000 + i, "accuracy": a}
+            for lv, accs in accs_by_level.items() for i, a in enumerate(accs)]
+    return {"name": name, "float": 0.9, "ideal": 0.95, "own_instance": None, "rows": rows}
+
+
+def test_report_merges_results_without_touching_sources(tmp_path):
+    cfg = EvalConfig(levels=[1, 10], instances=2)
+    a = save_results([_fake_result("a", {1.0: [0.9, 0.8], 10.0: [0.5, 0.7]})], cfg, tmp_path / "ra")
+    b = save_results([_fake_result("b", {1.0: [0.6, 0.6], 10.0: [0.2, 0.4]})], cfg, tmp_path / "rb")
+    before = (a.read_bytes(), b.read_bytes())
+    png, md = write_report([a, b.parent], tmp_path / "merged")
+    assert (a.read_bytes(), b.read_bytes()) == before
+    merged = load_results(tmp_path / "merged")
+    assert [m["name"] for m in merged["models"]] == ["a", "b"]
+    text = md.read_text()
+    # means computed by hand: a@10 = 60 %, b@10 = 30 %
+    assert "| a | 10 | 60.00 +- " in text and "| b | 10 | 30.00 +- " in text and png.is_file()
+
+    with pytest.raises(SpecError, match="--out"):
+        write_report([a, b])
+    with pytest.raises(SpecError, match="--out"):
+        write_report([a, b], tmp_path / "ra")
+    c = save_results([_fake_result("a", {1.0: [0.9, 0.9], 10.0: [0.9, 0.9]})], cfg, tmp_path / "rc")
+    with pytest.raises(SpecError, match="appears twice"):
+        write_report([a, c], tmp_path / "m2")
+    other = EvalConfig(levels=[1, 10], instances=2, first_seed=5)
+    d = save_results([_fake_result("d", {1.0: [0.9, 0.9], 10.0: [0.9, 0.9]})], other, tmp_path / "rd")
+    with pytest.raises(SpecError, match="first_seed"):
+        write_report([a, d], tmp_path / "m3")
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()

@@ -314,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="plot + Markdown table from saved results (no re-run)")
-    p.add_argument("results", help="results.json or its folder")
-    p.add_argument("--out", help="output folder (default: next to the results)")
+    p.add_argument("results", nargs="+", help="results.json or its folder; several are merged into one report")
+    p.add_argument("--out", help="output folder (default: next to the results; required when merging)")
     p.add_argument("--title")
     p.set_defaults(func=_cmd_report)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ._io import atomic_write_text
+from .config import SpecError
 from .evaluate import load_results, summarise
 
 
@@ -68,11 +71,49 @@ def plot(doc: dict, path: str | Path, title: str | None = None) -> Path:
     return path
 
 
-def write_report(results_path: str | Path, out_dir: str | Path | None = None, title: str | None = None):
-    """``accuracy.png`` and ``table.md`` next to (or in ``out_dir`` instead of) the results."""
-    doc = load_results(results_path)
-    rp = Path(results_path)
-    out = Path(out_dir) if out_dir else (rp if rp.is_dir() else rp.parent)
+#: evaluation settings that must agree for results to share one table
+SAME_EVAL = ("levels", "instances", "first_seed", "impl")
+
+
+def merge_results(docs: list[dict], sources: list[str] | None = None) -> dict:
+    """One results document from several (e.g. a comparison split over processes or
+    machines). They must have been evaluated on the same chips (levels, instance count,
+    first seed, chip form) and the same test data; model names must be distinct."""
+    if not docs:
+        raise SpecError("results: give at least one results file")
+    sources = sources or [f"results {i}" for i in range(len(docs))]
+    ref = docs[0].get("eval_config", {})
+    names: set[str] = set()
+    for doc, src in zip(docs, sources):
+        ec = doc.get("eval_config", {})
+        for key in (*SAME_EVAL, "data"):
+            if ec.get(key) != ref.get(key):
+                raise SpecError(f"results: {src} has eval_config.{key} = {ec.get(key)!r}, {sources[0]} has "
+                                f"{ref.get(key)!r}; only results on the same chips and data share a report")
+        for m in doc["models"]:
+            if m["name"] in names:
+                raise SpecError(f"results: model name {m['name']!r} appears twice ({src}); rename with --names")
+            names.add(m["name"])
+    return {**docs[0], "models": [m for d in docs for m in d["models"]],
+            "summary": [s for d in docs for s in d.get("summary", [])]}
+
+
+def write_report(results_path: str | Path | list, out_dir: str | Path | None = None, title: str | None = None):
+    """``accuracy.png`` and ``table.md`` next to (or in ``out_dir`` instead of) the results.
+
+    Several results paths are merged (:func:`merge_results`) into ``out_dir`` (required
+    then, and not one of the sources' folders), which also receives the merged
+    ``results.json``; the sources are never written to."""
+    paths = [Path(p) for p in (results_path if isinstance(results_path, (list, tuple)) else [results_path])]
+    doc = merge_results([load_results(p) for p in paths], [str(p) for p in paths])
+    folders = [(p if p.is_dir() else p.parent).resolve() for p in paths]
+    if len(paths) > 1:
+        if out_dir is None:
+            raise SpecError("--out: give an output folder when merging several results")
+        if Path(out_dir).resolve() in folders:
+            raise SpecError(f"--out: {out_dir} holds one of the merged results; choose another folder")
+        atomic_write_text(Path(out_dir) / "results.json", json.dumps(doc, indent=1))
+    out = Path(out_dir) if out_dir else folders[0]
     png = plot(doc, out / "accuracy.png", title)
     md = out / "table.md"
     md.write_text(markdown_table(doc) + "\n")
