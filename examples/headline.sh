@@ -5,7 +5,8 @@
 #   bash examples/headline.sh svhn    [DATA_DIR] [OUT]     (official train_32x32.mat / test_32x32.mat)
 # Environment knobs (defaults in brackets): EPOCHS_FLOAT, EPOCHS_CONV, EPOCHS_FT, LEVEL [10], INSTANCES [20],
 # IMPL [bit_true], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12 0.25 0.5"],
-# VARIANTS [S-DDHR variants to train: "exact composed resampled"].
+# VARIANTS [S-DDHR variants to train: "exact composed resampled"], EXTRA [more train flags, e.g.
+# "--w-bits 3 --x-bits 3"].
 set -euo pipefail
 DS=${1:?data set: mnist, cifar10 or svhn}
 DATA=${2:-${SDDHR_DATA_DIR:-../shared/data}}
@@ -29,6 +30,7 @@ fi
 COMMON=(--arch "$ARCH" --data "$DS" --data-dir "$DATA" --batch-size 128 --optimizer adam --device "$DEVICE"
         "${KEEP[@]}" "${AUG[@]}")
 [ -n "${WIDTH:-}" ] && COMMON+=(--width "$WIDTH")
+[ -n "${EXTRA:-}" ] && read -r -a EXTRA_ARGS <<< "$EXTRA" && COMMON+=("${EXTRA_ARGS[@]}")
 [ -n "${TRAIN_SUBSET:-}" ] && COMMON+=(--train-subset "$TRAIN_SUBSET")
 [ -n "${TEST_SUBSET:-}" ] && COMMON+=(--test-subset "$TEST_SUBSET")
 run() { local name=$1; shift; echo "== $name"; /usr/bin/time -f "   $name: %e s" "$SDDHR" train "${COMMON[@]}" --out "$OUT/$name" --resume "$@"; }
@@ -55,4 +57,4 @@ echo "== tuned noise baseline: $BEST"
   --names conventional ddhr $(for v in $VARIANTS; do echo "sddhr-$v"; done) "$BEST" \
   --levels 1 2 4 6 8 10 --instances "$INSTANCES" --impl "$IMPL" ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} \
   --device "$DEVICE" --out "$OUT/compare"
-"$SDDHR" report "$OUT/compare" --title "$DS $ARCH, mram-22nm 4b/4b, S-DDHR trained at level $LEVEL"
+"$SDDHR" report "$OUT/compare" --title "$DS $ARCH, mram-22nm ${EXTRA:-4b/4b}, S-DDHR trained at level $LEVEL"
