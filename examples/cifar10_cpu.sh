@@ -41,4 +41,4 @@ echo "== tuned noise baseline: $BEST"
   "$OUT/sddhr-resampled-L10" "$OUT/$BEST" \
   --names conventional ddhr sddhr-exact sddhr-composed sddhr-resampled sddhr-resampled-L10 "$BEST" \
   --levels 1 2 4 6 8 10 --instances 20 --impl fast --test-subset "$TEST_SUBSET" --out "$OUT/compare"
-"$SDDHR" report "$OUT/compare" --title "cifar10 vgg16, mram-22nm 4b/4b, S-DDHR trained at level $LEVEL"
+"$SDDHR" report "$OUT/compare" --title "cifar10 VGG width 16, mram-22nm 4b/4b, S-DDHR trained at level $LEVEL"
