@@ -13,7 +13,7 @@ LEVEL=${LEVEL:-4}
 TEST_SUBSET=${TEST_SUBSET:-1000}
 COMMON=(--arch vgg --width 16 --data cifar10 --data-dir "$DATA" --batch-size 128 --optimizer adam
         --keep-digital first --test-subset "$TEST_SUBSET")
-run() { local name=$1; shift; echo "== $name"; /usr/bin/time -f "   $name: %e s" "$SDDHR" train "${COMMON[@]}" --out "$OUT/$name" --resume "$@"; }
+source "$(dirname "$0")/lib.sh"
 
 run float        --recipe float        --epochs 6 --lr 2e-3
 run conventional --recipe conventional --epochs 2 --lr 1e-3 --init-from "$OUT/float"
@@ -27,15 +27,7 @@ run sddhr-exact     --recipe sddhr --level "$LEVEL" --variant exact --epochs 1 -
     --init-from "$OUT/conventional"
 for s in 0.06 0.12 0.25; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
 
-"$SDDHR" compare "$OUT/noise-0.06" "$OUT/noise-0.12" "$OUT/noise-0.25" --names noise-0.06 noise-0.12 noise-0.25 \
-  --levels "$LEVEL" --instances 5 --first-seed 500 --impl fast --test-subset "$TEST_SUBSET" \
-  --out "$OUT/noise-tuning" > "$OUT/noise-tuning.txt"
-BEST=$(python3 - "$OUT/noise-tuning/results.json" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-print(max(doc["summary"], key=lambda s: s["mean"])["model"])
-PY
-)
+BEST=$(pick_noise "$LEVEL" 0.06 0.12 0.25 -- --test-subset "$TEST_SUBSET")
 echo "== tuned noise baseline: $BEST"
 "$SDDHR" compare "$OUT/conventional" "$OUT/ddhr" "$OUT/sddhr-exact" "$OUT/sddhr-composed" "$OUT/sddhr-resampled" \
   "$OUT/sddhr-resampled-L10" "$OUT/$BEST" \

@@ -33,7 +33,7 @@ COMMON=(--arch "$ARCH" --data "$DS" --data-dir "$DATA" --batch-size 128 --optimi
 [ -n "${EXTRA:-}" ] && read -r -a EXTRA_ARGS <<< "$EXTRA" && COMMON+=("${EXTRA_ARGS[@]}")
 [ -n "${TRAIN_SUBSET:-}" ] && COMMON+=(--train-subset "$TRAIN_SUBSET")
 [ -n "${TEST_SUBSET:-}" ] && COMMON+=(--test-subset "$TEST_SUBSET")
-run() { local name=$1; shift; echo "== $name"; /usr/bin/time -f "   $name: %e s" "$SDDHR" train "${COMMON[@]}" --out "$OUT/$name" --resume "$@"; }
+source "$(dirname "$0")/lib.sh"
 
 run float        --recipe float        --epochs "$EPOCHS_FLOAT" --lr 2e-3
 run conventional --recipe conventional --epochs "$EPOCHS_CONV"  --lr 1e-3 --init-from "$OUT/float"
@@ -42,16 +42,8 @@ run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --instance-imp
 for v in $VARIANTS; do run "sddhr-$v" --recipe sddhr --level "$LEVEL" --variant "$v" "${FT[@]}"; done
 for s in $NOISE_STDS; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
 
-# pick the noise strength by accuracy at LEVEL on tuning chips (seeds 500..504, disjoint from the test chips)
-"$SDDHR" compare $(for s in $NOISE_STDS; do echo "$OUT/noise-$s"; done) --names $(for s in $NOISE_STDS; do echo "noise-$s"; done) \
-  --levels "$LEVEL" --instances 5 --first-seed 500 --impl fast ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} \
-  --device "$DEVICE" --out "$OUT/noise-tuning" > "$OUT/noise-tuning.txt"
-BEST=$(python3 - "$OUT/noise-tuning/results.json" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-print(max(doc["summary"], key=lambda s: s["mean"])["model"])
-PY
-)
+# pick the noise strength by accuracy at LEVEL on tuning chips
+BEST=$(pick_noise "$LEVEL" $NOISE_STDS -- ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} --device "$DEVICE")
 echo "== tuned noise baseline: $BEST"
 "$SDDHR" compare "$OUT/conventional" "$OUT/ddhr" $(for v in $VARIANTS; do echo "$OUT/sddhr-$v"; done) "$OUT/$BEST" \
   --names conventional ddhr $(for v in $VARIANTS; do echo "sddhr-$v"; done) "$BEST" \

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ._io import atomic_write_text
 from .config import SpecError
-from .evaluate import load_results, summarise
+from .evaluate import load_results, make_eval_config, save_results, summarise
 
 
 def markdown_table(doc: dict) -> str:
@@ -94,8 +92,7 @@ def merge_results(docs: list[dict], sources: list[str] | None = None) -> dict:
             if m["name"] in names:
                 raise SpecError(f"results: model name {m['name']!r} appears twice ({src}); rename with --names")
             names.add(m["name"])
-    return {**docs[0], "models": [m for d in docs for m in d["models"]],
-            "summary": [s for d in docs for s in d.get("summary", [])]}
+    return {**docs[0], "models": [m for d in docs for m in d["models"]]}
 
 
 def write_report(results_path: str | Path | list, out_dir: str | Path | None = None, title: str | None = None):
@@ -103,7 +100,8 @@ def write_report(results_path: str | Path | list, out_dir: str | Path | None = N
 
     Several results paths are merged (:func:`merge_results`) into ``out_dir`` (required
     then, and not one of the sources' folders), which also receives the merged
-    ``results.json``; the sources are never written to."""
+    results (``results.json``, ``instances.csv``, ``summary.csv``); the sources are never
+    written to."""
     paths = [Path(p) for p in (results_path if isinstance(results_path, (list, tuple)) else [results_path])]
     doc = merge_results([load_results(p) for p in paths], [str(p) for p in paths])
     folders = [(p if p.is_dir() else p.parent).resolve() for p in paths]
@@ -112,7 +110,7 @@ def write_report(results_path: str | Path | list, out_dir: str | Path | None = N
             raise SpecError("--out: give an output folder when merging several results")
         if Path(out_dir).resolve() in folders:
             raise SpecError(f"--out: {out_dir} holds one of the merged results; choose another folder")
-        atomic_write_text(Path(out_dir) / "results.json", json.dumps(doc, indent=1))
+        save_results(doc["models"], make_eval_config(doc["eval_config"]), out_dir)
     out = Path(out_dir) if out_dir else folders[0]
     png = plot(doc, out / "accuracy.png", title)
     md = out / "table.md"
