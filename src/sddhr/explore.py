@@ -47,7 +47,7 @@ def network_energy(model: nn.Module, x: torch.Tensor, energy: EnergySpec, level:
             x_int, _ = mod.aq(inputs[0])
             w_int, _ = mod.wq(mod.weight)
             w_flat = w_int.reshape(w_int.shape[0], -1)
-            mats, _ = mod._matrices(x_int)
+            mats, _ = mod.matrices(x_int)
             per = w_flat.shape[0] // len(mats)
             for g, X in enumerate(mats):
                 label = name if len(mats) == 1 else f"{name}[g{g}]"
