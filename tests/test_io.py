@@ -1,0 +1,147 @@
+"""Atomic writes: permissions from the umask, orphan clean-up, errors naming the path."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sddhr import _io
+from sddhr._io import atomic_path, atomic_write_text, check_writable, clean_orphans, temp_name
+from sddhr.config import SpecError
+
+
+@pytest.fixture
+def umask():
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_follow_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    p = atomic_write_text(tmp_path / "r.json", "{}")
+    assert p.stat().st_mode & 0o777 == mode
+    with atomic_path(tmp_path / "c.pt") as tmp:  # a checkpoint written by path (torch.save)
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode
+
+
+def test_error_in_block_keeps_old_content_and_leaves_no_temp(tmp_path):
+    target = atomic_write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(KeyError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise KeyError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_full_disk_is_a_spec_error_naming_the_path(tmp_path):
+    target = atomic_write_text(tmp_path / "results.json", "old")
+    with pytest.raises(SpecError, match=r"results\.json: cannot write: no space left"), atomic_path(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old"
+    # torch.save reports a full disk as a RuntimeError from its stream writer
+    with pytest.raises(SpecError, match=r"results\.json: cannot write"), atomic_path(target):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_full_disk_in_write_text(tmp_path, monkeypatch):
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "fsync", full)
+    with pytest.raises(SpecError, match=r"x\.json: cannot write: no space left on the device"):
+        atomic_write_text(tmp_path / "x.json", "{}")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_file_where_a_folder_is_expected(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(SpecError, match=r"out is a file, not a folder"):
+        atomic_write_text(tmp_path / "out" / "sub" / "results.json", "{}")
+    with pytest.raises(SpecError, match=r"out is a file, not a folder"):
+        check_writable(tmp_path / "out" / "sub")
+    with pytest.raises(SpecError, match="a folder is where a file is expected"):
+        atomic_write_text(tmp_path, "{}")
+    with pytest.raises(SpecError, match="a folder is where a file is expected"):
+        check_writable(tmp_path, is_file=True)
+
+
+def test_check_writable_creates_nothing_and_checks_free_space(tmp_path):
+    assert check_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert check_writable(tmp_path / "a" / "t.npz", is_file=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SpecError, match="MiB free"):
+        check_writable(tmp_path / "a", min_free_bytes=1 << 62)
+
+
+def test_check_writable_read_only_folder(tmp_path, monkeypatch):
+    if os.geteuid() != 0:  # a real read-only folder (root ignores the mode bits)
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(SpecError, match="permission denied"):
+                check_writable(ro / "run")
+        finally:
+            ro.chmod(0o700)
+    real_open = os.open
+
+    def ro_open(path, flags, *a):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(_io.os, "open", ro_open)
+    with pytest.raises(SpecError, match=r"run: cannot write: read-only file system"):
+        check_writable(tmp_path / "run")
+    with pytest.raises(SpecError, match=r"r\.json: cannot write: read-only file system"):
+        atomic_write_text(tmp_path / "r.json", "{}")
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_orphans_of_dead_writers_are_removed(tmp_path):
+    dead = temp_name(tmp_path / "results.json").name.replace(f".{os.getpid()}.", f".{_dead_pid()}.")
+    (tmp_path / dead).write_text("orphan")
+    live = temp_name(tmp_path / "other.json")
+    live.write_text("in progress")
+    other_host = tmp_path / f".x.json.{_io.TMP_TAG}.otherhost.1.abcd.tmp"
+    other_host.write_text("remote")
+    orphan_dir = tmp_path / dead.replace("results.json", "cifar").replace(".tmp", ".part")
+    orphan_dir.mkdir()
+    (orphan_dir / "f").write_text("x")
+    plain = tmp_path / ".keep.tmp"
+    plain.write_text("not ours")
+    assert sorted(p.name for p in clean_orphans(tmp_path)) == sorted([dead, orphan_dir.name])
+    assert live.exists() and other_host.exists() and plain.exists()
+
+
+def test_orphan_of_kill_9_is_removed_on_next_write(tmp_path):
+    code = ("import time, sys\nfrom sddhr._io import atomic_path\n"
+            f"with atomic_path({str(tmp_path / 'ckpt.pt')!r}) as t:\n"
+            "    t.write_bytes(b'partial'); print('ready', flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert any(_io.TMP_TAG in q.name for q in tmp_path.iterdir())
+    time.sleep(0.05)
+    atomic_write_text(tmp_path / "results.json", "{}")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["results.json"]
