@@ -1,0 +1,359 @@
+"""Results store of a chip-instance sweep: every evaluation saved the moment it finishes.
+
+A sweep is many independent evaluations, one per (model, variation level, chip seed),
+plus a few baselines per model (float, ideal, the DDHR training chip). They are stored in
+``<out>/results.sqlite``, an SQLite database from Python's standard library. Why a real
+database rather than a JSON file rewritten after each evaluation or one file per row:
+
+* **atomic per-row commits**: :meth:`ResultsStore.put` is one transaction; the row is on
+  disk when it returns, and a half-written row never exists;
+* **survives ``kill -9`` and power loss**: SQLite's write-ahead log (WAL) is replayed or
+  discarded on the next open, so a killed sweep keeps every finished row and a rerun
+  computes only what is missing (:meth:`ResultsStore.done`);
+* **several writers**: worker processes (or a second command) may write at once; WAL
+  lets readers run beside the writer and a busy timeout serialises the writers;
+* **one file, no server, nothing to install**; queryable with the ``sqlite3`` shell.
+
+(WAL needs a local file system: on NFS SQLite falls back to its rollback journal, which
+is still atomic.)
+
+Schema::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)            -- schema version, fingerprint (JSON)
+    models(name TEXT PRIMARY KEY, pos INTEGER, info TEXT)      -- per-model JSON (train config)
+    baselines(model, kind, accuracy, level, seed, extra, PRIMARY KEY (model, kind))
+        -- kind: float | ideal | own_instance
+    results(model, level, seed, accuracy, extra, PRIMARY KEY (model, level, seed))
+        -- extra: JSON of any further columns of the row (e.g. seconds)
+
+The *fingerprint* (a JSON-able dict: the evaluation config and each model's identity,
+see :func:`fingerprint` and :func:`model_identity`) is written when the store is created.
+Opening an existing store with another fingerprint is refused with a :class:`SpecError`
+naming the keys that differ: results of different configurations are never mixed.
+:meth:`ResultsStore.to_results` rebuilds the per-model result dicts that
+:func:`sddhr.evaluate.save_results` writes as JSON / CSV (and reports plot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ._io import check_writable, make_dirs
+from .config import SpecError
+
+STORE_NAME = "results.sqlite"
+SCHEMA_VERSION = 1
+BASELINE_KINDS = ("float", "ideal", "own_instance")
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, pos INTEGER NOT NULL, info TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS baselines (
+    model TEXT NOT NULL, kind TEXT NOT NULL, accuracy REAL NOT NULL, level REAL, seed INTEGER,
+    extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (model, kind));
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, level REAL NOT NULL, seed INTEGER NOT NULL, accuracy REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (model, level, seed));
+"""
+
+Key = tuple[str, float, int]
+
+
+def _canonical(obj) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"results store: the fingerprint must be plain JSON data ({err})") from None
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: obj}
+
+
+def fingerprint_diff(old: dict, new: dict, limit: int = 6) -> list[str]:
+    """``key: stored X, now Y`` for each dotted key whose value differs (at most ``limit``)."""
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        if k not in a or k not in b or _canonical(a[k]) != _canonical(b[k]):
+            lines.append(f"{k or '(root)'}: stored {json.dumps(a.get(k, '(absent)'))}, "
+                         f"now {json.dumps(b.get(k, '(absent)'))}")
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read ({err.strerror or err})") from None
+    return h.hexdigest()
+
+
+def model_identity(name: str, checkpoint: str | Path | None = None, data: object = None, **extra) -> dict:
+    """A model's part of a fingerprint: name, resolved checkpoint path and its sha256, data set."""
+    ident: dict = {"name": str(name)}
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser().resolve()
+        ident.update(checkpoint=str(path), checkpoint_sha256=file_sha256(path))
+    if data is not None:
+        ident["data"] = data
+    ident.update(extra)
+    return ident
+
+
+def fingerprint(eval_config: dict, models: Iterable[dict], **extra) -> dict:
+    """The fingerprint of a sweep: ``{"eval_config": ..., "models": [model_identity, ...], **extra}``."""
+    return {"eval_config": eval_config, "models": list(models), **extra}
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _num(v, what: str, kind=float):
+    try:
+        out = kind(v)
+    except (TypeError, ValueError):
+        raise SpecError(f"results store: {what} must be a number, got {v!r}") from None
+    if kind is float and not math.isfinite(out):
+        raise SpecError(f"results store: {what} must be finite, got {v!r}")
+    if kind is int and out != v:
+        raise SpecError(f"results store: {what} must be an integer, got {v!r}")
+    return out
+
+
+class ResultsStore:
+    """An open results store (see the module docstring). Use :meth:`open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, fp: dict):
+        self.path, self._conn, self.fingerprint = path, conn, fp
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, out_dir: str | Path, fingerprint: dict, *, name: str = STORE_NAME) -> ResultsStore:
+        """Create ``out_dir/results.sqlite`` with ``fingerprint``, or open the existing one.
+
+        An existing store with another fingerprint is refused (:class:`SpecError` listing
+        the keys that differ); so is a file that is not an sddhr results store.
+        """
+        out = Path(out_dir).expanduser()
+        check_writable(out)
+        make_dirs(out)
+        path = out / name
+        fp_text = _canonical(fingerprint)
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise SpecError(f"{path}: cannot open the results store ({err})") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            with _transaction(conn):
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(stmt)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fp_text,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (time.strftime("%Y-%m-%d %H:%M:%S"),))
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise SpecError(f"{path}: not a usable sddhr results store ({err}); move it away or choose another "
+                            "output folder") from None
+        except BaseException:
+            conn.close()
+            raise
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            conn.close()
+            raise SpecError(f"{path}: results store schema version {meta.get('schema_version')!r}, this sddhr "
+                            f"reads version {SCHEMA_VERSION}")
+        if meta["fingerprint"] != fp_text:
+            conn.close()
+            try:
+                old = json.loads(meta["fingerprint"])
+            except ValueError:
+                old = {}
+            diff = "; ".join(fingerprint_diff(old, fingerprint)) or "(stored fingerprint unreadable)"
+            raise SpecError(f"{path} holds results of a different configuration: {diff}. Results are never mixed: "
+                            "use another output folder, or delete the store to start over")
+        store = cls(path, conn, fingerprint)
+        for i, m in enumerate(fingerprint.get("models") or []):
+            if isinstance(m, dict) and "name" in m:
+                store._ensure_model(str(m["name"]), i)
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing
+
+    _ADD_MODEL = ("INSERT OR IGNORE INTO models (name, pos) VALUES (?, COALESCE(?, "
+                  "(SELECT COALESCE(MAX(pos), -1) + 1 FROM models)))")
+
+    def _write(self, *statements: tuple[str, tuple]) -> None:
+        """Run ``statements`` in one transaction, committed before returning."""
+        try:
+            with _transaction(self._conn):
+                for sql, args in statements:
+                    self._conn.execute(sql, args)
+        except sqlite3.DatabaseError as err:
+            raise SpecError(f"{self.path}: cannot write the results store ({err})") from None
+
+    def _ensure_model(self, model: str, pos: int | None = None) -> None:
+        self._write((self._ADD_MODEL, (model, pos)))
+
+    def put(self, row: dict) -> None:
+        """Store one evaluation ``{"model", "level", "seed", "accuracy", **extra}`` (committed
+        before returning; a row with the same key is replaced)."""
+        try:
+            model, level, seed, acc = row["model"], row["level"], row["seed"], row["accuracy"]
+        except (KeyError, TypeError):
+            raise SpecError(f"results store: a row needs model, level, seed and accuracy, got {row!r}") from None
+        extra = {k: v for k, v in row.items() if k not in ("model", "level", "seed", "accuracy")}
+        self._write((self._ADD_MODEL, (str(model), None)),
+                    ("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                     (str(model), _num(level, "level"), _num(seed, "seed", int), _num(acc, "accuracy"),
+                      _dumps(extra))))
+
+    def put_baseline(self, model: str, kind: str, accuracy: float, level: float | None = None,
+                     seed: int | None = None, **extra) -> None:
+        """Store a baseline of ``model``: ``kind`` float, ideal or own_instance (with level, seed)."""
+        if kind not in BASELINE_KINDS:
+            raise SpecError(f"results store: baseline kind must be one of {', '.join(BASELINE_KINDS)}, got {kind!r}")
+        self._write((self._ADD_MODEL, (str(model), None)),
+                    ("INSERT OR REPLACE INTO baselines VALUES (?, ?, ?, ?, ?, ?)",
+                     (str(model), kind, _num(accuracy, "accuracy"), None if level is None else _num(level, "level"),
+                      None if seed is None else _num(seed, "seed", int), _dumps(extra))))
+
+    def put_model_info(self, model: str, info: dict) -> None:
+        """Per-model metadata kept with the results (e.g. ``{"train_config": {...}}``)."""
+        self._write((self._ADD_MODEL, (str(model), None)),
+                    ("UPDATE models SET info = ? WHERE name = ?", (_canonical(info), str(model))))
+
+    # ------------------------------------------------------------------ reading
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise SpecError(f"{self.path}: cannot read the results store ({err})") from None
+
+    def models(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT name FROM models ORDER BY pos, name")]
+
+    def done(self, model: str | None = None) -> set[Key]:
+        """Keys ``(model, level, seed)`` already stored (of one model, or all)."""
+        sql, args = "SELECT model, level, seed FROM results", ()
+        if model is not None:
+            sql, args = sql + " WHERE model = ?", (str(model),)
+        return {(m, float(lv), int(s)) for m, lv, s in self._query(sql, args)}
+
+    def rows(self, model: str | None = None, extra: bool = True) -> list[dict]:
+        """Stored evaluations sorted by (model position, level, seed); ``extra``: include extra columns."""
+        sql = ("SELECT r.model, r.level, r.seed, r.accuracy, r.extra FROM results r JOIN models m ON m.name = r.model"
+               + (" WHERE r.model = ?" if model is not None else "") + " ORDER BY m.pos, r.model, r.level, r.seed")
+        out = []
+        for m, lv, s, acc, ex in self._query(sql, () if model is None else (str(model),)):
+            row = {"model": m, "level": float(lv), "seed": int(s), "accuracy": float(acc)}
+            if extra:
+                row.update(json.loads(ex))
+            out.append(row)
+        return out
+
+    def baselines(self, model: str) -> dict[str, dict]:
+        """``{kind: {"accuracy", "level", "seed", **extra}}`` of one model."""
+        out = {}
+        for kind, acc, lv, s, ex in self._query(
+                "SELECT kind, accuracy, level, seed, extra FROM baselines WHERE model = ?", (str(model),)):
+            out[kind] = {"accuracy": float(acc), "level": None if lv is None else float(lv),
+                         "seed": None if s is None else int(s), **json.loads(ex)}
+        return out
+
+    def model_info(self, model: str) -> dict:
+        r = self._query("SELECT info FROM models WHERE name = ?", (str(model),))
+        return json.loads(r[0][0]) if r else {}
+
+    def to_results(self, models: Iterable[str] | None = None, levels: Iterable[float] | None = None,
+                   seeds: Iterable[int] | None = None) -> list[dict]:
+        """Per-model result dicts as :func:`sddhr.evaluate.sweep` returns them::
+
+            {"name", "float", "ideal", "own_instance": {"level", "seed", "accuracy"} | None,
+             "rows": [{"model", "level", "seed", "accuracy"}, ...], "train_config", "seconds"}
+
+        ``train_config`` comes from :meth:`put_model_info` (``info["train_config"]``), ``seconds``
+        sums the ``seconds`` extra column of rows and baselines. Optional filters keep only
+        some models / levels / seeds. A model without its float or ideal baseline raises
+        :class:`SpecError` (the store is incomplete).
+        """
+        names = self.models() if models is None else [str(m) for m in models]
+        lv_keep = None if levels is None else {float(v) for v in levels}
+        seed_keep = None if seeds is None else {int(s) for s in seeds}
+        out = []
+        for name in names:
+            base = self.baselines(name)
+            missing = [k for k in ("float", "ideal") if k not in base]
+            if missing:
+                raise SpecError(f"{self.path}: model {name!r} lacks its {' and '.join(missing)} baseline "
+                                "(the sweep did not finish; run it again to complete it)")
+            rows = [r for r in self.rows(name) if (lv_keep is None or r["level"] in lv_keep)
+                    and (seed_keep is None or r["seed"] in seed_keep)]
+            seconds = sum(float(r.get("seconds", 0.0)) for r in rows) + sum(
+                float(b.get("seconds", 0.0)) for b in base.values())
+            own = base.get("own_instance")
+            out.append({
+                "name": name, "float": base["float"]["accuracy"], "ideal": base["ideal"]["accuracy"],
+                "own_instance": None if own is None else
+                {"level": own["level"], "seed": own["seed"], "accuracy": own["accuracy"]},
+                "rows": [{k: r[k] for k in ("model", "level", "seed", "accuracy")} for r in rows],
+                "train_config": self.model_info(name).get("train_config"), "seconds": seconds,
+            })
+        return out
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def iter_missing(jobs: Iterable, done: set[Key], key=lambda j: (j[0], float(j[1]), int(j[2]))) -> Iterator:
+    """The jobs whose ``key(job)`` (default: the first three items) is not in ``done``."""
+    return (j for j in jobs if key(j) not in done)
+
+
+__all__ = ["BASELINE_KINDS", "STORE_NAME", "ResultsStore", "file_sha256", "fingerprint", "fingerprint_diff",
+           "iter_missing", "model_identity"]
