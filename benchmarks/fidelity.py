@@ -54,7 +54,7 @@ def integer_output(layer, x):
     with torch.no_grad():
         x_int, sx = layer.aq(x)
         w_int, sw = layer.wq(layer.weight)
-        return layer._hardware(x_int, w_int, sx, sw) / (sx * layer._out_scale(sw))
+        return layer.hardware_product(x_int, w_int, sx, sw) / (sx * layer.out_scale(sw))
 
 
 def stats_of(samples: torch.Tensor):

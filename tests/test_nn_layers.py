@@ -315,7 +315,7 @@ def reference_grads(layer, x, g):
     s = (w.detach().abs().reshape(w.shape[0], -1).amax(1) / qmax).view(-1, *([1] * (w.dim() - 1)))
     u = w / s
     wq = torch.clamp(u + (u.round() - u).detach(), -qmax, qmax)
-    y = layer._lin(xq, wq) * (al / lv) * layer._out_scale(s)
+    y = layer.lin(xq, wq) * (al / lv) * layer.out_scale(s)
     (y * g).sum().backward()
     return x.grad, w.grad, alpha.grad
 

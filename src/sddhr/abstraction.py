@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 from scipy import special
 from tqdm import tqdm
 
+from ._io import atomic_path
 from .config import HardwareSpec, SpecError, check_level, make_spec
 from .device import CellModel
 from .hardware import code_values, input_planes, n_segments, plane_weights, weight_planes
@@ -90,20 +89,13 @@ class ColumnTable:
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
-        """Write the table atomically (temporary file, then rename)."""
+        """Write the table atomically (the shared temporary-file-and-rename writer)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp, prob=self.prob, code_values=self.code_values, spec=np.array(self.spec.to_json()),
                 level=np.array(self.level), method=np.array(self.method),
             )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod
@@ -216,16 +208,12 @@ class _Lattice:
         self.offsets = np.where(j < length // 2, j, j - length) * self.h  # circular order
         self.phi, self.shift = {}, {}
         for s in ("P", "AP"):
-            if sds[s] == 0:
+            if sds[s] == 0:  # negligible variance: exact
                 pmf = np.zeros(length)
                 pmf[0] = 1.0
+                self.shift[s] = 0.0
             else:
-                mu = cm.mean(s)
-                cdf_hi = cm.cdf(s, mu + self.offsets + self.h / 2)
-                cdf_lo = cm.cdf(s, mu + self.offsets - self.h / 2)
-                pmf = np.clip(cdf_hi - cdf_lo, 0, None)
-                pmf /= pmf.sum()
-            self.shift[s] = float(pmf @ self.offsets)  # binned mean minus true mean
+                pmf, self.shift[s] = cm.binned_pmf(s, self.offsets, self.h)
             self.phi[s] = np.fft.rfft(pmf)
 
 

@@ -237,6 +237,29 @@ class CellModel:
         tail = np.where(np.isinf(s)[..., None], 0.0, tail)
         return tail @ _GH_WEIGHTS
 
+    def binned_pmf(self, state: str, offsets: np.ndarray, h: float, scale: float = 1.0) -> tuple[np.ndarray, float]:
+        """The distribution of ``scale * c`` (``c`` a cell in ``state``) binned on a lattice:
+        mass of the bins ``[mu + o - h/2, mu + o + h/2)`` for each offset ``o`` of ``offsets``
+        (any order; ``mu = scale * E[c]``), from the exact CDF, normalised. Returns the pmf and
+        the binning's mean offset ``sum pmf * offsets`` (binned mean minus true mean). A cell
+        without variation is a unit mass at the offset nearest 0.
+
+        The one lattice helper of the exact column tables (sums of cells,
+        :mod:`sddhr.abstraction`) and the effective-weight sampler (sums of shift-weighted
+        cells, :mod:`sddhr.nn.backends.weight_sampler`).
+        """
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if self.var(state) == 0:
+            pmf = np.zeros(offsets.shape)
+            pmf[np.argmin(np.abs(offsets))] = 1.0
+        else:
+            mu = scale * self.mean(state)
+            hi = self.cdf(state, (mu + offsets + h / 2) / scale)
+            lo = self.cdf(state, (mu + offsets - h / 2) / scale)
+            pmf = np.clip(hi - lo if scale > 0 else lo - hi, 0, None)
+            pmf /= pmf.sum()
+        return pmf, float(pmf @ offsets)
+
 
 @dataclass
 class DeviceFit:

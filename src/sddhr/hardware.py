@@ -1,6 +1,9 @@
-"""Column + ADC, the bit-scalable macro, and frozen chip instances (bit-true).
+"""Column + ADC, the bit-scalable macro, and frozen chip instances: the one home of every
+hardware primitive (bit planes, plane weights, ADC digitisation, row segments, programming,
+"is this ADC lossless here") that the abstraction, the layers' backends and the energy model
+call.
 
-Conventions (METHOD.md 2.2-2.3):
+Conventions (see ``docs/MODEL.md``):
 
 * A column sums the normalised contributions ``c`` of its active cells:
   ``u = sum_i x_i c_i`` (``c = 1`` for an ideal P cell, ``0`` for an ideal AP cell).
@@ -11,8 +14,9 @@ Conventions (METHOD.md 2.2-2.3):
   weight goes to segment ``i // N``.
 * ``y = sum_seg sum_b sum_j s_j 2**(b+j) * value(seg, b, j)``.
 
-Everything is vectorised over bit planes, segments and samples (one batched einsum per
-chunk of samples) and device-agnostic.
+:func:`bit_true_matmul` is the reference macro (one batched einsum per chunk of samples,
+float64 shift-and-add); the layers compute the same conversions without unfolding
+convolutions (:mod:`sddhr.nn.backends`).
 """
 
 from __future__ import annotations
@@ -31,9 +35,26 @@ def code_values(column: ColumnSpec) -> np.ndarray:
     return np.arange(column.n_codes, dtype=np.float64) * column.step
 
 
-def digitise(u: torch.Tensor, column: ColumnSpec) -> torch.Tensor:
-    """ADC codes (same dtype as ``u``) of normalised readouts ``u`` (counts)."""
-    return torch.clamp(torch.round(u / column.step), 0, column.n_codes - 1)
+def digitise(u: torch.Tensor, column: ColumnSpec, inplace: bool = False) -> torch.Tensor:
+    """ADC codes (same dtype as ``u``) of normalised readouts ``u`` (counts):
+    ``clip(round(u / step), 0, 2**B_adc - 1)``, rounding half to even. ``inplace`` reuses
+    ``u``'s storage (the layers' hot path)."""
+    if not inplace:
+        return torch.clamp(torch.round(u / column.step), 0, column.n_codes - 1)
+    if column.step != 1.0:
+        u.div_(column.step)
+    return u.round_().clamp_(0.0, float(column.n_codes - 1))
+
+
+def lossless_counts(column: ColumnSpec) -> float:
+    """The largest column count that the ideal (variation-free) ADC returns exactly, or -1
+    when the step does not divide one count (every conversion coarsens): counts
+    ``0..lossless_counts`` each get their own code. The single "is the ADC lossless here"
+    predicate: a conversion that can sum ``c`` counts loses nothing iff ``c <= lossless_counts``."""
+    inv = 1.0 / column.step
+    if abs(inv - round(inv)) > 1e-9:
+        return -1.0
+    return (column.n_codes - 1) * column.step + 1e-9
 
 
 def plane_weights(w_bits: int) -> list[int]:
@@ -41,31 +62,64 @@ def plane_weights(w_bits: int) -> list[int]:
     return [2**j for j in range(w_bits - 1)] + [-(2 ** (w_bits - 1))]
 
 
+def bit_planes(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Bit planes ``(bits, *x.shape)``, float32 in {0, 1}, of a tensor holding integers in
+    [0, 255] (unchecked: the hot path; see :func:`input_planes` for the checked form)."""
+    xu = x.to(torch.uint8)
+    out = torch.empty((bits, *x.shape), dtype=torch.float32, device=x.device)
+    for b in range(bits):
+        out[b].copy_((xu >> b).bitwise_and_(1))
+    return out
+
+
+def twos_complement(w_int: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integers ``w_int`` as ``bits``-bit two's-complement codes (int16, in [0, 2**bits))."""
+    return w_int.to(torch.int16).bitwise_and_((1 << bits) - 1)
+
+
+def weight_bit_planes(w_int: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement bit planes ``(bits, *w.shape)`` of integer weights, float32 (unchecked)."""
+    return bit_planes(twos_complement(w_int, bits), bits)
+
+
 def weight_planes(w_int: torch.Tensor, w_bits: int) -> torch.Tensor:
-    """Bit planes ``(B_w, *w.shape)`` in {0, 1} of two's-complement integers ``w_int``."""
+    """Bit planes ``(B_w, *w.shape)`` in {0, 1} of two's-complement integers ``w_int`` (checked)."""
     lo, hi = -(2 ** (w_bits - 1)), 2 ** (w_bits - 1) - 1
     w = torch.as_tensor(w_int)
     if w.numel() and (w.min() < lo or w.max() > hi):
         raise SpecError(f"weights must be integers in [{lo}, {hi}] for w_bits={w_bits}")
-    u = torch.remainder(w.to(torch.int64), 2**w_bits)
-    shifts = torch.arange(w_bits, device=w.device).view(-1, *([1] * w.dim()))
-    return ((u.unsqueeze(0) >> shifts) & 1).to(torch.float32)
+    return weight_bit_planes(w, w_bits)
 
 
 def input_planes(x_int: torch.Tensor, x_bits: int) -> torch.Tensor:
-    """Bit planes ``(B_x, *x.shape)`` in {0, 1} of unsigned integers ``x_int``."""
+    """Bit planes ``(B_x, *x.shape)`` in {0, 1} of unsigned integers ``x_int`` (checked)."""
     x = torch.as_tensor(x_int)
     if x.numel() and (x.min() < 0 or x.max() > 2**x_bits - 1):
         raise SpecError(f"activations must be integers in [0, {2**x_bits - 1}] for x_bits={x_bits}")
-    shifts = torch.arange(x_bits, device=x.device).view(-1, *([1] * x.dim()))
-    return ((x.to(torch.int64).unsqueeze(0) >> shifts) & 1).to(torch.float32)
+    return bit_planes(x, x_bits)
+
+
+def square_code(x: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """``sum_b 4^b bit_b(x)`` (bit-squared encoding; two's-complement bits if ``signed``),
+    float32: with independent conversions, a product's variance is linear in these codes."""
+    xi = twos_complement(x, bits) if signed else x.to(torch.int16)
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    for b in range(bits):
+        out.add_((xi >> b).bitwise_and_(1), alpha=4.0**b)
+    return out
 
 
 def n_segments(k: int, rows: int) -> int:
+    """Row segments (separate conversions) of a dot product of length ``k``."""
     return max(1, math.ceil(k / rows))
 
 
-def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+def segment_bounds(k: int, rows: int) -> list[tuple[int, int]]:
+    """``(first row, end row)`` of each row segment of a dot product of length ``k``."""
+    return [(a, min(a + rows, k)) for a in range(0, k, rows)]
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     """Zero-pad the last dim to a multiple of ``rows`` and split it into (S, rows)."""
     k = t.shape[-1]
     s = n_segments(k, rows)
@@ -74,13 +128,36 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     return t.reshape(*t.shape[:-1], s, rows)
 
 
+def max_segment_ones(w_flat: torch.Tensor, w_bits: int, rows: int) -> int:
+    """The most 1-bits any weight plane holds within one row segment of ``w_flat`` (out, K):
+    the largest count an ideal conversion of these weights can reach."""
+    planes = pad_rows(twos_complement(w_flat, w_bits), rows).to(torch.uint8)
+    return max(int(((planes >> j) & 1).sum(-1, dtype=torch.int16).max()) for j in range(w_bits))
+
+
+def programmed(w_planes: torch.Tensor, c_p: torch.Tensor, c_ap: torch.Tensor) -> torch.Tensor:
+    """Cell contributions of weight bit planes: ``c_P`` where the bit is 1, else ``c_AP``
+    (selected, not interpolated, so a cell's value is bit-identical to its draw)."""
+    return torch.where(w_planes != 0, c_p, c_ap)
+
+
+def effective_weights(contributions: torch.Tensor, w_bits: int) -> torch.Tensor:
+    """Shift-added cell contributions ``sum_j s_j 2**j c_j``: (B_w, out, ...) -> (out, ...).
+
+    Where the ADC can be treated as linear, a chip instance multiplies integer inputs
+    by this matrix (one matrix product instead of ``B_x * B_w`` conversions per segment).
+    """
+    pw = torch.tensor(plane_weights(w_bits), dtype=contributions.dtype, device=contributions.device)
+    return pw.view(1, -1).matmul(contributions.reshape(contributions.shape[0], -1)).view(contributions.shape[1:])
+
+
 def bit_true_matmul(
     x_int: torch.Tensor,
     contributions: torch.Tensor,
     spec: HardwareSpec,
     chunk_elems: int = 1 << 25,
 ) -> torch.Tensor:
-    """Bit-true macro product.
+    """Bit-true macro product (the reference the layers' backends are tested against).
 
     ``x_int``: (M, K) unsigned integers; ``contributions``: (B_w, out, K) normalised cell
     contributions of the programmed columns (weight bits for an ideal macro). Returns
@@ -93,8 +170,8 @@ def bit_true_matmul(
         raise SpecError(f"contributions have {bw} weight planes, spec has w_bits={mac.w_bits}")
     if x_int.shape[-1] != k:
         raise SpecError(f"x has {x_int.shape[-1]} columns, weights have {k} rows")
-    xb = _pad_rows(input_planes(x_int, mac.x_bits).to(contributions.dtype), col.rows)  # (Bx,M,S,N)
-    cb = _pad_rows(contributions, col.rows)  # (Bw,out,S,N)
+    xb = pad_rows(input_planes(x_int, mac.x_bits).to(contributions.dtype), col.rows)  # (Bx,M,S,N)
+    cb = pad_rows(contributions, col.rows)  # (Bw,out,S,N)
     s = cb.shape[2]
     dev = contributions.device
     wx = (2.0 ** torch.arange(mac.x_bits, device=dev, dtype=torch.float64)).view(-1, 1, 1, 1, 1)
@@ -109,16 +186,6 @@ def bit_true_matmul(
         code = digitise(u, col).to(torch.float64)
         outs.append((code * scale).sum(dim=(0, 1, 2)).to(torch.float32))
     return torch.cat(outs, 0) if outs else torch.zeros(0, out, device=dev)
-
-
-def effective_weights(contributions: torch.Tensor, w_bits: int) -> torch.Tensor:
-    """Shift-added cell contributions ``sum_j s_j 2**j c_j``: (out, K).
-
-    Where the ADC can be treated as linear, a chip instance multiplies integer inputs
-    by this matrix (one matrix product instead of ``B_x * B_w`` conversions per segment).
-    """
-    ww = torch.tensor(plane_weights(w_bits), dtype=contributions.dtype, device=contributions.device)
-    return torch.einsum("j,jok->ok", ww, contributions)
 
 
 def layer_seed(seed: int, layer_id: int) -> int:
@@ -161,12 +228,6 @@ class ChipInstance:
     def matmul(self, x_int: torch.Tensor, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:
         """Bit-true ``x_int @ w_int.T`` (M, K) x (out, K) -> (M, out) on this chip."""
         return bit_true_matmul(x_int, self.program(w_int, layer_id), self.spec)
-
-
-def programmed(w_planes: torch.Tensor, c_p: torch.Tensor, c_ap: torch.Tensor) -> torch.Tensor:
-    """Cell contributions of weight bit planes: ``c_P`` where the bit is 1, else ``c_AP``
-    (selected, not interpolated, so a cell's value is bit-identical to its draw)."""
-    return torch.where(w_planes != 0, c_p, c_ap)
 
 
 def ideal_matmul(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec) -> torch.Tensor:

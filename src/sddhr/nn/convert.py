@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..config import HardwareSpec, SpecError, make_spec
-from .layers import IMCConv2d, IMCLayer, IMCLinear, Mode
+from .layers import IMCConv2d, IMCLayer, IMCLinear
+from .mode import Mode
 from .quant import ActQuantizer, WeightQuantizer
 
 

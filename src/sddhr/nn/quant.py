@@ -1,4 +1,5 @@
-"""Quantisers and the straight-through estimator (the only place rounding is defined).
+"""Quantisers and the straight-through functions (the only place rounding and the
+straight-through IMC product are defined).
 
 * :class:`WeightQuantizer`: symmetric ``B_w``-bit integers in ``[-(2^(B_w-1) - 1), 2^(B_w-1) - 1]``
   (fits two's complement), one scale per layer or per output channel (max-abs, detached).
@@ -148,3 +149,42 @@ class ActQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, learn={self.alpha.requires_grad}"
+
+
+class IMCProduct(torch.autograd.Function):
+    """``y = hw(x_int, w_int) * sx * sw`` forward; the ideal product's gradients backward.
+
+    ``hw`` is the layer's hardware product in its current mode
+    (:meth:`~sddhr.nn.layers.IMCLayer.hardware_product`; ``sw``: the weight scale,
+    weight-shaped). Backward, with ``W = w_int * sx * sw``: ``dL/dx_int = lin^T(g, W)``,
+    ``dL/dw_int = lin_w(x_int, g) * sx * sw`` and ``dL/dsx = sum(x_int * dL/dx_int) / sx``
+    (``= sum(g sw Y_ideal)``: the activation scale's gradient follows the ideal product too,
+    and no output-sized tensor is kept). ``x_int`` is kept as uint8 (integers below 256).
+    """
+
+    @staticmethod
+    def forward(ctx, x_int, w_int, sx, sw, layer):
+        with torch.no_grad():
+            y = layer.hardware_product(x_int.detach(), w_int.detach(), sx.detach(), sw)
+        ctx.layer = layer
+        ctx.x_dtype = x_int.dtype
+        ctx.x_u8 = x_int.detach().to(torch.uint8)
+        ctx.save_for_backward(w_int, sx, sw)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        w_int, sx, sw = ctx.saved_tensors
+        need_x, need_w, need_sx = ctx.needs_input_grad[:3]
+        gx = gw = gsx = None
+        if need_x or need_w or need_sx:
+            x = ctx.x_u8.to(ctx.x_dtype)
+            scale = (sx * sw).to(g.dtype)
+            gx, gw = ctx.layer.ideal_backward(g, x, w_int.to(g.dtype) * scale, need_x or need_sx, need_w)
+            if need_sx:
+                gsx = torch.dot(gx.reshape(-1), x.reshape(-1)).div(sx).reshape(sx.shape).to(sx.dtype)
+            if need_w:
+                gw = gw.mul_(scale)
+            if not need_x:
+                gx = None
+        return gx, gw, gsx, None, None

@@ -1,0 +1,23 @@
+"""Backends: how an IMC layer computes its integer product in each mode.
+
+=======================  =========================================  ====================
+mode (``Mode.key``)      backend                                     linear in weights
+=======================  =========================================  ====================
+float                    :class:`~.simple.FloatBackend`               (not quantised)
+ideal                    :class:`~.simple.IdealBackend`               where ADC lossless
+noise                    :class:`~.simple.NoiseBackend`               yes
+instance / bit_true      :class:`~.chip.ChipBitTrueBackend`           no
+instance / fast          :class:`~.chip.ChipFastBackend`              yes
+stochastic / resampled   :class:`~.chip.ResampledBackend`             yes
+stochastic / exact       :class:`~.column.ExactBackend`               no
+stochastic / composed    :class:`~.column.ComposedBackend`            no
+=======================  =========================================  ====================
+
+A new mode is a new :class:`~.base.Backend` subclass registered with :func:`~.base.register`
+(and its name in :mod:`sddhr.nn.mode`); the layer classes do not change.
+"""
+
+from . import chip, column, simple  # noqa: F401  (registers the built-in backends)
+from .base import Backend, full_precision, make_backend, register, registered
+
+__all__ = ["Backend", "full_precision", "make_backend", "register", "registered"]

@@ -1,0 +1,86 @@
+"""The backend interface and registry.
+
+A backend computes one IMC layer's integer product ``x_int . w_int`` in one mode. The
+layer quantises, calls its backend through the straight-through product
+(:class:`sddhr.nn.quant.IMCProduct`), rescales and adds the bias; everything about *how*
+the product is computed (digitised conversions, a chip's cells, sampling) lives here.
+
+One backend object exists per (layer, mode): it is created when the layer's mode or spec
+changes and may keep per-layer state (a chip's drawn cells, programmed contributions) in
+its own attributes. It reaches the layer's geometry through the hooks declared on
+:class:`sddhr.nn.layers.IMCLayer` (``lin``, ``conversions``, ``segment_counts``, ...).
+
+Linear backends (their product is ``x_int`` times a weight-shaped matrix) implement
+:meth:`Backend.effective_weights`; the layer then computes one product with that matrix.
+Others implement :meth:`Backend.product`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ...config import SpecError
+from ..mode import Mode
+
+_REGISTRY: dict[tuple[str, str | None], type[Backend]] = {}
+
+
+class Backend:
+    """How one layer computes its integer product in one mode (subclass and :func:`register`)."""
+
+    #: False for the float backend: the layer then skips quantisation altogether
+    quantised: bool = True
+
+    def __init__(self, mode: Mode):
+        self.mode = mode
+
+    def effective_weights(self, layer, w_int: torch.Tensor) -> torch.Tensor | None:
+        """For a backend linear in the weights: the weight-shaped matrix that multiplies
+        ``x_int`` (``w_int`` itself, or a new tensor the caller may modify); else None."""
+        return None
+
+    def product(self, layer, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
+        """The integer-domain product, shaped like ``layer.lin(x_int, w_int)`` (no grad)."""
+        raise NotImplementedError(f"{type(self).__name__} computes no product")
+
+
+def register(kind: str, sub: str | None = None):
+    """Class decorator: the backend of modes whose :attr:`Mode.key` is ``(kind, sub)``."""
+
+    def deco(cls: type[Backend]) -> type[Backend]:
+        if (kind, sub) in _REGISTRY:
+            raise ValueError(f"backend for {(kind, sub)} registered twice")
+        _REGISTRY[(kind, sub)] = cls
+        return cls
+
+    return deco
+
+
+def make_backend(mode: Mode) -> Backend:
+    """A new backend object for ``mode`` (one per layer)."""
+    try:
+        cls = _REGISTRY[mode.key]
+    except KeyError:
+        raise SpecError(f"no backend for mode {mode.describe()}; registered: {sorted(map(str, _REGISTRY))}") from None
+    return cls(mode)
+
+
+def registered() -> list[tuple[str, str | None]]:
+    return sorted(_REGISTRY, key=str)
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device):
+    """No TF32 inside bit-true products on CUDA (it would round cell contributions)."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old

@@ -1,0 +1,73 @@
+"""Backends of chip instances: one frozen chip (DDHR, evaluation) and a fresh chip per
+forward pass (the ``resampled`` S-DDHR variant)."""
+
+from __future__ import annotations
+
+import torch
+
+from ...device import CellModel
+from ...hardware import ChipInstance, effective_weights, programmed, weight_bit_planes
+from .base import Backend, register
+from .simple import digitised_conversions
+from .weight_sampler import get_weight_sampler
+
+
+class _FrozenChip(Backend):
+    """The layer's weights programmed onto the mode's chip ``(level, seed)``: its cells are
+    drawn once per backend (:meth:`sddhr.hardware.ChipInstance.cells`, layer ``layer_id``),
+    the contributions of the programmed weights are kept while the weights do not change."""
+
+    def __init__(self, mode):
+        super().__init__(mode)
+        self._cells: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._programmed_key: tuple | None = None
+        self._contributions: torch.Tensor | None = None  # (B_w, out, K_g)
+        self._effective: torch.Tensor | None = None  # (out, K_g)
+
+    def programmed(self, layer, w_int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int``."""
+        dev = w_int.device
+        if self._cells is None or self._cells[0].device != dev:
+            chip = ChipInstance(layer.spec, self.mode.level, self.mode.seed)
+            self._cells = chip.cells(layer.layer_id, layer.weight.shape[0], layer.rows_per_output(), device=dev)
+            self._programmed_key = None
+        key = layer.weights_key()
+        if key != self._programmed_key:
+            bw = layer.spec.macro.w_bits
+            contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *self._cells)
+            self._contributions, self._effective = contrib, effective_weights(contrib, bw)
+            self._programmed_key = key
+        return self._contributions, self._effective
+
+
+@register("instance", "bit_true")
+class ChipBitTrueBackend(_FrozenChip):
+    """One chip, every conversion digitised (the reference)."""
+
+    def product(self, layer, x_int, w_int):
+        return digitised_conversions(layer, x_int, self.programmed(layer, w_int)[0])
+
+
+@register("instance", "fast")
+class ChipFastBackend(_FrozenChip):
+    """One chip with the ADC treated as linear: the chip acts as the perturbed weight
+    matrix ``sum_j s_j 2^j c_j`` (one product; drops the ADC's rounding and clipping)."""
+
+    def effective_weights(self, layer, w_int):
+        return self.programmed(layer, w_int)[1].view(w_int.shape).clone()
+
+
+@register("stochastic", "resampled")
+class ResampledBackend(Backend):
+    """A fresh chip per forward pass (errors correlated within the batch, as on a real
+    chip), in the linear-ADC form: one draw per weight of its effective weight
+    (:class:`~.weight_sampler.EffectiveWeightSampler`); drops the ADC's rounding and clipping."""
+
+    def __init__(self, mode):
+        super().__init__(mode)
+        self._cell_model: CellModel | None = None
+
+    def effective_weights(self, layer, w_int):
+        if self._cell_model is None:
+            self._cell_model = CellModel(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
+        return get_weight_sampler(self._cell_model, layer.spec.macro.w_bits, w_int.device).sample(w_int)

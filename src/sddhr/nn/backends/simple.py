@@ -1,0 +1,47 @@
+"""Backends without variation: float, the ideal macro, and the weight-noise baseline."""
+
+from __future__ import annotations
+
+import torch
+
+from ...hardware import digitise, weight_bit_planes
+from .base import Backend, register
+
+
+@register("float")
+class FloatBackend(Backend):
+    """Plain floating point: the layer runs as its torch parent class, unquantised."""
+
+    quantised = False
+
+
+def digitised_conversions(layer, x_int: torch.Tensor, wmat: torch.Tensor) -> torch.Tensor:
+    """Every conversion of ``x_int`` against the column contents ``wmat`` (B_w, out, K_g)
+    read by the layer's ADC, shift-and-added (ideal macro and bit-true chips)."""
+    col = layer.spec.column
+    return layer.conversions(x_int, wmat, lambda u: digitise(u, col, inplace=True), col.step)
+
+
+@register("ideal")
+class IdealBackend(Backend):
+    """Bit-true macro without variation. Where no conversion of the programmed weights can
+    clip or coarsen (:meth:`IMCLayer.conversions_lossless`), that is exactly
+    ``x_int . w_int`` (one product); otherwise every conversion is digitised."""
+
+    def effective_weights(self, layer, w_int):
+        return w_int if layer.conversions_lossless(w_int) else None
+
+    def product(self, layer, x_int, w_int):
+        return digitised_conversions(layer, x_int, weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits))
+
+
+@register("noise")
+class NoiseBackend(Backend):
+    """Generic Gaussian weight noise (not a hardware model): ``w_int + std * max|w_int| * z``
+    per layer, ``z ~ N(0, 1)`` fresh every forward pass from torch's global generator; the
+    ADC and the cells are ignored. The baseline that analog toolkits train with."""
+
+    def effective_weights(self, layer, w_int):
+        w = w_int.to(torch.float32, copy=True)
+        std = self.mode.noise_std * float(w.abs().max()) if w.numel() else 0.0
+        return w.add_(torch.randn_like(w), alpha=std) if std > 0 else w

@@ -1,0 +1,117 @@
+"""How IMC layers compute: the :class:`Mode` value and the enumerations it is built from.
+
+A mode is a small immutable value (kind + parameters). Each mode selects one backend
+(:mod:`sddhr.nn.backends`), the object that computes the layer's integer product; the
+layers never branch on the kind themselves.
+
+Kinds and their parameters:
+
+``float``       plain floating point, no quantisation;
+``ideal``       bit-true macro without variation (the ADC still rounds / clips);
+``instance``    one frozen chip: ``level``, ``seed``, ``impl`` (``bit_true`` or ``fast``);
+``stochastic``  the distribution of chips (S-DDHR): ``level``, ``variant`` and an optional
+                column ``table``;
+``noise``       Gaussian weight noise of ``noise_std`` x max|w_int| per layer (the generic
+                baseline of analog toolkits), fresh every forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..abstraction import ColumnTable
+from ..config import SpecError, check_level
+
+KINDS = ("float", "ideal", "instance", "stochastic", "noise")
+VARIANTS = ("exact", "composed", "resampled")
+IMPLS = ("bit_true", "fast")
+MAX_NOISE_STD = 10.0
+
+
+@dataclass(frozen=True, eq=False)
+class Mode:
+    """How IMC layers compute. Build with the class methods, e.g. ``Mode.stochastic(10)``.
+
+    Two modes are equal when their fields are and they use the same table object.
+    """
+
+    kind: Literal["float", "ideal", "instance", "stochastic", "noise"] = "ideal"
+    level: float = 0.0
+    seed: int = 0
+    variant: Literal["exact", "composed", "resampled"] = "composed"
+    impl: Literal["bit_true", "fast"] = "bit_true"
+    table: ColumnTable | None = None
+    noise_std: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise SpecError(f"mode kind must be one of {KINDS}, got {self.kind!r}")
+        if self.variant not in VARIANTS:
+            raise SpecError(f"stochastic variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.impl not in IMPLS:
+            raise SpecError(f"instance impl must be one of {IMPLS}, got {self.impl!r}")
+        if self.table is not None and not isinstance(self.table, ColumnTable):
+            raise SpecError(f"table must be a ColumnTable, got {type(self.table).__name__}")
+        try:
+            std = float(self.noise_std)
+        except (TypeError, ValueError):
+            raise SpecError(f"noise_std must be a number, got {self.noise_std!r}") from None
+        if not 0.0 <= std <= MAX_NOISE_STD:
+            raise SpecError(f"noise_std must be in [0, {MAX_NOISE_STD:g}] (relative to max|w|), got {std:g}")
+        object.__setattr__(self, "noise_std", std)
+        object.__setattr__(self, "level", check_level(self.level))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def _fields(self):
+        return (self.kind, self.level, self.seed, self.variant, self.impl, id(self.table), self.noise_std)
+
+    def __eq__(self, other):
+        return isinstance(other, Mode) and self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    @classmethod
+    def float(cls) -> Mode:
+        return cls("float")
+
+    @classmethod
+    def ideal(cls) -> Mode:
+        return cls("ideal")
+
+    @classmethod
+    def instance(cls, level: float, seed: int, impl: str = "bit_true") -> Mode:
+        return cls("instance", level=level, seed=seed, impl=impl)
+
+    @classmethod
+    def stochastic(cls, level: float = 1.0, variant: str = "composed", table: ColumnTable | None = None) -> Mode:
+        """S-DDHR at ``level``; with a ``table`` (e.g. ``ColumnTable.load``), the table's
+        own level is used when it has one."""
+        if table is not None and table.level == table.level:  # not NaN
+            level = table.level
+        return cls("stochastic", level=level, variant=variant, table=table)
+
+    @classmethod
+    def noise(cls, std: float) -> Mode:
+        """Gaussian weight noise, ``std`` times each layer's max |integer weight|."""
+        return cls("noise", noise_std=std)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """The backend registry key: the kind, plus the impl / variant that selects it."""
+        if self.kind == "instance":
+            return (self.kind, self.impl)
+        if self.kind == "stochastic":
+            return (self.kind, self.variant)
+        return (self.kind, None)
+
+    def describe(self) -> str:
+        if self.kind == "instance":
+            return f"instance(level={self.level:g}, seed={self.seed}, {self.impl})"
+        if self.kind == "stochastic":
+            src = "table" if self.table is not None else "spec"
+            return f"stochastic(level={self.level:g}, {self.variant}, from {src})"
+        if self.kind == "noise":
+            return f"noise(std={self.noise_std:g} x max|w|)"
+        return self.kind
