@@ -22,17 +22,14 @@ from sddhr.abstraction import (
     tv_noise_bound,
     validate_table,
 )
-from sddhr.config import SpecError, make_spec
+from sddhr.config import SpecError
 from sddhr.device import CellModel
 from sddhr.hardware import ChipInstance, digitise, ideal_matmul
+from tests import helpers
 
 
-def spec_of(rows=16, adc_bits=8, fs=None, distribution="lognormal", calibrated=True, w_bits=4, x_bits=4):
-    return make_spec({
-        "device": {"distribution": distribution},
-        "column": {"rows": rows, "adc_bits": adc_bits, "full_scale_counts": fs, "calibrated": calibrated},
-        "macro": {"w_bits": w_bits, "x_bits": x_bits},
-    })
+def spec_of(rows=16, adc_bits=8, fs=None, *args, **kw):
+    return helpers.spec_of(rows, adc_bits, fs, *args, **kw)
 
 
 def assert_valid_table(prob: np.ndarray, rows: int, n_codes: int):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sddhr.config import SpecError, make_spec
+from sddhr.config import SpecError
 from sddhr.device import CellModel
 from sddhr.hardware import (
     ChipInstance,
@@ -25,14 +25,11 @@ from sddhr.hardware import (
     programmed,
     weight_planes,
 )
+from tests import helpers
 
 
-def spec_of(rows=15, adc_bits=4, fs=None, w_bits=4, x_bits=4, calibrated=True, distribution="lognormal"):
-    return make_spec({
-        "device": {"distribution": distribution},
-        "column": {"rows": rows, "adc_bits": adc_bits, "full_scale_counts": fs, "calibrated": calibrated},
-        "macro": {"w_bits": w_bits, "x_bits": x_bits},
-    })
+def spec_of(rows=15, adc_bits=4, fs=None, *args, **kw):
+    return helpers.spec_of(rows, adc_bits, fs, *args, **kw)
 
 
 def random_operands(gen: torch.Generator, m: int, out: int, k: int, w_bits: int, x_bits: int):

@@ -15,44 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sddhr.config import SpecError, make_spec
+from sddhr.config import SpecError
 from sddhr.hardware import ChipInstance, effective_weights
 from sddhr.nn import ActQuantizer, IMCConv2d, IMCLinear, Mode, WeightQuantizer
+from tests import helpers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def spec_of(rows=32, adc_bits=8, fs=None, w_bits=4, x_bits=4):
-    return make_spec({"column": {"rows": rows, "adc_bits": adc_bits, "full_scale_counts": fs},
-                      "macro": {"w_bits": w_bits, "x_bits": x_bits}})
-
-
-def int_weights(rng: np.random.Generator, shape, w_bits: int) -> np.ndarray:
-    """Random integer weights with one entry per output at +-qmax (so the per-channel
-    max-abs quantiser has scale 1 and maps them to themselves)."""
-    qmax = 2 ** (w_bits - 1) - 1
-    w = rng.integers(-qmax, qmax + 1, size=shape)
-    flat = w.reshape(shape[0], -1)
-    flat[:, 0] = np.where(rng.random(shape[0]) < 0.5, qmax, -qmax)
-    return flat.reshape(shape)
-
-
-def program_layer(layer, w: np.ndarray, bias: np.ndarray | None = None):
-    """Load integer weights and make the activation quantiser the identity on integers."""
-    with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-        if bias is not None:
-            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-        layer.aq.alpha.fill_(float(layer.aq.levels))
-        layer.aq.calibrated.fill_(True)
-    return layer
+def spec_of(rows=32, adc_bits=8, fs=None, *args, **kw):
+    return helpers.spec_of(rows, adc_bits, fs, *args, **kw)
 
 
 def act_scale(layer) -> float:
@@ -157,9 +129,9 @@ def test_weight_quantizer_per_channel_and_per_layer():
 def test_ideal_linear_equals_integer_product(rows):
     rng = np.random.default_rng(1)
     spec = spec_of(rows=rows, adc_bits=8)  # step = rows / 256 <= 1/4: lossless
-    w = int_weights(rng, (6, 100), 4)
+    w = helpers.int_weights(rng, (6, 100), 4)
     b = rng.normal(size=6)
-    layer = program_layer(IMCLinear(100, 6, spec=spec), w, b)
+    layer = helpers.program_layer(IMCLinear(100, 6, spec=spec), w, b)
     x = rng.integers(0, 16, size=(9, 100))
     y = layer(torch.as_tensor(x, dtype=torch.float32)).detach().numpy()
     ref = (x.astype(np.int64) @ w.astype(np.int64).T) * act_scale(layer) + b
@@ -170,8 +142,8 @@ def test_ideal_linear_equals_integer_product(rows):
 def test_ideal_linear_with_coarse_or_clipping_adc(adc_bits, fs):
     rng = np.random.default_rng(2)
     spec = spec_of(rows=16, adc_bits=adc_bits, fs=fs, w_bits=3, x_bits=3)
-    w = int_weights(rng, (5, 40), 3)
-    layer = program_layer(IMCLinear(40, 5, bias=False, spec=spec), w)
+    w = helpers.int_weights(rng, (5, 40), 3)
+    layer = helpers.program_layer(IMCLinear(40, 5, bias=False, spec=spec), w)
     x = rng.integers(0, 8, size=(7, 40))
     y = layer(torch.as_tensor(x, dtype=torch.float32)).detach().numpy()
     ref = adc_matmul(x, w, spec) * act_scale(layer)
@@ -194,9 +166,9 @@ def test_ideal_conv_equals_integer_reference(case, adc):
     spec = spec_of(rows=16, adc_bits=8) if adc == "lossless" else spec_of(rows=16, adc_bits=3, fs=12.0)
     layer = IMCConv2d(case["cin"], case["cout"], case["k"], case["stride"], case["padding"], case["dilation"],
                       case["groups"], bias=True, spec=spec)
-    w = int_weights(rng, tuple(layer.weight.shape), 4)
+    w = helpers.int_weights(rng, tuple(layer.weight.shape), 4)
     b = rng.normal(size=case["cout"])
-    program_layer(layer, w, b)
+    helpers.program_layer(layer, w, b)
     x = rng.integers(0, 16, size=(2, case["cin"], 7, 8))
     y = layer(torch.as_tensor(x, dtype=torch.float32)).detach().numpy()
     mats, (n, ho, wo) = conv_as_matrices(x, w, case["groups"], stride=layer.stride, padding=layer.padding,
@@ -216,13 +188,13 @@ def test_ideal_conv_equals_integer_reference(case, adc):
 def test_instance_linear_equals_chip_model_and_is_deterministic():
     rng = np.random.default_rng(4)
     spec = spec_of(rows=16, adc_bits=6, w_bits=3, x_bits=3)
-    w = int_weights(rng, (5, 40), 3)
+    w = helpers.int_weights(rng, (5, 40), 3)
     x = torch.as_tensor(rng.integers(0, 8, size=(11, 40)), dtype=torch.float32)
-    layer = program_layer(IMCLinear(40, 5, bias=False, spec=spec, layer_id=2), w)
+    layer = helpers.program_layer(IMCLinear(40, 5, bias=False, spec=spec, layer_id=2), w)
     with torch.no_grad():
         layer.mode = Mode.instance(4.0, 7)
         y1, y1b = layer(x), layer(x)
-        other = program_layer(IMCLinear(40, 5, bias=False, spec=spec, layer_id=2), w)
+        other = helpers.program_layer(IMCLinear(40, 5, bias=False, spec=spec, layer_id=2), w)
         other.mode = Mode.instance(4.0, 7)
         y2 = other(x)
         layer.mode = Mode.instance(4.0, 8)
@@ -239,8 +211,8 @@ def test_instance_conv_equals_chip_model_on_windows(case):
     spec = spec_of(rows=16, adc_bits=6)
     layer = IMCConv2d(case["cin"], case["cout"], case["k"], case["stride"], case["padding"], case["dilation"],
                       case["groups"], bias=False, spec=spec, layer_id=1)
-    w = int_weights(rng, tuple(layer.weight.shape), 4)
-    program_layer(layer, w)
+    w = helpers.int_weights(rng, tuple(layer.weight.shape), 4)
+    helpers.program_layer(layer, w)
     x = rng.integers(0, 16, size=(2, case["cin"], 7, 8))
     layer.mode = Mode.instance(6.0, 3)
     with torch.no_grad():
@@ -275,8 +247,8 @@ def test_instance_conv_equals_chip_model_on_windows(case):
 def test_instance_fast_is_the_effective_weight_product():
     rng = np.random.default_rng(6)
     spec = spec_of(rows=32, adc_bits=8)
-    w = int_weights(rng, (4, 70), 4)
-    layer = program_layer(IMCLinear(70, 4, bias=False, spec=spec, layer_id=5), w)
+    w = helpers.int_weights(rng, (4, 70), 4)
+    layer = helpers.program_layer(IMCLinear(70, 4, bias=False, spec=spec, layer_id=5), w)
     x = torch.as_tensor(rng.integers(0, 16, size=(6, 70)), dtype=torch.float32)
     layer.mode = Mode.instance(3.0, 11, impl="fast")
     with torch.no_grad():
@@ -289,8 +261,8 @@ def test_instance_fast_is_the_effective_weight_product():
 def test_level_zero_instance_is_the_ideal_macro():
     rng = np.random.default_rng(7)
     spec = spec_of(rows=16, adc_bits=3)
-    w = int_weights(rng, (3, 40), 4)
-    layer = program_layer(IMCLinear(40, 3, bias=False, spec=spec), w)
+    w = helpers.int_weights(rng, (3, 40), 4)
+    layer = helpers.program_layer(IMCLinear(40, 3, bias=False, spec=spec), w)
     x = torch.as_tensor(rng.integers(0, 16, size=(5, 40)), dtype=torch.float32)
     with torch.no_grad():
         layer.mode = Mode.instance(0.0, 1)
@@ -377,8 +349,8 @@ def test_matrices_are_the_layer_as_matrix_products(case):
     rng = np.random.default_rng(10)
     layer = IMCConv2d(case["cin"], case["cout"], case["k"], case["stride"], case["padding"], case["dilation"],
                       case["groups"], bias=False, spec=spec_of(rows=16, adc_bits=8))
-    w = int_weights(rng, tuple(layer.weight.shape), 4)
-    program_layer(layer, w)
+    w = helpers.int_weights(rng, tuple(layer.weight.shape), 4)
+    helpers.program_layer(layer, w)
     x = rng.integers(0, 16, size=(2, case["cin"], 6, 7))
     mats, fold_fn = layer.matrices(torch.as_tensor(x, dtype=torch.float32))
     ref, _ = conv_as_matrices(x, w, case["groups"], stride=layer.stride, padding=layer.padding,

@@ -23,20 +23,13 @@ from sddhr.nn import (
     set_spec,
     using_mode,
 )
+from tests import helpers
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec_of(rows=16, adc_bits=5, w_bits=4, x_bits=4, name="test"):
-    return make_spec({"name": name, "column": {"rows": rows, "adc_bits": adc_bits},
-                      "macro": {"w_bits": w_bits, "x_bits": x_bits}})
+    return helpers.spec_of(rows, adc_bits, w_bits=w_bits, x_bits=x_bits, name=name)
 
 
 def small_cnn() -> nn.Sequential:

@@ -29,43 +29,24 @@ import torch
 from scipy import stats
 
 from sddhr.abstraction import ColumnTable, build_table, column_counts, compose_moments
-from sddhr.config import make_spec
 from sddhr.device import CellModel
 from sddhr.hardware import ChipInstance, code_values, effective_weights, plane_weights
 from sddhr.nn import IMCConv2d, IMCLinear, Mode
 from sddhr.nn.column_stats import ColumnSampler, alias_tables, column_moments, get_table
+from tests import helpers
 
 ALPHA = 1e-4
 Z = 5.0
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def spec_of(rows=16, adc_bits=5, w_bits=4, x_bits=4, fs=None):
-    return make_spec({"column": {"rows": rows, "adc_bits": adc_bits, "full_scale_counts": fs},
-                      "macro": {"w_bits": w_bits, "x_bits": x_bits}})
-
-
-def program_layer(layer, w):
-    with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
-        layer.aq.alpha.fill_(float(layer.aq.levels))
-        layer.aq.calibrated.fill_(True)
-    return layer
+def spec_of(rows=16, adc_bits=5, fs=None, *args, **kw):
+    return helpers.spec_of(rows, adc_bits, fs, *args, **kw)
 
 
 def int_weights(rng, shape, w_bits):
-    qmax = 2 ** (w_bits - 1) - 1
-    w = rng.integers(-qmax, qmax + 1, size=shape)
-    w.reshape(shape[0], -1)[:, 0] = qmax
-    return w
+    return helpers.int_weights(rng, shape, w_bits, random_sign=False)
 
 
 def hw_output(layer, x):
@@ -167,7 +148,7 @@ def test_exact_single_column_follows_its_table_row():
     table = ColumnTable(prob, code_values(spec.column), spec, level=float("nan"), method="synthetic")
     w = np.array([[1] * 6 + [0] * 6])
     x = torch.tensor([[1.0] * 9 + [0.0] * 3]).repeat(20000, 1)
-    layer = program_layer(IMCLinear(12, 1, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(12, 1, bias=False, spec=spec), w)
     layer.mode = Mode.stochastic(variant="exact", table=table)
     torch.manual_seed(3)
     y = hw_output(layer, x).numpy().ravel()
@@ -181,7 +162,7 @@ def test_exact_two_columns_follow_the_convolution_of_their_rows():
     table = get_table(spec, 10.0)
     w = np.array([[1] * 10 + [0] * 4])
     x = torch.tensor([[1.0] * 12 + [0.0] * 2]).repeat(30000, 1)  # n = 12, k = 10
-    layer = program_layer(IMCLinear(14, 1, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(14, 1, bias=False, spec=spec), w)
     layer.mode = Mode.stochastic(10.0, "exact")
     torch.manual_seed(4)
     y = hw_output(layer, x).numpy().ravel()
@@ -205,7 +186,7 @@ def test_exact_linear_moments_equal_composed_column_moments():
     xs[1, 40:] = 0
     xs[2] = 0  # an all-zero input: every conversion has n = 0
     r = 4000
-    layer = program_layer(IMCLinear(80, 4, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(80, 4, bias=False, spec=spec), w)
     layer.mode = Mode.stochastic(4.0, "exact")
     torch.manual_seed(6)
     x = torch.as_tensor(np.repeat(xs, r, axis=0), dtype=torch.float32)
@@ -220,7 +201,7 @@ def test_exact_conv_moments_equal_composed_column_moments():
     table = get_table(spec, 6.0)
     layer = IMCConv2d(4, 3, 3, stride=2, padding=1, bias=False, spec=spec)  # 36 rows: 3 segments
     w = int_weights(rng, tuple(layer.weight.shape), 3)
-    program_layer(layer, w)
+    helpers.program_layer(layer, w)
     x1 = rng.integers(0, 4, size=(1, 4, 5, 5))
     r = 3000
     layer.mode = Mode.stochastic(6.0, "exact")
@@ -235,7 +216,7 @@ def test_exact_at_level_zero_is_the_ideal_macro():
     rng = np.random.default_rng(9)
     spec = spec_of(rows=16, adc_bits=3)
     w = int_weights(rng, (3, 40), 4)
-    layer = program_layer(IMCLinear(40, 3, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(40, 3, bias=False, spec=spec), w)
     x = torch.as_tensor(rng.integers(0, 16, size=(5, 40)), dtype=torch.float32)
     with torch.no_grad():
         layer.mode = Mode.stochastic(0.0, "exact")
@@ -277,7 +258,7 @@ def test_composed_outputs_have_the_model_moments_and_are_gaussian(kind):
         x1 = rng.integers(0, 8, size=(1, 5, 3, 3))
         x = np.repeat(x1, r, axis=0)
         mats = torch.nn.functional.unfold(torch.as_tensor(x1, dtype=torch.float64), 3, padding=1)[0].T.numpy()
-    program_layer(layer, w)
+    helpers.program_layer(layer, w)
     layer.mode = Mode.stochastic(2.0, "composed")
     y = hw_output(layer, torch.as_tensor(x, dtype=torch.float32))
     y = y.view(-1, r, 5).transpose(0, 1) if kind == "linear" else y.view(r, 4, -1).transpose(1, 2)
@@ -299,7 +280,7 @@ def test_composed_matches_the_exact_moments_where_the_adc_is_linear():
     w = int_weights(rng, (4, 150), 4)
     xs = np.clip(np.round(np.maximum(rng.normal(size=(3, 150)), 0) * 6), 0, 15).astype(int)
     r = 4000
-    layer = program_layer(IMCLinear(150, 4, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(150, 4, bias=False, spec=spec), w)
     layer.mode = Mode.stochastic(2.0, "composed")
     torch.manual_seed(13)
     y = hw_output(layer, torch.as_tensor(np.repeat(xs, r, axis=0), dtype=torch.float32)).view(3, r, 4)
@@ -336,7 +317,7 @@ def test_resampled_is_a_fresh_chip_per_pass():
     spec = spec_of(rows=16, adc_bits=8, w_bits=3, x_bits=3)
     w = int_weights(rng, (4, 40), 3)
     xs = torch.as_tensor(rng.integers(0, 8, size=(2, 40)), dtype=torch.float32)
-    layer = program_layer(IMCLinear(40, 4, bias=False, spec=spec), w)
+    layer = helpers.program_layer(IMCLinear(40, 4, bias=False, spec=spec), w)
     layer.mode = Mode.stochastic(level, "resampled")
     torch.manual_seed(15)
     r = 3000

@@ -1,0 +1,42 @@
+"""Helpers shared by the hardware, abstraction and nn tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sddhr.config import make_spec
+
+
+def spec_of(rows=16, adc_bits=8, fs=None, distribution="lognormal", calibrated=True, *, w_bits=4, x_bits=4,
+            name=None):
+    """A hardware spec with the given column / macro / device-family settings."""
+    data = {
+        "device": {"distribution": distribution},
+        "column": {"rows": rows, "adc_bits": adc_bits, "full_scale_counts": fs, "calibrated": calibrated},
+        "macro": {"w_bits": w_bits, "x_bits": x_bits},
+    }
+    if name is not None:
+        data["name"] = name
+    return make_spec(data)
+
+
+def int_weights(rng: np.random.Generator, shape, w_bits: int, random_sign: bool = True) -> np.ndarray:
+    """Random integer weights with one entry per output at +-qmax (so the per-channel
+    max-abs quantiser has scale 1 and maps them to themselves)."""
+    qmax = 2 ** (w_bits - 1) - 1
+    w = rng.integers(-qmax, qmax + 1, size=shape)
+    flat = w.reshape(shape[0], -1)
+    flat[:, 0] = np.where(rng.random(shape[0]) < 0.5, qmax, -qmax) if random_sign else qmax
+    return flat.reshape(shape)
+
+
+def program_layer(layer, w: np.ndarray, bias: np.ndarray | None = None):
+    """Load integer weights and make the activation quantiser the identity on integers."""
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+        if bias is not None:
+            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        layer.aq.alpha.fill_(float(layer.aq.levels))
+        layer.aq.calibrated.fill_(True)
+    return layer

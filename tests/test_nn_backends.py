@@ -1,0 +1,108 @@
+"""The backend structure: layers are real torch layers, each mode has one backend object per
+layer, a new backend plugs in without touching the layers, and the weight-noise baseline has
+the closed-form moments of its definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sddhr.config import SpecError
+from sddhr.nn import Backend, IMCConv2d, IMCLinear, Mode, convert, imc_layers, make_backend, register
+from sddhr.nn.backends import registered
+from sddhr.nn.mode import IMPLS, KINDS, VARIANTS
+from tests import helpers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_layers_are_torch_layers():
+    lin, conv = IMCLinear(5, 3), IMCConv2d(2, 4, 3, padding=1)
+    assert isinstance(lin, nn.Linear) and isinstance(conv, nn.Conv2d)
+    model = convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), helpers.spec_of())
+    assert [type(m) for _, m in imc_layers(model)] == [IMCLinear, IMCLinear]
+    # float mode is the parent class's own forward
+    x = torch.randn(3, 5)
+    lin.mode = Mode.float()
+    assert torch.equal(lin(x), nn.Linear.forward(lin, x))
+
+
+def test_every_mode_has_a_registered_backend():
+    keys = set(registered())
+    expected = {("float", None), ("ideal", None), ("noise", None)}
+    expected |= {("instance", i) for i in IMPLS} | {("stochastic", v) for v in VARIANTS}
+    assert keys == expected
+    assert {k for k, _ in keys} == set(KINDS)
+
+
+def test_backend_is_per_layer_and_follows_the_mode():
+    a, b = IMCLinear(5, 3), IMCLinear(5, 3)
+    mode = Mode.instance(2.0, 1)
+    a.mode = b.mode = mode
+    assert a.backend is not b.backend and a.backend is a.backend
+    first = a.backend
+    a.mode = Mode.instance(2.0, 2)
+    assert a.backend is not first
+    a.set_spec(helpers.spec_of(rows=8))
+    assert a.backend.mode == a.mode
+
+
+def test_a_new_backend_plugs_in_without_touching_the_layers():
+    """Swap the registry entry of one key for a backend written here (an ideal product
+    plus 1 per output): the layer uses it as is."""
+    from sddhr.nn.backends import base
+
+    class PlusOne(Backend):
+        def product(self, layer, x_int, w_int):
+            return layer.lin(x_int, w_int) + 1.0
+
+    key = ("noise", None)
+    old = base._REGISTRY.pop(key)
+    try:
+        register(*key)(PlusOne)
+        layer = helpers.program_layer(IMCLinear(6, 2, bias=False, spec=helpers.spec_of()),
+                                      np.array([[7, -3, 0, 1, 2, 5], [-7, 1, 1, 1, 0, 0]]))
+        layer.mode = Mode.noise(0.1)
+        assert isinstance(layer.backend, PlusOne)
+        x = torch.tensor([[1.0, 2, 3, 0, 1, 15]])
+        sx = float(layer.aq.alpha.detach()) / layer.aq.levels
+        y = layer(x) / sx
+        ref = x @ layer.weight.detach().T + 1.0
+        torch.testing.assert_close(y, ref)
+    finally:
+        base._REGISTRY[key] = old
+
+
+def test_unknown_modes_are_refused():
+    with pytest.raises(SpecError, match="kind"):
+        Mode("analog")
+    with pytest.raises(SpecError, match="noise_std"):
+        Mode.noise(-1.0)
+    assert isinstance(make_backend(Mode.ideal()), Backend)
+
+
+def test_noise_backend_has_its_closed_form_moments():
+    """y = x . (w + std * max|w| * z): mean x . w, variance (std max|w|)^2 sum x^2, a fresh
+    draw per forward pass, reproducible from the global seed."""
+    rng = np.random.default_rng(3)
+    w = helpers.int_weights(rng, (4, 12), 4)
+    layer = helpers.program_layer(IMCLinear(12, 4, bias=False, spec=helpers.spec_of()), w)
+    std = 0.2
+    layer.mode = Mode.noise(std)
+    x = torch.as_tensor(rng.integers(0, 16, size=(3, 12)), dtype=torch.float32)
+    sx = float(layer.aq.alpha.detach()) / layer.aq.levels
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ys = torch.stack([layer(x * sx) / sx for _ in range(4000)]).double()
+    mean = x.double() @ torch.as_tensor(w, dtype=torch.float64).T
+    var = (std * np.abs(w).max()) ** 2 * (x.double() ** 2).sum(1, keepdim=True).expand_as(mean)
+    se = (var / ys.shape[0]).sqrt()
+    assert ((ys.mean(0) - mean).abs() / se).max() < 5
+    rel = ys.var(0) / var
+    assert (rel - 1).abs().max() < 5 * np.sqrt(2 / ys.shape[0])
+    torch.manual_seed(5)
+    a = layer(x)
+    torch.manual_seed(5)
+    assert torch.equal(a, layer(x))
