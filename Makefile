@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of PyTorch is pinned here for the setup path; the package itself accepts torch>=2.1.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -22,5 +22,14 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup lint
+# The tests also install the optional Ray extra: CI runs the Ray executor on a local 2-CPU Ray.
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	touch $@
+
+test: setup lint $(VENV)/.installed-ray
 	$(BIN)/python -m pytest
+
+# chip evaluations per minute: one process vs the local executor vs a local Ray
+bench-sweep: setup $(VENV)/.installed-ray
+	$(BIN)/python benchmarks/sweep.py
