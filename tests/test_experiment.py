@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sddhr.config import SpecError
-from sddhr.evaluate import EvalConfig, load_results, save_results, summarise, sweep
+from sddhr.evaluate import EvalConfig, load_results, save_results, summarise
+from sddhr.experiment import sweep
 from sddhr.report import write_report
 from sddhr.train import load_model, make_config, train
 

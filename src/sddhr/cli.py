@@ -1,6 +1,8 @@
 """The command-line front end (thin: parse, call the library, print).
 
-Each sub-command lives in a ``_cmd_*`` function registered in :data:`COMMANDS`; errors
+Each sub-command lives in a ``_cmd_*`` function registered in :func:`build_parser`; flags
+reach the configs through one table per command (``TRAIN_FLAGS`` ...) and
+:func:`config_from_args`; errors
 from the library (:class:`~sddhr.config.SpecError`, which names the parameter) are printed
 without a traceback and exit with status 2.
 """
@@ -8,23 +10,29 @@ without a traceback and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
-from .config import PRESETS, SpecError, make_spec, preset
+from . import __version__
+from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
+
+DEFAULT_PRESET = "mram-22nm"
 
 
-def _spec_from_args(args) -> object:
-    """The preset (or a JSON spec file), with the column / macro flags applied."""
+def _base_spec(args) -> HardwareSpec:
+    """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`)."""
     if getattr(args, "spec_file", None):
-        from pathlib import Path
-
         path = Path(args.spec_file)
         if not path.is_file():
             raise SpecError(f"--spec-file: file not found: {path}")
-        spec = make_spec(__import__("json").loads(path.read_text()))
-    else:
-        spec = preset(args.preset)
+        return make_spec(json.loads(path.read_text()))
+    return preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+
+
+def _spec_changes(args) -> dict:
+    """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
     column, macro = {}, {}
     for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts")):
         if getattr(args, flag, None) is not None:
@@ -34,13 +42,18 @@ def _spec_from_args(args) -> object:
     for flag in ("w_bits", "x_bits"):
         if getattr(args, flag, None) is not None:
             macro[flag] = getattr(args, flag)
-    changes = {k: v for k, v in (("column", column), ("macro", macro)) if v}
+    return {k: v for k, v in (("column", column), ("macro", macro)) if v}
+
+
+def _spec_from_args(args) -> HardwareSpec:
+    """The base spec with the column / macro flags applied."""
+    spec, changes = _base_spec(args), _spec_changes(args)
     return spec.replace(**changes) if changes else spec
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hardware")
-    g.add_argument("--preset", default="mram-22nm", help=f"hardware preset ({', '.join(sorted(PRESETS))})")
+    g.add_argument("--preset", help=f"hardware preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
     g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset)")
     g.add_argument("--rows", type=int, help="rows per column N")
     g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
@@ -73,8 +86,6 @@ def _cmd_fit_device(args) -> int:
     print(fit.summary())
     if args.out:
         spec = preset(args.preset).replace(device=fit.device.model_dump(), name="fitted")
-        from pathlib import Path
-
         Path(args.out).write_text(spec.model_dump_json(indent=2))
         print(f"wrote {args.out}")
     return 0
@@ -82,98 +93,84 @@ def _cmd_fit_device(args) -> int:
 
 # ------------------------------------------------------------------- experiments
 
+#: command-line flag (argparse dest) -> dotted config path, per command
+TRAIN_FLAGS = {
+    "recipe": "recipe", "arch": "arch", "width": "width", "keep_digital": "keep_digital", "level": "level",
+    "variant": "variant", "table": "table", "chip_seed": "chip_seed", "instance_impl": "instance_impl",
+    "noise_std": "noise_std", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+    "seed": "seed", "init_from": "init_from", "max_steps": "max_steps_per_epoch", "data": "data.name",
+    "data_dir": "data.data_dir", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
+}
+EVAL_FLAGS = {
+    "levels": "levels", "instances": "instances", "first_seed": "first_seed", "impl": "impl",
+    "batch_size": "batch_size", "data": "data.name", "data_dir": "data.data_dir", "test_subset": "data.test_subset",
+}
+EXPLORE_FLAGS = {
+    "rows": "rows", "adc_bits": "adc_bits", "w_bits": "w_bits", "x_bits": "x_bits", "levels": "levels",
+    "float_epochs": "float_epochs", "finetune_epochs": "finetune_epochs", "instances": "instances",
+    "energy": "energy", "variant": "sddhr_variant", "arch": "base.arch", "width": "base.width",
+    "batch_size": "base.batch_size", "seed": "base.seed", "data": "base.data.name", "data_dir": "base.data.data_dir",
+    "train_subset": "base.data.train_subset", "test_subset": "base.data.test_subset",
+}
 
-def _train_config_from_args(args) -> object:
-    from .train import load_config_file, make_config
 
-    data = load_config_file(args.config) if args.config else {}
-    data.setdefault("data", {})
-    for flag, key in (("recipe", "recipe"), ("arch", "arch"), ("width", "width"), ("level", "level"),
-                      ("variant", "variant"), ("chip_seed", "chip_seed"), ("instance_impl", "instance_impl"),
-                      ("noise_std", "noise_std"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                      ("optimizer", "optimizer"), ("seed", "seed"), ("init_from", "init_from"),
-                      ("max_steps", "max_steps_per_epoch")):
-        if getattr(args, flag, None) is not None:
-            data[key] = getattr(args, flag)
-    for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("train_subset", "train_subset"),
-                      ("test_subset", "test_subset")):
-        if getattr(args, flag, None) is not None:
-            data["data"][key] = getattr(args, flag)
+def config_from_args(args, flags: dict[str, str]) -> dict:
+    """The ``--config`` file (if any) as a dict, with every flag given on the command line
+    (not None) written to its dotted config path from ``flags``."""
+    from .train import load_config_file
+
+    data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    for flag, path in flags.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        *parents, leaf = path.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+def _train_config_from_args(args):
+    from .train import inherit_from_checkpoint, make_config
+
+    data = config_from_args(args, TRAIN_FLAGS)
     if args.no_augment:
-        data["data"]["augment"] = False
-    if args.keep_digital is not None:
-        data["keep_digital"] = args.keep_digital
-    hw_flags = args.uncalibrated or any(getattr(args, f, None) is not None for f in
-                                        ("spec_file", "rows", "adc_bits", "full_scale", "w_bits", "x_bits"))
-    if hw_flags or args.preset != "mram-22nm":  # flags override the config file's hardware
+        data.setdefault("data", {})["augment"] = False
+    if args.preset is not None or args.spec_file:  # a named base spec replaces the config's hardware
         data["hardware"] = _spec_from_args(args).model_dump()
-    return make_config(data)
+    data, note = inherit_from_checkpoint(data)
+    changes = _spec_changes(args)
+    if changes:  # column / macro flags change the config's (or the checkpoint's) hardware
+        hw = data.get("hardware") or DEFAULT_PRESET
+        data["hardware"] = (preset(hw) if isinstance(hw, str) else make_spec(hw)).replace(**changes).model_dump()
+        if note:
+            note += "; then the hardware flags applied"
+    return make_config(data), note
 
 
 def _cmd_train(args) -> int:
     from .train import train
 
-    cfg = _train_config_from_args(args)
+    cfg, note = _train_config_from_args(args)
+    if note:
+        print(f"sddhr train: {note}")
     ck = train(cfg, args.out, resume=args.resume, device=args.device)
     h = ck["history"][-1]
     print(f"{cfg.recipe}: {ck['epoch']} epochs, final test accuracy {100 * h['test_acc']:.2f}% -> {args.out}")
     return 0
 
 
-def _eval_config_from_args(args):
-    from .evaluate import make_eval_config
-    from .train import load_config_file
-
-    data = load_config_file(args.config) if args.config else {}
-    for flag, key in (("levels", "levels"), ("instances", "instances"), ("first_seed", "first_seed"),
-                      ("impl", "impl"), ("batch_size", "batch_size")):
-        if getattr(args, flag, None) is not None:
-            data[key] = getattr(args, flag)
-    if args.data is not None or args.data_dir is not None or args.test_subset is not None:
-        d = data.setdefault("data", {})
-        for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("test_subset", "test_subset")):
-            if getattr(args, flag) is not None:
-                d[key] = getattr(args, flag)
-    return make_eval_config(data)
-
-
-def run_evaluation(checkpoints, names, cfg, out, device="cpu", spec=None) -> list:
-    """Evaluate checkpoints on the same chip instances; write results; print the table."""
-    from .data import load_dataset
-    from .evaluate import format_table, save_results, sweep
-    from .nn import set_spec
-    from .train import load_model
-
-    if names and len(names) != len(checkpoints):
-        raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
-    results, cache = [], {}
-    for i, ck_path in enumerate(checkpoints):
-        model, tcfg, _ = load_model(ck_path, device)
-        if spec is not None:
-            set_spec(model, spec)
-        # fields given for the test data override the model's own training data config
-        dcfg = tcfg.data if cfg.data is None else tcfg.data.model_copy(
-            update={k: getattr(cfg.data, k) for k in cfg.data.model_fields_set})
-        key = (dcfg.name, dcfg.data_dir, dcfg.test_subset, tcfg.data.name, tcfg.data.data_dir)
-        if key not in cache:
-            train_split = load_dataset(tcfg.data.name, "train", tcfg.data.data_dir)
-            cache[key] = load_dataset(dcfg.name, "test", dcfg.data_dir, subset=dcfg.test_subset,
-                                      stats_from=train_split)
-        name = names[i] if names else (tcfg.recipe if tcfg.recipe not in [r["name"] for r in results] else
-                                       f"{tcfg.recipe}-{i}")
-        results.append(sweep(model, name, cache[key], cfg, tcfg, device))
-    path = save_results(results, cfg, out)
-    print(format_table(results))
-    print(f"wrote {path}")
-    return results
-
-
 def _cmd_evaluate(args) -> int:
-    cfg = _eval_config_from_args(args)
-    spec = None
-    if any(getattr(args, f) is not None for f in ("spec_file", "rows", "adc_bits", "full_scale")):
-        spec = _spec_from_args(args)
-    run_evaluation(args.checkpoints, args.names, cfg, args.out, args.device, spec)
+    from .evaluate import format_table, make_eval_config
+    from .experiment import compare
+
+    cfg = make_eval_config(config_from_args(args, EVAL_FLAGS))
+    spec = _spec_from_args(args) if args.spec_file or _spec_changes(args) else None
+    results = compare(args.checkpoints, cfg, args.out, args.names, args.device, spec)
+    print(format_table(results))
+    print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
 
 
@@ -203,22 +200,8 @@ def _cmd_download(args) -> int:
 
 def _cmd_explore(args) -> int:
     from .explore import make_explore_config, run_explore
-    from .train import load_config_file
 
-    data = load_config_file(args.config) if args.config else {}
-    base = data.setdefault("base", {})
-    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("w_bits", "w_bits"), ("x_bits", "x_bits"),
-                      ("levels", "levels"), ("float_epochs", "float_epochs"), ("finetune_epochs", "finetune_epochs"),
-                      ("instances", "instances"), ("energy", "energy"), ("variant", "sddhr_variant")):
-        if getattr(args, flag, None) is not None:
-            data[key] = getattr(args, flag)
-    for flag, key in (("arch", "arch"), ("width", "width"), ("batch_size", "batch_size"), ("seed", "seed")):
-        if getattr(args, flag, None) is not None:
-            base[key] = getattr(args, flag)
-    for flag, key in (("data", "name"), ("data_dir", "data_dir"), ("train_subset", "train_subset"),
-                      ("test_subset", "test_subset")):
-        if getattr(args, flag, None) is not None:
-            base.setdefault("data", {})[key] = getattr(args, flag)
+    data = config_from_args(args, EXPLORE_FLAGS)
     cfg = make_explore_config(data)
     rows = run_explore(cfg, args.out, device=args.device)
     head = f"{'rows':>5}{'adc':>5}{'wb':>4}{'xb':>4}{'level':>7}  {'method':<13}{'acc %':>8}{'nJ/inf':>10}{'TOPS/W':>9}"
@@ -230,25 +213,27 @@ def _cmd_explore(args) -> int:
     return 0
 
 
-def _add_train_args(p):
+def _add_train_args(p, e):
     p.add_argument("--config", help="YAML / TOML / JSON training config (flags override it)")
-    p.add_argument("--recipe", choices=["float", "conventional", "ddhr", "sddhr", "noise"])
-    p.add_argument("--arch", choices=["mlp", "cnn", "vgg"])
+    p.add_argument("--recipe", choices=e.RECIPES)
+    p.add_argument("--arch", choices=e.ARCHS)
     p.add_argument("--width", type=int, help="network width (channels of the first conv / MLP scale)")
     p.add_argument("--keep-digital", nargs="*", help="layers kept digital (names, 'first', 'last')")
     p.add_argument("--level", type=float, help="variation level for ddhr / sddhr")
-    p.add_argument("--variant", choices=["exact", "composed", "resampled"], help="sddhr variant")
+    p.add_argument("--variant", choices=e.VARIANTS, help="sddhr variant")
+    p.add_argument("--table", help="sddhr (exact / composed): train from this abstraction table (.npz)")
     p.add_argument("--chip-seed", type=int, help="ddhr: the training chip's seed")
-    p.add_argument("--instance-impl", choices=["bit_true", "fast"], help="ddhr: chip model during training")
+    p.add_argument("--instance-impl", choices=e.IMPLS, help="ddhr: chip model during training")
     p.add_argument("--noise-std", type=float, help="noise recipe: weight noise relative to max|w|")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--optimizer", choices=e.OPTIMIZERS)
     p.add_argument("--seed", type=int)
-    p.add_argument("--init-from", help="checkpoint to fine-tune from")
+    p.add_argument("--init-from", help="checkpoint to fine-tune from (its network, data and hardware are "
+                                       "taken unless given)")
     p.add_argument("--max-steps", type=int, help="cap on steps per epoch (quick runs)")
-    p.add_argument("--data", help="digits (embedded), mnist, cifar10, svhn")
+    p.add_argument("--data", choices=e.DATASETS, help="data set (digits is embedded)")
     p.add_argument("--data-dir", help="data folder (default $SDDHR_DATA_DIR)")
     p.add_argument("--train-subset", type=int)
     p.add_argument("--test-subset", type=int)
@@ -259,36 +244,53 @@ def _add_train_args(p):
     add_spec_args(p)
 
 
-def _add_eval_args(p):
+def _add_eval_args(p, e):
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders")
     p.add_argument("--names", nargs="*", help="display names, one per checkpoint")
     p.add_argument("--config", help="YAML / TOML / JSON evaluation config")
     p.add_argument("--levels", type=float, nargs="+", help="variation levels (default 1 2 4 6 8 10)")
     p.add_argument("--instances", type=int, help="chip instances per level (default 20)")
     p.add_argument("--first-seed", type=int, help="first chip seed (default 1000)")
-    p.add_argument("--impl", choices=["bit_true", "fast"], help="chip model (default bit_true)")
+    p.add_argument("--impl", choices=e.IMPLS, help="chip model (default bit_true)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--data", help="test data set (default: the training one)")
+    p.add_argument("--data", choices=e.DATASETS, help="test data set (default: the training one)")
     p.add_argument("--data-dir")
     p.add_argument("--test-subset", type=int)
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--device", default="cpu")
-    g = p.add_argument_group("evaluate under another hardware spec (optional)")
+    g = p.add_argument_group("evaluate under another hardware spec (optional; changes the preset)")
     g.add_argument("--spec-file")
     g.add_argument("--rows", type=int)
     g.add_argument("--adc-bits", type=int)
     g.add_argument("--full-scale", type=float)
-    p.set_defaults(preset="mram-22nm", uncalibrated=False, w_bits=None, x_bits=None)
+
+
+class _Choices:
+    """The enumerations the flags offer, each from its one definition in the library."""
+
+    def __init__(self):
+        from .abstraction import METHODS
+        from .data import DATASETS, REMOTE_FILES
+        from .energy import ENERGY_PRESETS
+        from .models import ARCHS
+        from .nn import IMPLS, VARIANTS
+        from .train import OPTIMIZERS, RECIPES
+
+        self.METHODS, self.DATASETS, self.DOWNLOADS, self.ARCHS = METHODS, DATASETS, tuple(REMOTE_FILES), ARCHS
+        self.IMPLS, self.VARIANTS, self.OPTIMIZERS, self.RECIPES = IMPLS, VARIANTS, OPTIMIZERS, RECIPES
+        self.ENERGY_PRESETS = tuple(ENERGY_PRESETS)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    e = _Choices()
     parser = argparse.ArgumentParser(prog="sddhr", description=__import__("sddhr").__doc__)
+    parser.add_argument("--version", action="version", version=f"sddhr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("abstraction", help="compute the P(code | k, n) table of a spec")
     add_spec_args(p)
     p.add_argument("--level", type=float, default=1.0, help="variation level (0 = none, 1 = nominal)")
-    p.add_argument("--method", choices=["exact", "gaussian"], default="exact")
+    p.add_argument("--method", choices=e.METHODS, default="exact")
     p.add_argument("--validate", action="store_true", help="check against a Monte Carlo of the device")
     p.add_argument("--samples", type=int, default=20000, help="Monte Carlo samples per (k, n)")
     p.add_argument("--seed", type=int, default=0)
@@ -297,20 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit-device", help="fit a device model to measured resistances (CSV)")
     p.add_argument("csv", help="CSV with columns state (P, AP or T) and r_ohm")
-    p.add_argument("--preset", default="mram-22nm", help="spec to put the fitted device into")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="spec to put the fitted device into")
     p.add_argument("--out", help="write the fitted hardware spec (JSON)")
     p.set_defaults(func=_cmd_fit_device)
 
-    p = sub.add_parser("train", help="train a network with a recipe (float, conventional, ddhr, sddhr, noise)")
-    _add_train_args(p)
+    p = sub.add_parser("train", help=f"train a network with a recipe ({', '.join(e.RECIPES)})")
+    _add_train_args(p, e)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate checkpoints on chip instances across variation levels")
-    _add_eval_args(p)
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("compare", help="evaluate several checkpoints on the same chip instances")
-    _add_eval_args(p)
+    p = sub.add_parser("evaluate", aliases=["compare"],
+                       help="evaluate checkpoints on the same chip instances across variation levels")
+    _add_eval_args(p, e)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="plot + Markdown table from saved results (no re-run)")
@@ -335,13 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float-epochs", type=int)
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--instances", type=int)
-    p.add_argument("--variant", choices=["exact", "composed", "resampled"], help="S-DDHR variant")
-    p.add_argument("--energy", help="energy preset (mram-22nm-imc, sram-charge-65nm)")
-    p.add_argument("--arch", choices=["mlp", "cnn", "vgg"])
+    p.add_argument("--variant", choices=e.VARIANTS, help="S-DDHR variant")
+    p.add_argument("--energy", help=f"energy preset ({', '.join(e.ENERGY_PRESETS)})")
+    p.add_argument("--arch", choices=e.ARCHS)
     p.add_argument("--width", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--data")
+    p.add_argument("--data", choices=e.DATASETS)
     p.add_argument("--data-dir")
     p.add_argument("--train-subset", type=int)
     p.add_argument("--test-subset", type=int)
@@ -350,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_explore)
 
     p = sub.add_parser("download", help="fetch an official data set and check its checksums (needs internet)")
-    p.add_argument("name", choices=["mnist", "cifar10", "svhn"])
+    p.add_argument("name", choices=e.DOWNLOADS)
     p.add_argument("--root", required=True, help="data folder to download into")
     p.set_defaults(func=_cmd_download)
     return parser

@@ -15,11 +15,14 @@ allowed range.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+#: largest accepted variation level (0 = no variation, 1 = nominal sigmas)
 MAX_LEVEL = 100.0
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class SpecError(ValueError):
@@ -122,26 +125,37 @@ class HardwareSpec(_Spec):
         return make_spec(data)
 
 
-def _format_validation(err: ValidationError, what: str) -> str:
+def validation_message(err: ValidationError, what: str) -> str:
+    """One line naming every invalid field (dotted path), what is wrong and the value given."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or what
-        parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg} (got {e.get('input')!r})" if loc else msg)
     return f"invalid {what}: " + "; ".join(parts)
+
+
+_format_validation = validation_message  # the name device.py imports
+
+
+def validated(cls: type[M], data, what: str) -> M:
+    """``data`` (a dict, or already a ``cls``) validated as ``cls``; any problem raises
+    :class:`SpecError` with :func:`validation_message` (``what`` names the config)."""
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(validation_message(err, what)) from None
 
 
 def make_spec(data: dict | HardwareSpec) -> HardwareSpec:
     """Build a :class:`HardwareSpec` from a (nested) dict, raising :class:`SpecError`."""
-    if isinstance(data, HardwareSpec):
-        return data
-    try:
-        return HardwareSpec.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(_format_validation(err, "hardware spec")) from None
+    return validated(HardwareSpec, data, "hardware spec")
 
 
 PRESETS: dict[str, HardwareSpec] = {
-    # METHOD.md 2.1: typical 22 nm embedded STT-MRAM, 256-row columns, 8-bit ADC, 4b x 4b.
+    # a typical 22 nm embedded STT-MRAM macro: 256-row columns, 8-bit ADC, 4-bit weights and inputs
     "mram-22nm": HardwareSpec(name="mram-22nm"),
 }
 
@@ -165,3 +179,7 @@ def check_level(level: float) -> float:
     if not (0.0 <= level <= MAX_LEVEL):
         raise SpecError(f"variation level must be in [0, {MAX_LEVEL:g}], got {level:g}")
     return level
+
+
+#: a validated variation level, for config fields (``levels: list[Level]``)
+Level = Annotated[float, AfterValidator(check_level)]

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from .config import preset
-from .evaluate import EvalConfig, format_table, save_results, sweep
+from .evaluate import EvalConfig, format_table, save_results
+from .experiment import evaluate_checkpoint, load_splits
 from .report import write_report
-from .train import load_model, make_config, train
+from .train import DataConfig, make_config, train
 
 LEVEL = 10.0
 
@@ -39,12 +40,9 @@ def demo_configs(quick: bool = False) -> dict:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, device="cpu") -> dict:
-    from .data import load_dataset
-
     out = Path(out_dir)
     t0 = time.perf_counter()
-    train_split = load_dataset("digits", "train")
-    test_split = load_dataset("digits", "test", stats_from=train_split)
+    train_split, test_split = load_splits(DataConfig(name="digits"))
     cfgs = demo_configs(quick)
     conv_dir = out / "conventional"
     print(f"sddhr demo: embedded digits ({len(train_split)} train / {len(test_split)} test images), "
@@ -61,9 +59,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, device="cpu
     ecfg = EvalConfig(instances=4 if quick else 20, levels=[1.0, 2.0, 4.0, 6.0, 8.0, 10.0], impl="bit_true")
     results = []
     for name, run_dir in runs.items():
-        model, tcfg, _ = load_model(run_dir / "checkpoint.pt", device)
         print(f"[{name}] evaluating on {ecfg.instances} chips x {len(ecfg.levels)} levels")
-        results.append(sweep(model, name, test_split, ecfg, tcfg, device))
+        results.append(evaluate_checkpoint(run_dir / "checkpoint.pt", name, test_split, ecfg, device)[0])
     path = save_results(results, ecfg, out)
     png, md = write_report(path, out, title="digits MLP, mram-22nm 4b/4b: accuracy vs variation")
     print(format_table(results))

@@ -1,4 +1,4 @@
-"""Chip-instance x variation-level evaluation sweeps and their summaries.
+"""Chip-instance x variation-level evaluation: its config, summaries and result files.
 
 A chip instance is ``(level, seed)``: every IMC layer's cells are drawn once from the seed
 (:class:`~sddhr.hardware.ChipInstance`), the trained weights are programmed onto it and
@@ -8,89 +8,43 @@ a DDHR model is additionally evaluated on its own training instance.
 
 Results are one row per (model, level, seed) plus, per model, the float and ideal
 baselines of the same weights; :func:`summarise` gives mean, std, min, 5th percentile and
-the drops against both baselines.
+the drops against both baselines. The sweep itself (jobs, running them, collecting the
+rows) is :mod:`sddhr.experiment`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from torch import nn
-from tqdm import tqdm
+from pydantic import BaseModel, ConfigDict, Field
 
 from ._io import atomic_write_text
-from .config import SpecError
-from .nn import Mode, using_mode
-from .train import DataConfig, TrainConfig, evaluate_accuracy
+from .config import Level, SpecError, validated
+from .nn import IMPLS
+from .train import DataConfig
 
 
 class EvalConfig(BaseModel):
+    """Which chips every model is evaluated on, and the test data."""
+
     model_config = ConfigDict(extra="forbid")
 
-    levels: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0, 10.0])
+    levels: list[Level] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0, 10.0], min_length=1)
     instances: int = Field(20, ge=1, le=100000, description="chip instances (seeds) per level")
     first_seed: int = Field(1000, ge=0)
-    impl: Literal["bit_true", "fast"] = "bit_true"
+    impl: Literal[IMPLS] = "bit_true"
     batch_size: int = Field(1000, ge=1, le=1 << 20)
     data: DataConfig | None = Field(None, description="test data (default: each model's training data)")
 
-    def model_post_init(self, _):
-        for lv in self.levels:
-            if not 0 <= lv <= 100:
-                raise ValueError(f"levels: each level must be in [0, 100], got {lv}")
-        if not self.levels:
-            raise ValueError("levels: give at least one variation level")
-
 
 def make_eval_config(data: dict | EvalConfig) -> EvalConfig:
-    if isinstance(data, EvalConfig):
-        return data
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as err:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()]
-        raise SpecError("invalid evaluation config: " + "; ".join(parts)) from None
-
-
-def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: TrainConfig | None = None,
-          device="cpu", progress: bool = True) -> dict:
-    """Evaluate one model on ``cfg.instances`` chips at each level; returns its result dict."""
-    model.eval()
-    t0 = time.perf_counter()
-    with using_mode(model, Mode.float()):
-        acc_float = evaluate_accuracy(model, test_split, cfg.batch_size, device)
-    with using_mode(model, Mode.ideal()):
-        acc_ideal = evaluate_accuracy(model, test_split, cfg.batch_size, device)
-    rows = []
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.instances))
-    jobs = [(lv, s) for lv in cfg.levels for s in seeds]
-    # without a terminal (logs, batch jobs) the bar is off: one line per finished level instead
-    log_levels = progress and not sys.stderr.isatty()
-    for lv, s in tqdm(jobs, desc=f"evaluate {name}", disable=None if progress else True, leave=False, delay=0.5):
-        with using_mode(model, Mode.instance(lv, s, cfg.impl)):
-            rows.append({"model": name, "level": lv, "seed": s,
-                         "accuracy": evaluate_accuracy(model, test_split, cfg.batch_size, device)})
-        if log_levels and s == seeds[-1]:
-            accs = [r["accuracy"] for r in rows if r["level"] == lv]
-            print(f"evaluate {name}: level {lv:g}, {len(accs)} chips, mean accuracy "
-                  f"{100 * sum(accs) / len(accs):.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    own = None
-    if train_cfg is not None and train_cfg.recipe == "ddhr":
-        with using_mode(model, Mode.instance(train_cfg.level, train_cfg.chip_seed, cfg.impl)):
-            own = {"level": train_cfg.level, "seed": train_cfg.chip_seed,
-                   "accuracy": evaluate_accuracy(model, test_split, cfg.batch_size, device)}
-    return {"name": name, "float": acc_float, "ideal": acc_ideal, "own_instance": own, "rows": rows,
-            "train_config": None if train_cfg is None else json.loads(train_cfg.model_dump_json()),
-            "seconds": time.perf_counter() - t0}
+    return validated(EvalConfig, data, "evaluation config")
 
 
 def summarise(result: dict) -> list[dict]:
@@ -133,14 +87,13 @@ def save_results(results: list[dict], cfg: EvalConfig, out_dir: str | Path) -> P
            "summary": [s for r in results for s in summarise(r)]}
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1))
     rows = [r for res in results for r in res["rows"]]
-    atomic_write_text(out / "instances.csv", _csv(rows, ["model", "level", "seed", "accuracy"]))
-    atomic_write_text(out / "summary.csv", _csv(doc["summary"], list(doc["summary"][0]) if doc["summary"] else []))
+    atomic_write_text(out / "instances.csv", csv_text(rows, ["model", "level", "seed", "accuracy"]))
+    atomic_write_text(out / "summary.csv", csv_text(doc["summary"], list(doc["summary"][0]) if doc["summary"] else []))
     return out / "results.json"
 
 
-def _csv(rows: list[dict], fields: list[str]) -> str:
-    import io
-
+def csv_text(rows: list[dict], fields: list[str]) -> str:
+    """CSV of dict rows (floats with 6 significant digits)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
@@ -164,5 +117,4 @@ def load_results(path: str | Path) -> dict:
     return doc
 
 
-__all__ = ["EvalConfig", "format_table", "load_results", "make_eval_config", "save_results", "summarise", "sweep",
-           "torch"]
+__all__ = ["EvalConfig", "csv_text", "format_table", "load_results", "make_eval_config", "save_results", "summarise"]

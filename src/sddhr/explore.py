@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ._io import atomic_write_text
-from .config import SpecError
+from .config import Level, SpecError, validated
 from .energy import EnergySpec, LayerCost, NetworkCost, energy_preset, layer_cost, network_cost
-from .evaluate import EvalConfig, _csv, sweep
-from .nn import Mode, imc_layers, using_mode
-from .train import TrainConfig, load_model, make_config, train
+from .evaluate import EvalConfig, csv_text
+from .experiment import evaluate_checkpoint, load_splits
+from .nn import VARIANTS, Mode, imc_layers, using_mode
+from .train import TrainConfig, make_config, train
 
 
 @torch.no_grad()
@@ -76,10 +77,10 @@ class ExploreConfig(BaseModel):
     full_scale_counts: list[float | None] = Field(default_factory=lambda: [None])
     w_bits: list[int] = Field(default_factory=lambda: [4])
     x_bits: list[int] = Field(default_factory=lambda: [4])
-    levels: list[float] = Field(default_factory=lambda: [4.0])
+    levels: list[Level] = Field(default_factory=lambda: [4.0])
     float_epochs: int = Field(10, ge=1)
     finetune_epochs: int = Field(3, ge=1)
-    sddhr_variant: Literal["exact", "composed", "resampled"] = "exact"
+    sddhr_variant: Literal[VARIANTS] = "exact"
     instances: int = Field(10, ge=1)
     energy: str | EnergySpec = "mram-22nm-imc"
     energy_images: int = Field(256, ge=1)
@@ -91,13 +92,7 @@ class ExploreConfig(BaseModel):
 
 
 def make_explore_config(data: dict | ExploreConfig) -> ExploreConfig:
-    if isinstance(data, ExploreConfig):
-        return data
-    try:
-        cfg = ExploreConfig.model_validate(data)
-    except ValidationError as err:
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise SpecError("invalid explore config: " + "; ".join(parts)) from None
+    cfg = validated(ExploreConfig, data, "explore config")
     for name in ("rows", "adc_bits", "full_scale_counts", "w_bits", "x_bits", "levels"):
         if not getattr(cfg, name):
             raise SpecError(f"invalid explore config: {name} must list at least one value")
@@ -116,11 +111,7 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
     out = Path(out_dir)
     base = cfg.base
     if train_split is None or test_split is None:
-        from .data import load_dataset
-
-        train_split = load_dataset(base.data.name, "train", base.data.data_dir, subset=base.data.train_subset)
-        test_split = load_dataset(base.data.name, "test", base.data.data_dir, subset=base.data.test_subset,
-                                  stats_from=train_split)
+        train_split, test_split = load_splits(base.data)
     common = dict(train_split=train_split, test_split=test_split, device=device, progress=progress, resume=True)
     float_cfg = make_config({**base.model_dump(), "recipe": "float", "epochs": cfg.float_epochs, "init_from": None})
     train(float_cfg, out / "float", **common)
@@ -140,8 +131,8 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
         train(sd, pdir / "sddhr", **common)
         ecfg = EvalConfig(levels=[p["level"]], instances=cfg.instances, impl="bit_true")
         for method in ("conventional", "sddhr"):
-            model, tcfg, _ = load_model(pdir / method / "checkpoint.pt", device)
-            res = sweep(model, method, test_split, ecfg, tcfg, device, progress=progress)
+            res, model = evaluate_checkpoint(pdir / method / "checkpoint.pt", method, test_split, ecfg, device,
+                                             progress=progress)
             accs = torch.tensor([r["accuracy"] for r in res["rows"]])
             cost = network_energy(model, x_energy, energy, p["level"])
             rows.append({**p, "full_scale": spec.column.fs, "method": method, "acc_mean": float(accs.mean()),
@@ -156,7 +147,7 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
                   + f", {last[0]['energy_per_inference_j'] * 1e9:.2f} nJ/inference ({time.perf_counter() - t0:.0f} s)")
     doc = {"config": json.loads(cfg.model_dump_json()), "energy": json.loads(energy.model_dump_json()), "rows": rows}
     atomic_write_text(out / "explore.json", json.dumps(doc, indent=1))
-    atomic_write_text(out / "explore.csv", _csv(rows, list(rows[0])))
+    atomic_write_text(out / "explore.csv", csv_text(rows, list(rows[0])))
     pareto_plot(rows, out / "pareto.png")
     return rows
 

@@ -1,18 +1,24 @@
 """Training: the experiment config, recipes, the loop, and atomic checkpoints.
 
-Recipes (METHOD.md 4) and the mode each trains in:
+Recipes and the mode each trains in (:data:`RECIPE_MODES`, :meth:`TrainConfig.train_mode`):
 
-``float``         plain floating point (no IMC layers),
+``float``         plain floating point (the IMC layers in ``float`` mode),
 ``conventional``  ``ideal`` mode (bit-true hardware without variation),
-``ddhr``          ``instance`` mode: one frozen chip (``level``, ``chip_seed``),
-``sddhr``         ``stochastic`` mode at ``level`` (``variant`` exact / composed / resampled),
-``noise``         generic additive Gaussian weight noise (``noise_std`` of each layer's max
-                  weight), the baseline of established analog toolkits.
+``ddhr``          DDHR, data-driven hardware resilience: ``instance`` mode, one frozen chip
+                  (``level``, ``chip_seed``),
+``sddhr``         S-DDHR, stochastic DDHR: ``stochastic`` mode at ``level`` (``variant``
+                  exact / composed / resampled; exact and composed can read an abstraction
+                  table file, ``table``),
+``noise``         ``ideal`` mode plus generic additive Gaussian weight noise (``noise_std``
+                  of each layer's max weight) injected by the loop, the baseline of
+                  established analog toolkits.
 
-Any recipe can start from a checkpoint (``init_from``: fine-tuning). A checkpoint is written
-after every epoch, atomically, with the model, optimiser, scheduler, RNG states, history
-and the full config; ``resume`` continues a killed run exactly where the last completed
-epoch left it (every epoch reseeds all generators from ``(seed, epoch)``).
+Any recipe can start from a checkpoint (``init_from``: fine-tuning);
+:func:`inherit_from_checkpoint` fills the network, data set and hardware the config does not
+give from that checkpoint. A checkpoint is written after every epoch, atomically, with the
+model, optimiser, scheduler, history and the full config; ``resume`` continues a killed run
+exactly where the last completed epoch left it (every epoch reseeds all generators from
+``(seed, epoch)``).
 """
 
 from __future__ import annotations
@@ -26,16 +32,23 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from tqdm import tqdm
 
 from ._io import atomic_path, atomic_write_text
-from .config import HardwareSpec, SpecError, check_level, make_spec, preset
+from .config import HardwareSpec, Level, SpecError, check_level, make_spec, preset, validated
+from .data import DATASETS
 from .models import ARCHS, build_model
-from .nn import Mode, set_mode, set_spec
+from .nn import IMPLS, VARIANTS, Mode, check_table_matches, set_mode, set_spec
 
-RECIPES = ("float", "conventional", "ddhr", "sddhr", "noise")
+#: the mode kind each recipe trains in (``noise`` adds weight noise in the loop)
+RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
+                "noise": "ideal"}
+RECIPES = tuple(RECIPE_MODES)
+OPTIMIZERS = ("sgd", "adam")
+#: S-DDHR variants that compute from a column table (and so can take ``table``)
+TABLE_VARIANTS = ("exact", "composed")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -44,7 +57,7 @@ class _Cfg(BaseModel):
 
 
 class DataConfig(_Cfg):
-    name: str = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
+    name: Literal[DATASETS] = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
     data_dir: str | None = Field(None, description="data directory (default: $SDDHR_DATA_DIR)")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
@@ -54,22 +67,23 @@ class DataConfig(_Cfg):
 class TrainConfig(_Cfg):
     """Everything that defines a training run; saved with every checkpoint and result."""
 
-    recipe: Literal["float", "conventional", "ddhr", "sddhr", "noise"] = "conventional"
-    arch: Literal["mlp", "cnn", "vgg"] = "mlp"
+    recipe: Literal[RECIPES] = "conventional"
+    arch: Literal[ARCHS] = "mlp"
     width: int | None = Field(None, ge=1, le=4096)
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
-    level: float = Field(1.0, ge=0, le=100, description="variation level of ddhr / sddhr training")
-    variant: Literal["exact", "composed", "resampled"] = "composed"
+    level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
+    variant: Literal[VARIANTS] = "composed"
+    table: str | None = Field(None, description="sddhr (exact / composed): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
-    instance_impl: Literal["bit_true", "fast"] = "fast"
+    instance_impl: Literal[IMPLS] = "fast"
     noise_std: float = Field(0.05, ge=0, le=10, description="noise recipe: weight noise / max|w|")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal[OPTIMIZERS] = "sgd"
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="checkpoint to fine-tune from")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -82,28 +96,95 @@ class TrainConfig(_Cfg):
             return preset(v)
         return v
 
-    def train_mode(self) -> Mode:
-        if self.recipe == "float":
+    @model_validator(mode="after")
+    def _table_needs_sddhr(self):
+        if self.table is not None and (self.recipe != "sddhr" or self.variant not in TABLE_VARIANTS):
+            got = f"recipe {self.recipe}" + (f", variant {self.variant}" if self.recipe == "sddhr" else "")
+            raise ValueError(f"--table (table) is only valid with recipe sddhr and variant "
+                             f"{' or '.join(TABLE_VARIANTS)}; got {got}")
+        return self
+
+    def train_mode(self, table=None) -> Mode:
+        """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`)."""
+        kind = RECIPE_MODES[self.recipe]
+        if kind == "float":
             return Mode.float()
-        if self.recipe in ("conventional", "noise"):
+        if kind == "ideal":
             return Mode.ideal()
-        if self.recipe == "ddhr":
+        if kind == "instance":
             return Mode.instance(self.level, self.chip_seed, self.instance_impl)
-        return Mode.stochastic(self.level, self.variant)
-
-
-def _format(err: ValidationError, what: str) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()]
-    return f"invalid {what}: " + "; ".join(parts)
+        return Mode.stochastic(self.level, self.variant, table=table)
 
 
 def make_config(data: dict | TrainConfig) -> TrainConfig:
-    if isinstance(data, TrainConfig):
-        return data
+    return validated(TrainConfig, data, "training config")
+
+
+def load_table(cfg: TrainConfig):
+    """The abstraction table of ``cfg.table`` (None without one), checked against the run's
+    hardware spec (same column: rows, ADC) and variation level before anything is trained."""
+    if cfg.table is None:
+        return None
+    from .abstraction import ColumnTable
+
     try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(_format(err, "training config")) from None
+        table = ColumnTable.load(cfg.table)
+    except SpecError as err:
+        raise SpecError(f"--table: {err}") from None
+    try:
+        check_table_matches(table, cfg.hardware)
+    except SpecError as err:
+        raise SpecError(f"--table {cfg.table} does not fit this run's hardware (set it with --rows / --adc-bits / "
+                        f"--full-scale / --spec-file): {err}") from None
+    if table.level == table.level and table.level != cfg.level:  # not NaN
+        raise SpecError(f"--table {cfg.table} was built at level {table.level:g}, the run has level {cfg.level:g} "
+                        "(leave --level out to take the table's)")
+    return table
+
+
+#: what a fine-tune takes from its ``init_from`` checkpoint unless its config gives it
+INHERITED = ("arch", "width", "keep_digital", "hardware", "data.name", "data.data_dir")
+
+
+def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
+    """Complete a config dict that has ``init_from``: every field of :data:`INHERITED` that
+    ``data`` does not set is taken from the checkpoint's config; with a ``table`` and no
+    ``level``, the table's level is taken. Returns the new dict and a one-line note (empty
+    when nothing was looked up)."""
+    data = {**data, "data": dict(data.get("data") or {})}
+    notes = []
+    if data.get("table") and "level" not in data:
+        from .abstraction import ColumnTable
+
+        try:
+            level = ColumnTable.load(data["table"]).level
+        except SpecError as err:
+            raise SpecError(f"--table: {err}") from None
+        if level == level:
+            data["level"] = level
+            notes.append(f"level {level:g} from --table")
+    if data.get("init_from"):
+        parent = json.loads(load_checkpoint(data["init_from"])["config"])
+        taken, given = [], []
+        for path in INHERITED:
+            head, _, leaf = path.rpartition(".")
+            dst, src = (data["data"], parent["data"]) if head else (data, parent)
+            if leaf in dst:
+                given.append(path)
+            else:
+                dst[leaf] = src[leaf]
+                taken.append(f"{path} {_describe(leaf, src[leaf])}")
+        notes.append(f"from {data['init_from']}: " + (", ".join(taken) or "nothing")
+                     + ("; given: " + ", ".join(given) if given else ""))
+    return data, "; ".join(notes)
+
+
+def _describe(key: str, value) -> str:
+    if key == "hardware":
+        spec = make_spec(value)
+        c, m = spec.column, spec.macro
+        return f"{spec.name} (N = {c.rows}, {c.adc_bits}-bit ADC, {m.w_bits}b x {m.x_bits}b)"
+    return str(value)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -231,12 +312,11 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
     """
     cfg = make_config(cfg)
     out = Path(out_dir)
+    table = load_table(cfg)
     if train_split is None or test_split is None:
-        from .data import load_dataset
+        from .experiment import load_splits  # the experiment layer builds on this module
 
-        train_split = load_dataset(cfg.data.name, "train", cfg.data.data_dir, subset=cfg.data.train_subset)
-        test_split = load_dataset(cfg.data.name, "test", cfg.data.data_dir, subset=cfg.data.test_subset,
-                                  stats_from=train_split)
+        train_split, test_split = load_splits(cfg.data)
     in_shape, classes = train_split.in_shape, train_split.classes
     seed_everything(cfg.seed)
     model = model_from_config(cfg, in_shape, classes).to(device)
@@ -255,7 +335,7 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
         set_spec(model, cfg.hardware)  # fine-tuning may move the weights to other hardware
     elif ck_path.is_file() and not resume:
         raise SpecError(f"{ck_path} exists; pass resume=True (--resume) or choose another output folder")
-    set_mode(model, cfg.train_mode())
+    set_mode(model, cfg.train_mode(table))
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
@@ -312,7 +392,6 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "epoch": epoch + 1, "history": history, "config": cfg.model_dump_json(),
             "in_shape": list(in_shape), "classes": int(classes),
-            "rng": {"torch": torch.get_rng_state()},
         }
         atomic_save(ck, ck_path)
         atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
@@ -328,5 +407,6 @@ def get_mode_name(model: nn.Module) -> str:
     return "float" if m is None else m.describe()
 
 
-__all__ = ["ARCHS", "RECIPES", "DataConfig", "TrainConfig", "check_level", "load_model", "make_config", "make_spec",
-           "train"]
+__all__ = ["ARCHS", "CHECKPOINT", "INHERITED", "OPTIMIZERS", "RECIPES", "RECIPE_MODES", "TABLE_VARIANTS",
+           "DataConfig", "TrainConfig", "check_level", "evaluate_accuracy", "inherit_from_checkpoint",
+           "load_checkpoint", "load_model", "load_table", "make_config", "make_spec", "train"]
