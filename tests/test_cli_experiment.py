@@ -89,3 +89,85 @@ def test_evaluate_missing_checkpoint(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_version(capsys):
+    import sddhr
+
+    with pytest.raises(SystemExit) as ex:
+        main(["--version"])
+    assert ex.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sddhr {sddhr.__version__}"
+    from importlib.metadata import version
+
+    assert sddhr.__version__ == version("sddhr")
+
+
+def test_train_from_a_table_file(tmp_path, capsys):
+    """sddhr abstraction --out t.npz, then sddhr train --recipe sddhr --table t.npz."""
+    table = tmp_path / "t.npz"
+    assert main(["abstraction", "--rows", "16", "--adc-bits", "5", "--level", "4", "--method", "gaussian",
+                 "--out", str(table)]) == 0
+    tiny = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+            "--batch-size", "32", "--rows", "16", "--adc-bits", "5"]
+    run = tmp_path / "sd"
+    assert main(["train", "--recipe", "sddhr", "--variant", "exact", "--table", str(table), *tiny,
+                 "--out", str(run)]) == 0
+    assert "level 4 from --table" in capsys.readouterr().out
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["table"] == str(table) and saved["level"] == 4.0 and saved["variant"] == "exact"
+    # a table of another column: refused before training, naming --table
+    bad = tmp_path / "bad"
+    assert main(["train", "--recipe", "sddhr", "--table", str(table), *tiny[:-4], "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "--table" in err and "rows" in err and "Traceback" not in err and not bad.exists()
+    # only with recipe sddhr, variant exact / composed
+    for extra in (["--recipe", "ddhr"], ["--recipe", "sddhr", "--variant", "resampled"]):
+        assert main(["train", *extra, "--table", str(table), *tiny, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "--table" in err and "recipe sddhr" in err and not bad.exists()
+    assert main(["train", "--recipe", "ddhr", "--table", str(tmp_path / "none.npz"), *tiny, "--out", str(bad)]) == 2
+    assert "recipe sddhr" in capsys.readouterr().err
+    assert main(["train", "--recipe", "sddhr", "--table", str(tmp_path / "none.npz"), *tiny, "--out", str(bad)]) == 2
+    assert "--table" in capsys.readouterr().err
+
+
+def test_fine_tune_inherits_network_data_and_hardware(tmp_path, capsys):
+    """--init-from takes arch, width, data, keep_digital and hardware unless given, and says so."""
+    conv = tmp_path / "conv"
+    assert main(["train", "--recipe", "conventional", "--arch", "cnn", "--width", "4", "--keep-digital", "first",
+                 "last", *TINY, "--out", str(conv)]) == 0
+    parent = json.loads((conv / "config.json").read_text())
+    capsys.readouterr()
+    ft = tmp_path / "ft"
+    assert main(["train", "--recipe", "ddhr", "--level", "4", "--init-from", str(conv), "--epochs", "1",
+                 "--max-steps", "1", "--test-subset", "32", "--out", str(ft)]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if "--init-from " + str(conv) in s]
+    assert len(line) == 1 and "arch cnn" in line[0] and "width 4" in line[0] and "N = 64" in line[0]
+    child = json.loads((ft / "config.json").read_text())
+    for key in ("arch", "width", "keep_digital", "hardware"):
+        assert child[key] == parent[key], key
+    assert child["data"]["name"] == "digits" and child["data"]["test_subset"] == 32
+    # flags override what they name (and the note says so); hardware flags change the inherited spec
+    ft2 = tmp_path / "ft2"
+    assert main(["train", "--recipe", "conventional", "--init-from", str(conv), "--arch", "cnn", "--width", "4",
+                 "--adc-bits", "7", "--epochs", "1", "--max-steps", "1", "--test-subset", "32",
+                 "--out", str(ft2)]) == 0
+    out = capsys.readouterr().out
+    assert "overridden: arch, width" in out and "hardware flags" in out
+    hw = json.loads((ft2 / "config.json").read_text())["hardware"]
+    assert hw["column"] == {**parent["hardware"]["column"], "adc_bits": 7}
+    # an override that does not fit the checkpoint is still a clear error
+    assert main(["train", "--recipe", "conventional", "--init-from", str(conv), "--arch", "mlp",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_evaluate_and_compare_are_one_command():
+    from sddhr.cli import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(["evaluate", "r", "--out", "o"])
+    b = parser.parse_args(["compare", "r", "--out", "o"])
+    assert a.func is b.func and {k: v for k, v in vars(a).items() if k != "command"} == {
+        k: v for k, v in vars(b).items() if k != "command"}

@@ -15,30 +15,6 @@ from sddhr.report import write_report
 from sddhr.train import load_model, make_config, train
 
 
-class TinySplit:
-    """In-memory split with the data-split protocol train() uses (in_shape, classes, batches)."""
-
-    def __init__(self, n: int, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        self.y = torch.randint(0, 3, (n,), generator=g)
-        centers = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, -2.0]])
-        base = centers[self.y].repeat_interleave(8, 1).view(n, 1, 4, 4)
-        self.x = base + 0.5 * torch.randn(n, 1, 4, 4, generator=g)
-        self.in_shape, self.classes = (1, 4, 4), 3
-        self.fail_after: int | None = None  # simulate a kill after this many batches
-
-    def __len__(self):
-        return len(self.y)
-
-    def batches(self, batch_size, shuffle=False, augment=False, generator=None):
-        idx = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for i, s in enumerate(range(0, len(self), batch_size)):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise KeyboardInterrupt("simulated kill")
-            j = idx[s : s + batch_size]
-            yield self.x[j], self.y[j]
-
-
 def _cfg(**kw):
     spec = {"name": "tiny", "column": {"rows": 16, "adc_bits": 5}, "macro": {"w_bits": 3, "x_bits": 3}}
     base = {"recipe": "conventional", "arch": "mlp", "width": 4, "hardware": spec, "epochs": 3, "batch_size": 16,
@@ -47,13 +23,8 @@ def _cfg(**kw):
     return make_config(base)
 
 
-@pytest.fixture(scope="module")
-def splits():
-    return TinySplit(96, 0), TinySplit(48, 1)
-
-
-def test_train_evaluate_report(tmp_path, splits):
-    tr, te = splits
+def test_train_evaluate_report(tmp_path, tiny_splits):
+    tr, te = tiny_splits
     ck = train(_cfg(), tmp_path / "conv", train_split=tr, test_split=te, progress=False)
     assert ck["epoch"] == 3 and len(ck["history"]) == 3
     assert ck["history"][-1]["test_acc"] > 0.9  # separable clusters: learning happened
@@ -82,8 +53,8 @@ def test_train_evaluate_report(tmp_path, splits):
     assert len(csv_rows) == 1 + 12
 
 
-def test_same_seed_same_numbers(tmp_path, splits):
-    tr, te = splits
+def test_same_seed_same_numbers(tmp_path, tiny_splits):
+    tr, te = tiny_splits
     a = train(_cfg(epochs=1), tmp_path / "a", train_split=tr, test_split=te, progress=False)
     b = train(_cfg(epochs=1), tmp_path / "b", train_split=tr, test_split=te, progress=False)
     for k, v in a["model"].items():
@@ -91,11 +62,11 @@ def test_same_seed_same_numbers(tmp_path, splits):
             assert torch.equal(v, b["model"][k]), k
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path, splits):
-    tr, te = splits
+def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_splits, tiny_split):
+    tr, te = tiny_splits
     cfg = _cfg(recipe="sddhr", level=3, variant="resampled", epochs=3)
     full = train(cfg, tmp_path / "full", train_split=tr, test_split=te, progress=False)
-    killed = TinySplit(96, 0)
+    killed = tiny_split(96, 0)
     calls = {"n": 0}
     orig = killed.batches
 
@@ -117,8 +88,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, splits):
     assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
 
 
-def test_bad_inputs_leave_results_intact(tmp_path, splits):
-    tr, te = splits
+def test_bad_inputs_leave_results_intact(tmp_path, tiny_splits):
+    tr, te = tiny_splits
     with pytest.raises(SpecError, match="epochs"):
         make_config({"epochs": 0})
     with pytest.raises(SpecError, match="recipe"):
@@ -178,3 +149,65 @@ def test_report_merges_results_without_touching_sources(tmp_path):
     with pytest.raises(SpecError, match="first_seed"):
         write_report([a, d], tmp_path / "m3")
     assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+
+
+def test_jobs_in_any_order_give_the_sweep(tmp_path, tiny_splits):
+    """A sweep is independent jobs: run one by one in reverse order (as another executor might)
+    and collected, they give exactly the sweep's result."""
+    import pickle
+
+    from sddhr.experiment import Job, collect, plan_jobs, run_job
+
+    tr, te = tiny_splits
+    train(_cfg(recipe="ddhr", level=2, chip_seed=5, epochs=1), tmp_path / "d", train_split=tr, test_split=te,
+          progress=False)
+    model, tcfg, _ = load_model(tmp_path / "d")
+    ecfg = EvalConfig(levels=[0.0, 3.0], instances=2, first_seed=7)
+    jobs = plan_jobs("d", ecfg, tcfg)
+    assert [(j.kind, j.level, j.seed) for j in jobs] == [
+        ("float", 0.0, 0), ("ideal", 0.0, 0), ("instance", 0.0, 7), ("instance", 0.0, 8), ("instance", 3.0, 7),
+        ("instance", 3.0, 8), ("own", 2.0, 5)]
+    assert pickle.loads(pickle.dumps(jobs)) == jobs and Job(**jobs[-1].to_dict()) == jobs[-1]
+    rows = {j: run_job(model, j, te, ecfg) for j in reversed(jobs)}
+    got = collect("d", jobs, [rows[j] for j in jobs], tcfg)
+    want = sweep(model, "d", te, ecfg, tcfg, progress=False)
+    for key in ("name", "float", "ideal", "own_instance", "rows", "train_config"):
+        assert got[key] == want[key], key
+    assert want["own_instance"] == {"level": 2.0, "seed": 5, "accuracy": rows[jobs[-1]]["accuracy"]}
+    with pytest.raises(SpecError, match="2 rows"):
+        collect("d", jobs, [rows[j] for j in jobs[:2]])
+
+
+def test_checkpoints_have_no_rng_entry_and_old_ones_still_load(tmp_path, tiny_splits):
+    tr, te = tiny_splits
+    ck = train(_cfg(epochs=1), tmp_path / "a", train_split=tr, test_split=te, progress=False)
+    assert "rng" not in ck and "rng" not in torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    old = {**ck, "rng": {"torch": torch.get_rng_state()}}  # what earlier versions wrote
+    torch.save(old, tmp_path / "old.pt")
+    model, cfg, _ = load_model(tmp_path / "old.pt")
+    assert cfg.recipe == "conventional" and torch.equal(model.state_dict()["1.weight"], ck["model"]["1.weight"])
+
+
+def test_table_option_is_checked(tmp_path, tiny_splits):
+    from sddhr.abstraction import build_table
+
+    tr, te = tiny_splits
+    spec = _cfg().hardware
+    path = build_table(spec, 2.0, "gaussian").save(tmp_path / "t.npz")
+    with pytest.raises(SpecError, match="--table.*recipe sddhr"):
+        _cfg(recipe="ddhr", table=str(path))
+    with pytest.raises(SpecError, match="--table.*variant resampled"):
+        _cfg(recipe="sddhr", variant="resampled", table=str(path))
+    # a table of another column (rows) is refused before anything is written
+    other = build_table(spec.replace(column={"rows": 8}), 2.0, "gaussian").save(tmp_path / "t8.npz")
+    with pytest.raises(SpecError, match="--table"):
+        train(_cfg(recipe="sddhr", level=2, table=str(other), epochs=1), tmp_path / "x", train_split=tr,
+              test_split=te, progress=False)
+    # the table's level must be the run's
+    with pytest.raises(SpecError, match="level 2.*level 3"):
+        train(_cfg(recipe="sddhr", level=3, table=str(path), epochs=1), tmp_path / "x", train_split=tr,
+              test_split=te, progress=False)
+    assert not (tmp_path / "x").exists()
+    ck = train(_cfg(recipe="sddhr", level=2, table=str(path), epochs=1), tmp_path / "ok", train_split=tr,
+               test_split=te, progress=False)
+    assert ck["epoch"] == 1 and json.loads(ck["config"])["table"] == str(path)

@@ -7,8 +7,6 @@ import math
 
 from sddhr.explore import make_explore_config, pareto_front, run_explore
 
-from .test_experiment import TinySplit
-
 
 def test_pareto_front_is_non_dominated():
     pts = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.9), (0.5, 0.1), (3.0, 0.8)]
@@ -18,8 +16,8 @@ def test_pareto_front_is_non_dominated():
         assert any(fe <= e and fa >= a for fe, fa in front)
 
 
-def test_explore_sweep(tmp_path):
-    tr, te = TinySplit(64, 0), TinySplit(32, 1)
+def test_explore_sweep(tmp_path, tiny_split):
+    tr, te = tiny_split(64, 0), tiny_split(32, 1)
     spec = {"column": {"rows": 16, "adc_bits": 5}, "macro": {"w_bits": 3, "x_bits": 3}}
     cfg = make_explore_config({
         "base": {"arch": "mlp", "width": 4, "hardware": spec, "batch_size": 16, "data": {"augment": False}},

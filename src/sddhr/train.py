@@ -153,7 +153,7 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
     when nothing was looked up)."""
     data = {**data, "data": dict(data.get("data") or {})}
     notes = []
-    if data.get("table") and "level" not in data:
+    if data.get("table") and data.get("recipe") == "sddhr" and "level" not in data:
         from .abstraction import ColumnTable
 
         try:
@@ -174,8 +174,8 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
             else:
                 dst[leaf] = src[leaf]
                 taken.append(f"{path} {_describe(leaf, src[leaf])}")
-        notes.append(f"from {data['init_from']}: " + (", ".join(taken) or "nothing")
-                     + ("; given: " + ", ".join(given) if given else ""))
+        notes.append(f"--init-from {data['init_from']}: inherited " + (", ".join(taken) or "nothing")
+                     + ("; overridden: " + ", ".join(given) if given else ""))
     return data, "; ".join(notes)
 
 
