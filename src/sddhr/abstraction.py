@@ -271,7 +271,7 @@ def build_table(
         pow_p = np.cumprod(np.vstack([np.ones_like(lat.phi["P"]), np.tile(lat.phi["P"], (n_rows, 1))]), 0)
         pow_ap = np.cumprod(np.vstack([np.ones_like(lat.phi["AP"]), np.tile(lat.phi["AP"], (n_rows, 1))]), 0)
     bar = tqdm(range(n_rows + 1), desc=f"table ({method}, level {level:g})", delay=1.0,
-               disable=progress is False, leave=False)
+               disable=None if progress is None else not progress, leave=False)
     for n in bar:
         k = np.arange(n + 1, dtype=np.float64)
         mu = k * m_p + (n - k) * m_ap
@@ -355,7 +355,7 @@ def validate_table(
     grid = grid or default_grid(table.rows)
     rng = np.random.default_rng(seed)
     tv, bound = {}, 0.0
-    for k, n in tqdm(grid, desc="Monte Carlo", delay=1.0, leave=False):
+    for k, n in tqdm(grid, desc="Monte Carlo", delay=1.0, leave=False, disable=None):
         codes = sample_column_codes(table.spec, table.level, k, n, samples, rng)
         hist = np.bincount(codes, minlength=len(table.code_values)) / samples
         p = table.prob[n, k]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HardwareSpec, SpecError, make_spec
-from ..hardware import lossless_counts, max_segment_ones
+from ..hardware import ChipInstance, lossless_counts, max_segment_ones
 from .backends import Backend, full_precision, make_backend
 from .geometry import Conv2dColumns, LinearColumns, chunks
 from .mode import Mode
@@ -47,6 +47,7 @@ class IMCLayer(nn.Module):
         self.layer_id = int(layer_id)
         self._lossless_key: tuple | None = None  # weights_key() of the cached check
         self._lossless = False
+        self._cells_cache: tuple | None = None  # (key, (c_P, c_AP)) of the last chip drawn
         self._warned: set[str] = set()
         self.mode = Mode.ideal()
 
@@ -140,6 +141,18 @@ class IMCLayer(nn.Module):
 
     def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
         return w_int.reshape(w_int.shape[0], -1)
+
+    def chip_cells(self, level: float, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells on chip ``(level, seed)``
+        (:meth:`sddhr.hardware.ChipInstance.cells`); the last chip's draw is kept, so that
+        switching modes on the same chip (bit-true / fast, evaluation / float) draws nothing."""
+        key = (self.spec.to_json(), float(level), int(seed), str(device))
+        if self._cells_cache is None or self._cells_cache[0] != key:
+            self._cells_cache = None  # free the old draw first
+            chip = ChipInstance(self.spec, level, seed)
+            self._cells_cache = (key, chip.cells(self.layer_id, self.weight.shape[0], self.rows_per_output(),
+                                                 device=device))
+        return self._cells_cache[1]
 
     def weights_key(self) -> tuple:
         """Changes whenever the quantised weights may change (in-place updates included)."""

@@ -6,35 +6,30 @@ from __future__ import annotations
 import torch
 
 from ...device import CellModel
-from ...hardware import ChipInstance, effective_weights, programmed, weight_bit_planes
+from ...hardware import effective_weights, programmed, weight_bit_planes
 from .base import Backend, register
 from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
 
 
 class _FrozenChip(Backend):
-    """The layer's weights programmed onto the mode's chip ``(level, seed)``: its cells are
-    drawn once per backend (:meth:`sddhr.hardware.ChipInstance.cells`, layer ``layer_id``),
-    the contributions of the programmed weights are kept while the weights do not change."""
+    """The layer's weights programmed onto the mode's chip ``(level, seed)``: its cells come
+    from :meth:`IMCLayer.chip_cells`; the contributions of the programmed weights are kept
+    while the weights (and the cells) do not change."""
 
     def __init__(self, mode):
         super().__init__(mode)
-        self._cells: tuple[torch.Tensor, torch.Tensor] | None = None
         self._programmed_key: tuple | None = None
         self._contributions: torch.Tensor | None = None  # (B_w, out, K_g)
         self._effective: torch.Tensor | None = None  # (out, K_g)
 
     def programmed(self, layer, w_int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int``."""
-        dev = w_int.device
-        if self._cells is None or self._cells[0].device != dev:
-            chip = ChipInstance(layer.spec, self.mode.level, self.mode.seed)
-            self._cells = chip.cells(layer.layer_id, layer.weight.shape[0], layer.rows_per_output(), device=dev)
-            self._programmed_key = None
-        key = layer.weights_key()
+        cells = layer.chip_cells(self.mode.level, self.mode.seed, w_int.device)
+        key = (layer.weights_key(), id(cells[0]))
         if key != self._programmed_key:
             bw = layer.spec.macro.w_bits
-            contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *self._cells)
+            contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *cells)
             self._contributions, self._effective = contrib, effective_weights(contrib, bw)
             self._programmed_key = key
         return self._contributions, self._effective
