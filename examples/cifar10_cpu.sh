@@ -6,7 +6,7 @@
 # test images, 20 chips per level, fast (linear-ADC) chip form. On a GPU use
 # examples/headline.sh cifar10 with DEVICE=cuda instead (full test set, bit-true chips).
 set -euo pipefail
-DATA=${1:-${SDDHR_DATA_DIR:-../shared/data}}
+DATA=${1:-${SDDHR_DATA_DIR:?give DATA_DIR or set SDDHR_DATA_DIR}}
 OUT=${2:-runs/cifar10}
 SDDHR=${SDDHR:-sddhr}
 LEVEL=${LEVEL:-4}

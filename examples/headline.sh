@@ -9,7 +9,7 @@
 # "--w-bits 3 --x-bits 3"].
 set -euo pipefail
 DS=${1:?data set: mnist, cifar10 or svhn}
-DATA=${2:-${SDDHR_DATA_DIR:-../shared/data}}
+DATA=${2:-${SDDHR_DATA_DIR:?give DATA_DIR or set SDDHR_DATA_DIR}}
 OUT=${3:-runs/$DS}
 SDDHR=${SDDHR:-sddhr}
 LEVEL=${LEVEL:-10}

@@ -2,7 +2,7 @@
 the chosen layers to IMC layers.
 
 Every hidden Linear / Conv2d is followed by batch norm (absorbs the IMC layer's gain and
-offset, METHOD.md 4) and ReLU, so every IMC layer after the first sees non-negative
+offset) and ReLU, so every IMC layer after the first sees non-negative
 inputs, as unsigned bit-serial activations require. The first layer sees normalised
 pixels (signed) and stays digital by default.
 """
