@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import struct
 import tarfile
@@ -19,7 +20,7 @@ import torch
 from scipy.io import savemat
 
 from sddhr import data
-from sddhr.data import DataError, DataSplit, augment_batch, crop_flip, download, load_arrays, load_dataset
+from sddhr.data import DataError, DataSplit, augment_batch, crop_flip, download, load_arrays, load_dataset, remote
 
 RNG = np.random.default_rng(1234)
 SHARED = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data",
@@ -243,6 +244,43 @@ def test_svhn_corrupt_raises_naming_file(tmp_path, case):
         load_arrays("svhn", "test", tmp_path)
 
 
+@pytest.mark.parametrize("case", ["text", "cell", "complex", "nan", "huge"])
+def test_svhn_labels_of_the_wrong_type_raise_naming_file(tmp_path, case):
+    p = tmp_path / "svhn" / "test_32x32.mat"
+    p.parent.mkdir(parents=True)
+    y = {"text": np.array(["1", "2"]), "cell": np.array([np.array([1]), np.array([1, 2])], dtype=object),
+         "complex": np.array([[1 + 1j], [2]]), "nan": np.array([[np.nan], [1.0]]),
+         "huge": np.array([[1e30], [1.0]])}[case]
+    savemat(p, {"X": images(2, 32, 32, 3).transpose(1, 2, 3, 0), "y": y})
+    with pytest.raises(DataError, match="test_32x32.mat.*(labels|1..10)"):
+        load_arrays("svhn", "test", tmp_path)
+
+
+def test_svhn_compressed_mat_and_unsupported_versions(tmp_path):
+    x0, y_file = images(3, 32, 32, 3), np.array([10, 1, 5])
+    p = tmp_path / "svhn" / "train_32x32.mat"
+    p.parent.mkdir()
+    savemat(p, {"X": x0.transpose(1, 2, 3, 0), "y": y_file.reshape(-1, 1).astype(np.float64)}, do_compression=True)
+    x, y = load_arrays("svhn", "train", tmp_path)
+    assert np.array_equal(x, x0) and y.tolist() == [0, 1, 5]
+    p.write_bytes(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(124) + b"\x00\x02IM" + bytes(64))
+    with pytest.raises(DataError, match=r"train_32x32\.mat: .*7\.3 \(HDF5\) files are not supported"):
+        load_arrays("svhn", "train", tmp_path)
+
+
+def test_cifar_pickle_with_inconsistent_array_state(tmp_path):
+    """The array state is checked before any numpy code sees it (a crafted state could crash numpy)."""
+    raw = cifar_batch_bytes(images(2, 32, 32, 3), labels(2))
+    p = tmp_path / "b"
+    assert b"M\x00\x0c" in raw  # BININT2 3072: the shape (2, 3072), before any pixel data
+    p.write_bytes(raw.replace(b"M\x00\x0c", b"M\x01\x0c", 1))  # claims 3073 columns
+    with pytest.raises(DataError, match=r"b: corrupt or truncated CIFAR-10 batch .*(needs|bytes|shape)"):
+        data.read_cifar_batch(p)
+    p.write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), dtype=object), b"labels": [1]}, protocol=2))
+    with pytest.raises(DataError, match="unsupported array type"):
+        data.read_cifar_batch(p)
+
+
 # ---------------------------------------------------------------------------- npz
 
 
@@ -276,6 +314,52 @@ def test_npz_corrupt_raises_naming_file(tmp_path, case):
         np.savez(p, **arrays[case])
     with pytest.raises(DataError, match="train.npz"):
         load_arrays("cifar10", "train", tmp_path)
+
+
+def test_npz_header_declaring_more_data_than_the_file_holds(tmp_path):
+    """A corrupt header must not make numpy allocate the declared (terabyte) size."""
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    p = tmp_path / "mnist" / "train.npz"
+    p.parent.mkdir()
+    with zipfile.ZipFile(p, "w") as z:
+        h = io.BytesIO()
+        npy_format.write_array_header_1_0(h, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 10**6, 1, 1)})
+        z.writestr("x.npy", h.getvalue() + b"\0" * 10)
+        h = io.BytesIO()
+        np.save(h, np.array([1]))
+        z.writestr("y.npy", h.getvalue())
+    with pytest.raises(DataError, match=r"train\.npz: corrupt or truncated .npz: 'x' declares shape"):
+        load_arrays("mnist", "train", tmp_path)
+
+
+def test_truncated_and_bit_flipped_files_always_raise_data_error(tmp_path):
+    """Every prefix and many random corruptions of valid files: DataError naming the file, never a traceback."""
+    rng = np.random.default_rng(7)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=images(2, 4, 4, 1), y=labels(2))
+    raw = {"f.npz": (buf.getvalue(), data.read_npz),
+           "f-ubyte.gz": (gzip.compress(idx_bytes(images(2, 28, 28, 1)[..., 0])), data.read_idx),
+           "batch": (cifar_batch_bytes(images(2, 32, 32, 3), labels(2)), data.read_cifar_batch)}
+    for comp in (False, True):  # scipy's loadmat could crash the interpreter on some of these
+        mat = io.BytesIO()
+        savemat(mat, {"X": images(2, 32, 32, 3).transpose(1, 2, 3, 0), "y": np.array([[1.0], [10.0]])},
+                do_compression=comp)
+        raw[f"f{int(comp)}.mat"] = (mat.getvalue(), data.read_svhn_mat)
+    for name, (good, reader) in raw.items():
+        variants = [good[:n] for n in range(0, len(good), max(1, len(good) // 60))]
+        for _ in range(60):
+            b = bytearray(good)
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+            variants.append(bytes(b))
+        for v in variants:
+            (tmp_path / name).write_bytes(v)
+            try:
+                reader(tmp_path / name)
+            except DataError as err:
+                assert name in str(err)
 
 
 # ---------------------------------------------------------------------------- data directory resolution
@@ -486,7 +570,7 @@ def _serve(monkeypatch, files: dict[str, bytes], fail: set[str] = frozenset()):
             raise urllib.error.HTTPError(url, 404, "not found", {}, None)
         return FakeResponse(files[name])
 
-    monkeypatch.setattr(data, "_urlopen", fake_urlopen)
+    monkeypatch.setattr(remote, "_urlopen", fake_urlopen)
     return calls
 
 
@@ -594,11 +678,30 @@ def test_cifar_archive_truncated_or_incomplete(tmp_path):
     bad = tmp_path / "cifar-10-python.tar.gz"
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError, match="cifar-10-python.tar.gz.*truncated"):
-        data._extract_cifar10(bad, tmp_path)
+        remote._extract_cifar10(bad, tmp_path)
     bad.write_bytes(_cifar_archive(xs, ys, (xs[0], ys[0]), drop="test_batch"))
     with pytest.raises(DataError, match="lacks cifar-10-batches-py/test_batch"):
-        data._extract_cifar10(bad, tmp_path)
+        remote._extract_cifar10(bad, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]  # no partial folder
+
+
+def test_partial_download_of_a_killed_process_is_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from sddhr._io import temp_name
+
+    files, _, _ = _mnist_gz_files()
+    _expect(monkeypatch, "mnist", files)
+    _serve(monkeypatch, files)
+    (tmp_path / "mnist").mkdir()
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a process id that is no longer running
+    part = temp_name(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", ".part")
+    part = part.with_name(part.name.replace(f".{os.getpid()}.", f".{p.pid}."))
+    part.write_bytes(b"half a download")
+    download("mnist", tmp_path, progress=False)
+    assert not part.exists() and len(list((tmp_path / "mnist").iterdir())) == 4
 
 
 def test_verify_file(tmp_path):

@@ -1,0 +1,146 @@
+"""A pickle reader for CIFAR-10 batches that builds numpy arrays itself.
+
+The official batches are Python pickles of a dict of numpy arrays and lists. Loading
+them with :mod:`pickle` would let a file run any code; restricting ``find_class`` to
+numpy's own reconstruction functions stops that, but a corrupt or crafted *state* handed
+to ``ndarray.__setstate__`` / ``dtype.__setstate__`` can still crash the interpreter
+(segmentation fault). So no numpy internal ever sees the file's data here: ``find_class``
+returns stand-ins that record what the pickle asks for, check it (plain numeric dtype,
+non-negative shape, exactly ``prod(shape) * itemsize`` bytes) and build the array with
+``np.frombuffer``. Anything else raises :class:`pickle.UnpicklingError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import pickle
+import re
+
+import numpy as np
+
+_SIMPLE_DTYPE = re.compile(r"^[<>|=]?(b1|[iu][1248]|f[248])$")
+
+
+class _NdarrayClass:
+    """Stands for ``numpy.ndarray`` (only ever passed to :func:`_reconstruct`)."""
+
+
+class _Dtype:
+    """Stands for ``numpy.dtype(name, align, copy)`` followed by its ``__setstate__``."""
+
+    def __init__(self, name, align=False, copy=True):
+        if not isinstance(name, str) or not _SIMPLE_DTYPE.match(name):
+            raise pickle.UnpicklingError(f"unsupported array type {name!r} (only plain numbers)")
+        self.name, self.order = name, "|"
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError("corrupt dtype state")
+        self.order = state[1]
+
+    def resolve(self) -> np.dtype:
+        dt = np.dtype(self.name)
+        return dt.newbyteorder(self.order) if self.order in "<>" else dt
+
+
+def _as_dtype(dt) -> np.dtype:
+    if isinstance(dt, _Dtype):
+        return dt.resolve()
+    if isinstance(dt, str) and _SIMPLE_DTYPE.match(dt):
+        return np.dtype(dt)
+    raise pickle.UnpicklingError(f"corrupt array: bad dtype {type(dt).__name__}")
+
+
+def _array(raw, dtype, shape, fortran: bool) -> np.ndarray:
+    dtype = _as_dtype(dtype)
+    if isinstance(shape, int):
+        shape = (shape,)
+    if not (isinstance(shape, tuple) and len(shape) <= 32 and all(isinstance(s, int) and s >= 0 for s in shape)):
+        raise pickle.UnpicklingError(f"corrupt array: bad shape {shape!r}"[:200])
+    if isinstance(raw, str):  # protocol 0-2 pickles of Python 2 str data read with encoding="latin1"
+        raw = raw.encode("latin1")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError(f"corrupt array: data is a {type(raw).__name__}, not bytes")
+    need = math.prod(shape) * dtype.itemsize
+    if len(raw) != need:
+        raise pickle.UnpicklingError(f"corrupt array: shape {shape} needs {need} bytes, the file holds {len(raw)}")
+    return np.frombuffer(bytes(raw), dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+class _Array:
+    """Stands for ``_reconstruct(ndarray, (0,), b"b")``; becomes an array in ``__setstate__``."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("corrupt array state")
+        _, shape, dtype, fortran, raw = state
+        self.array = _array(raw, dtype, shape, bool(fortran))
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NdarrayClass:
+        raise pickle.UnpicklingError("only numpy arrays can be reconstructed")
+    return _Array()
+
+
+def _scalar(dtype, data=None):
+    return _array(data, dtype, (), False)[()]
+
+
+def _frombuffer(buf, dtype, shape, order):
+    return _array(buf, dtype, tuple(shape), order == "F")
+
+
+def _encode(obj, encoding="utf-8"):
+    if not isinstance(obj, str) or encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError("only latin-1 text can be encoded")
+    return codecs.encode(obj, "latin1")
+
+
+_ALLOWED = {("numpy", "ndarray"): _NdarrayClass, ("numpy", "dtype"): _Dtype, ("_codecs", "encode"): _encode,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "scalar"): _scalar,
+            ("numpy._core.numeric", "_frombuffer"): _frombuffer}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Only numpy arrays of plain numbers, lists, dicts, strings and numbers (see the module docstring)."""
+
+    def find_class(self, module, name):
+        # numpy 1.x pickles (like the official batches) name numpy.core, numpy 2.x numpy._core
+        canon = "numpy._core." + module[len("numpy.core."):] if module.startswith("numpy.core.") else module
+        try:
+            return _ALLOWED[(canon, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def _resolve(obj, depth: int = 0):
+    if depth > 50:
+        raise pickle.UnpicklingError("nested too deeply")
+    if isinstance(obj, _Array):
+        if obj.array is None:
+            raise pickle.UnpicklingError("corrupt array: no state")
+        return obj.array
+    if isinstance(obj, (_Dtype, _NdarrayClass)) or obj is _NdarrayClass:
+        raise pickle.UnpicklingError("corrupt pickle: a bare dtype / class")
+    if isinstance(obj, dict):
+        return {_resolve(k, depth + 1): _resolve(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_resolve(v, depth + 1) for v in obj)
+    return obj
+
+
+def load(fh, encoding: str = "bytes"):
+    """Unpickle ``fh`` with :class:`SafeUnpickler` and turn every stand-in into its array."""
+    return _resolve(SafeUnpickler(fh, encoding=encoding).load())
