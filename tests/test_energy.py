@@ -289,3 +289,64 @@ def test_layer_input_errors():
         layer_cost(torch.zeros(2, 10, dtype=torch.int64), torch.zeros(10), BASE, MRAM)
     with pytest.raises(SpecError, match="adc_bits"):
         MRAM.adc_energy_per_conversion_j(0)
+
+
+# ----------------------------------------------------------------- one home per primitive, files
+
+
+def test_counts_over_several_chunks_match_numpy_bit_counts():
+    """Many input vectors (more than one bounded-memory step): counts from numpy's bit operations."""
+    import numpy as np
+
+    spec = BASE.replace(macro={"x_bits": 8, "w_bits": 3})
+    g = torch.Generator().manual_seed(5)
+    m, k, out = 9000, 300, 7  # > 2^24 / (8 * 2 * 256) = 4096 vectors per step
+    x = torch.randint(0, 256, (m, k), generator=g)
+    w = torch.randint(-4, 4, (out, k), generator=g)
+    lc = layer_cost(x, w, spec, MRAM)
+    xbits = np.unpackbits(x.numpy().astype(np.uint8)[..., None], axis=-1)  # (M, K, 8)
+    wbits = np.unpackbits((w.numpy() % 8).astype(np.uint8)[..., None], axis=-1)[..., -3:]  # (out, K, 3)
+    per_row_x, per_row_w = xbits.sum(axis=(0, 2)), wbits.sum(axis=(0, 2))
+    assert lc.active_rows == int(per_row_x.sum()) * out * 3
+    assert lc.p_hits == int((per_row_x.astype(np.int64) * per_row_w).sum())
+    n = spec.column.rows
+    seg = np.pad(xbits, ((0, 0), (0, 2 * n - k), (0, 0))).reshape(m, 2, n, 8).sum(axis=2)
+    assert lc.max_active_rows == int(seg.max())
+
+
+def test_layer_cost_uses_the_hardware_bit_planes(monkeypatch):
+    import sddhr.energy.cost as cost
+    from sddhr import hardware
+
+    calls = []
+    monkeypatch.setattr(cost, "input_planes", lambda x, b: calls.append(b) or hardware.input_planes(x, b))
+    layer_cost(torch.ones(2, 3, dtype=torch.int64), torch.ones(4, 3, dtype=torch.int64), BASE, MRAM)
+    assert calls == [BASE.macro.x_bits]
+
+
+def test_from_json_and_spec_files_errors_name_the_file(tmp_path):
+    from sddhr.energy import load_energy_spec
+
+    with pytest.raises(SpecError, match="not valid JSON"):
+        EnergySpec.from_json("{v_read_v: 0.1")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        EnergySpec.from_json(b'{"name": "\xff"}')
+    with pytest.raises(SpecError, match="must be a JSON object"):
+        EnergySpec.from_json("[1, 2]")
+    assert load_energy_spec("mram-22nm-imc") is MRAM
+    good = tmp_path / "e.json"
+    good.write_text(MRAM.replace(n_macros=4).to_json())
+    assert load_energy_spec(good).n_macros == 4
+    (tmp_path / "e.yaml").write_text("v_read_v: 0.2\ncolumns_per_adc: 4\n")
+    assert load_energy_spec(tmp_path / "e.yaml").columns_per_adc == 4
+    cases = {"bad.json": (b'{"v_read_v": ', "bad.json: energy spec is not valid JSON"),
+             "latin1.json": (b'{"name": "caf\xe9"}', "latin1.json: not UTF-8"),
+             "bad.yaml": (b"a: [1, 2\n", "bad.yaml: not valid YAML"),
+             "list.yaml": (b"- 1\n- 2\n", "list.yaml: an energy spec must be a mapping"),
+             "neg.json": (b'{"v_read_v": -1}', "neg.json: invalid energy spec: v_read_v")}
+    for name, (raw, msg) in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(SpecError, match=msg):
+            load_energy_spec(tmp_path / name)
+    with pytest.raises(SpecError, match="neither a preset .* nor a file"):
+        load_energy_spec(tmp_path / "missing.json")
