@@ -211,3 +211,25 @@ def test_table_option_is_checked(tmp_path, tiny_splits):
     ck = train(_cfg(recipe="sddhr", level=2, table=str(path), epochs=1), tmp_path / "ok", train_split=tr,
                test_split=te, progress=False)
     assert ck["epoch"] == 1 and json.loads(ck["config"])["table"] == str(path)
+
+
+def test_every_recipe_trains_in_its_own_mode(tmp_path, tiny_splits):
+    """Recipes map one to one onto modes; the noise recipe is a mode too (its weights stay
+    clean between steps: the noise lives in the forward pass, not in the parameters)."""
+    from sddhr.nn import Mode, get_mode, set_mode
+    from sddhr.train import RECIPE_MODES
+
+    assert len(set(RECIPE_MODES.values())) == len(RECIPE_MODES)
+    tr, te = tiny_splits
+    cfg = _cfg(recipe="noise", noise_std=0.3, epochs=1)
+    assert cfg.train_mode() == Mode.noise(0.3)
+    ck = train(cfg, tmp_path / "noise", train_split=tr, test_split=te, progress=False)
+    model, tcfg, _ = load_model(tmp_path / "noise")
+    assert tcfg.recipe == "noise" and ck["epoch"] == 1
+    # same seed -> same trained weights; the checkpoint holds clean (noise-free) weights
+    again = train(cfg, tmp_path / "noise2", train_split=tr, test_split=te, progress=False)
+    for k, v in ck["model"].items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, again["model"][k]), k
+    set_mode(model, cfg.train_mode())
+    assert get_mode(model).kind == "noise"

@@ -9,9 +9,9 @@ Recipes and the mode each trains in (:data:`RECIPE_MODES`, :meth:`TrainConfig.tr
 ``sddhr``         S-DDHR, stochastic DDHR: ``stochastic`` mode at ``level`` (``variant``
                   exact / composed / resampled; exact and composed can read an abstraction
                   table file, ``table``),
-``noise``         ``ideal`` mode plus generic additive Gaussian weight noise (``noise_std``
-                  of each layer's max weight) injected by the loop, the baseline of
-                  established analog toolkits.
+``noise``         ``noise`` mode: generic additive Gaussian weight noise (``noise_std`` of
+                  each IMC layer's max integer weight, fresh every step) on the ideal
+                  product, the baseline of established analog toolkits.
 
 Any recipe can start from a checkpoint (``init_from``: fine-tuning);
 :func:`inherit_from_checkpoint` fills the network, data set and hardware the config does not
@@ -41,10 +41,11 @@ from .config import HardwareSpec, Level, SpecError, check_level, make_spec, pres
 from .data import DATASETS
 from .models import ARCHS, build_model
 from .nn import IMPLS, VARIANTS, Mode, check_table_matches, set_mode, set_spec
+from .nn.mode import MAX_NOISE_STD
 
-#: the mode kind each recipe trains in (``noise`` adds weight noise in the loop)
+#: the mode kind each recipe trains in (one to one)
 RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
-                "noise": "ideal"}
+                "noise": "noise"}
 RECIPES = tuple(RECIPE_MODES)
 OPTIMIZERS = ("sgd", "adam")
 #: S-DDHR variants that compute from a column table (and so can take ``table``)
@@ -77,7 +78,7 @@ class TrainConfig(_Cfg):
     table: str | None = Field(None, description="sddhr (exact / composed): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
     instance_impl: Literal[IMPLS] = "fast"
-    noise_std: float = Field(0.05, ge=0, le=10, description="noise recipe: weight noise / max|w|")
+    noise_std: float = Field(0.05, ge=0, le=MAX_NOISE_STD, description="noise recipe: weight noise / max|w|")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(0.05, gt=0, le=10)
@@ -113,6 +114,8 @@ class TrainConfig(_Cfg):
             return Mode.ideal()
         if kind == "instance":
             return Mode.instance(self.level, self.chip_seed, self.instance_impl)
+        if kind == "noise":
+            return Mode.noise(self.noise_std)
         return Mode.stochastic(self.level, self.variant, table=table)
 
 
@@ -279,19 +282,6 @@ def _load_state(model: nn.Module, state: dict, what: str) -> None:
 # ---------------------------------------------------------------------------- the loop
 
 
-def _apply_weight_noise(model: nn.Module, std: float):
-    """Add Gaussian noise (``std`` x max|w| per layer) to every IMC / linear weight; returns
-    the clean weights to restore after the backward pass."""
-    saved = []
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)) or hasattr(m, "wq"):
-                w = m.weight
-                saved.append((w, w.detach().clone()))
-                w.add_(torch.randn_like(w) * std * w.abs().max())
-    return saved
-
-
 def evaluate_accuracy(model: nn.Module, split, batch_size: int = 512, device="cpu") -> float:
     """Top-1 accuracy of ``model`` (in its current mode) on a data split."""
     model.eval()
@@ -363,14 +353,10 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
             if step >= steps:
                 break
             x, y = x.to(device), y.to(device)
-            saved = _apply_weight_noise(model, cfg.noise_std) if cfg.recipe == "noise" else []
             logits = model(x)
             loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            with torch.no_grad():
-                for w, clean in saved:
-                    w.copy_(clean)
             opt.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
