@@ -151,7 +151,7 @@ def test_exact_table_moments_match_the_device_moments():
 
 
 def test_method_md_column_noise_figures():
-    """METHOD.md 2.2: about 0.9 counts sd at n = 256, k = 128, level 1; about 9 at level 10."""
+    """docs/MODEL.md: 0.88 counts sd at n = 256, k = 128, level 1; about 9 at level 10."""
     for level, target in ((1, 0.9), (10, 9.0)):
         cm = CellModel(spec_of().device, level)
         sd = math.sqrt(128 * cm.var("P") + 128 * cm.var("AP"))

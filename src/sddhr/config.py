@@ -82,12 +82,20 @@ class ColumnSpec(_Spec):
         return self.fs / self.n_codes
 
     @property
-    def lossless(self) -> bool:
-        """True when the ideal (variation-free) column never clips or coarsens:
-        ``1/step`` is an integer and every count ``0..rows`` has its own code."""
+    def lossless_counts(self) -> float:
+        """The largest column count the ideal (variation-free) ADC returns exactly, or -1 when
+        the step does not divide one count (every conversion coarsens): counts
+        ``0..lossless_counts`` each get their own code. The single "is the ADC lossless here"
+        predicate: a conversion that can sum ``c`` counts loses nothing iff ``c <= lossless_counts``."""
         inv = 1.0 / self.step
-        integer_step = abs(inv - round(inv)) < 1e-9
-        return integer_step and self.rows <= (self.n_codes - 1) * self.step + 1e-9
+        if abs(inv - round(inv)) > 1e-9:
+            return -1.0
+        return (self.n_codes - 1) * self.step + 1e-9
+
+    @property
+    def lossless(self) -> bool:
+        """True when no ideal conversion of a full column (``rows`` counts) clips or coarsens."""
+        return self.rows <= self.lossless_counts
 
 
 class MacroSpec(_Spec):

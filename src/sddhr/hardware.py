@@ -46,17 +46,6 @@ def digitise(u: torch.Tensor, column: ColumnSpec, inplace: bool = False) -> torc
     return u.round_().clamp_(0.0, float(column.n_codes - 1))
 
 
-def lossless_counts(column: ColumnSpec) -> float:
-    """The largest column count that the ideal (variation-free) ADC returns exactly, or -1
-    when the step does not divide one count (every conversion coarsens): counts
-    ``0..lossless_counts`` each get their own code. The single "is the ADC lossless here"
-    predicate: a conversion that can sum ``c`` counts loses nothing iff ``c <= lossless_counts``."""
-    inv = 1.0 / column.step
-    if abs(inv - round(inv)) > 1e-9:
-        return -1.0
-    return (column.n_codes - 1) * column.step + 1e-9
-
-
 def plane_weights(w_bits: int) -> list[int]:
     """Signed weight ``s_j 2**j`` of each two's-complement bit plane ``j``."""
     return [2**j for j in range(w_bits - 1)] + [-(2 ** (w_bits - 1))]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HardwareSpec, SpecError, make_spec
-from ..hardware import ChipInstance, lossless_counts, max_segment_ones
+from ..hardware import ChipInstance, max_segment_ones
 from .backends import Backend, full_precision, make_backend
 from .geometry import Conv2dColumns, LinearColumns, chunks
 from .mode import Mode
@@ -161,8 +161,8 @@ class IMCLayer(nn.Module):
     def conversions_lossless(self, w_int: torch.Tensor) -> bool:
         """True when no ideal conversion of these weights can clip or coarsen: the step
         divides one count and no segment of a weight plane holds more 1-bits than the ADC
-        represents exactly (:func:`sddhr.hardware.lossless_counts`); cached per weights."""
-        limit = lossless_counts(self.spec.column)
+        represents exactly (:attr:`sddhr.config.ColumnSpec.lossless_counts`); cached per weights."""
+        limit = self.spec.column.lossless_counts
         if limit < 0:
             return False
         if min(self.spec.column.rows, self.rows_per_output()) <= limit:
