@@ -23,8 +23,10 @@ exactly where the last completed epoch left it (every epoch reseeds all generato
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from tqdm import tqdm
 
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_path, atomic_write_text, check_writable
 from .config import HardwareSpec, Level, SpecError, check_level, make_spec, preset, validated
 from .data import DATASETS
 from .models import ARCHS, build_model
@@ -134,6 +136,8 @@ def load_table(cfg: TrainConfig):
         table = ColumnTable.load(cfg.table)
     except SpecError as err:
         raise SpecError(f"--table: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged archive the reader did not name
+        raise SpecError(f"--table: {cfg.table}: cannot read table file ({type(err).__name__}: {err})") from None
     try:
         check_table_matches(table, cfg.hardware)
     except SpecError as err:
@@ -154,6 +158,8 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
     ``data`` does not set is taken from the checkpoint's config; with a ``table`` and no
     ``level``, the table's level is taken. Returns the new dict and a one-line note (empty
     when nothing was looked up)."""
+    if not isinstance(data.get("data") or {}, dict):
+        raise SpecError(f"training config: data must be a mapping (name, data_dir, ...), got {data['data']!r}")
     data = {**data, "data": dict(data.get("data") or {})}
     notes = []
     if data.get("table") and data.get("recipe") == "sddhr" and "level" not in data:
@@ -163,11 +169,15 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
             level = ColumnTable.load(data["table"]).level
         except SpecError as err:
             raise SpecError(f"--table: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a damaged archive the reader did not name
+            raise SpecError(f"--table: {data['table']}: cannot read table file ({type(err).__name__}: {err})") \
+                from None
         if level == level:
             data["level"] = level
             notes.append(f"level {level:g} from --table")
     if data.get("init_from"):
-        parent = json.loads(load_checkpoint(data["init_from"])["config"])
+        parent = make_config(_checkpoint_config(load_checkpoint(data["init_from"]), data["init_from"]))
+        parent = json.loads(parent.model_dump_json())
         taken, given = [], []
         for path in INHERITED:
             head, _, leaf = path.rpartition(".")
@@ -190,12 +200,23 @@ def _describe(key: str, value) -> str:
     return str(value)
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        from ._io import spec_error
+
+        raise spec_error(err, path, "read") from None
+
+
 def load_config_file(path: str | Path) -> dict:
     """Read a YAML (.yaml/.yml) or TOML (.toml) or JSON config file into a dict."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"config file not found: {path}")
-    text = path.read_text()
+    text = _read_text(path, "config file")
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -244,25 +265,86 @@ def model_from_config(cfg: TrainConfig, in_shape, classes: int) -> nn.Module:
 
 
 def load_checkpoint(path: str | Path, device="cpu") -> dict:
+    """The checkpoint dict of a file or run folder (tensors and plain data only: nothing in
+    the file is executed), checked to hold an sddhr checkpoint."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
         raise SpecError(f"checkpoint not found: {path}")
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:
-        raise SpecError(f"{path}: not a readable sddhr checkpoint ({type(err).__name__}: {err})") from None
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        from ._io import spec_error
+
+        raise spec_error(err, path, "read") from None
+    except Exception as err:  # noqa: BLE001 - corrupt zip, pickle of other objects, truncated file
+        raise SpecError(f"{path}: not a readable sddhr checkpoint ({_load_reason(err)})") from None
     if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
         raise SpecError(f"{path}: not an sddhr checkpoint (no config / model)")
+    if str(device) != "cpu":
+        ck = _to_device(ck, device)
     return ck
+
+
+def _load_reason(err: BaseException) -> str:
+    """Why torch could not load a file, in one line, without torch's advice to load it with
+    ``weights_only=False`` (that would execute code from the file)."""
+    import pickle
+
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+        return "it holds Python objects other than tensors and plain data; sddhr never unpickles those"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    return f"{type(err).__name__}: {first}"[:300]
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+def _checkpoint_config(ck: dict, path) -> dict:
+    """The training config stored in a checkpoint, as a dict (a clear error if it is not JSON)."""
+    try:
+        data = json.loads(ck["config"])
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{path}: the checkpoint's config is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the checkpoint's config is not a mapping")
+    return data
+
+
+def checkpoint_meta(ck: dict, path) -> tuple[TrainConfig, tuple[int, int, int], int]:
+    """``(config, in_shape, classes)`` of a loaded checkpoint, each checked."""
+    try:
+        cfg = make_config(_checkpoint_config(ck, path))
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
+    try:
+        in_shape = tuple(int(v) for v in ck["in_shape"])
+        classes = int(ck["classes"])
+    except KeyError as err:
+        raise SpecError(f"{path}: not a complete sddhr checkpoint (no {err.args[0]})") from None
+    except (TypeError, ValueError):
+        raise SpecError(f"{path}: the checkpoint's in_shape / classes are not integers") from None
+    if len(in_shape) != 3 or min(in_shape) < 1 or classes < 1:
+        raise SpecError(f"{path}: the checkpoint's in_shape {in_shape} / classes {classes} are invalid")
+    return cfg, in_shape, classes
 
 
 def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, TrainConfig, dict]:
     """Rebuild the network of a checkpoint and load its weights (eval mode)."""
     ck = load_checkpoint(path, device)
-    cfg = make_config(json.loads(ck["config"]))
-    model = model_from_config(cfg, ck["in_shape"], ck["classes"]).to(device)
+    cfg, in_shape, classes = checkpoint_meta(ck, path)
+    if not isinstance(ck["model"], dict):
+        raise SpecError(f"{path}: the checkpoint's model is not a state dict")
+    model = model_from_config(cfg, in_shape, classes).to(device)
     _load_state(model, ck["model"], str(path))
     model.eval()
     return model, cfg, ck
@@ -294,14 +376,156 @@ def evaluate_accuracy(model: nn.Module, split, batch_size: int = 512, device="cp
     return correct / max(total, 1)
 
 
+#: per-epoch columns of ``metrics.csv`` (and of the checkpoint's history)
+METRICS = ("epoch", "loss", "train_acc", "test_acc", "seconds", "lr")
+
+
+def _norm_path(p: str | None) -> str | None:
+    """A checkpoint / table path in one form: absolute, a run folder as its checkpoint file."""
+    if p is None:
+        return None
+    path = Path(p).expanduser().resolve()
+    return str(path / CHECKPOINT) if path.is_dir() else str(path)
+
+
+def resume_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """``setting: stored X, now Y`` for every setting that differs between a run's saved
+    config and the one given to resume it. ``epochs`` may differ (a run can be extended);
+    ``init_from`` and ``table`` compare as resolved paths (relative = absolute)."""
+    from .store import fingerprint_diff
+
+    a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
+    for d in (a, b):
+        d.pop("epochs", None)
+        for key in ("init_from", "table"):
+            d[key] = _norm_path(d.get(key))
+    return fingerprint_diff(a, b, limit=8)
+
+
+def _metrics_text(history: list[dict], header: bool = True) -> str:
+    from .evaluate import csv_text
+
+    text = csv_text([{k: h.get(k, "") for k in METRICS} for h in history], list(METRICS))
+    return text if header else text.split("\n", 1)[1]
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    from ._io import spec_error
+
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(_metrics_text([row], header=False))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise spec_error(err, path) from None
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SpecError('--tensorboard needs the tensorboard package: pip install "sddhr[tensorboard]" '
+                        "(or pip install tensorboard)") from None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def _prepare_run(cfg: TrainConfig, out: Path, resume: bool, force: bool) -> dict | None:
+    """The checkpoint to resume from (None: start fresh), or a :class:`SpecError` saying
+    why this run may not write ``out``."""
+    ck_path = out / CHECKPOINT
+    if not ck_path.exists():
+        return None
+    if not resume:
+        if force:
+            return None
+        try:
+            ck = load_checkpoint(ck_path)
+            done = f", epoch {ck['epoch']} of {json.loads(ck['config'])['epochs']}"
+        except (SpecError, KeyError, TypeError, ValueError):
+            done = ""
+        raise SpecError(f"{out} already holds a run ({CHECKPOINT} exists{done}): pass --resume to continue or "
+                        "extend it (--resume --epochs N), --force to replace it, or choose another --out")
+    ck = load_checkpoint(ck_path)
+    old = make_config(_checkpoint_config(ck, ck_path))
+    diff = resume_differences(old, cfg)
+    if diff:
+        raise SpecError(f"--resume: {ck_path} was written by a different config: {'; '.join(diff)}. Give the same "
+                        "settings (only --epochs may change), or use another --out (or --force to replace the run)")
+    if cfg.epochs < ck["epoch"]:
+        raise SpecError(f"--epochs {cfg.epochs}: the run in {out} has already done {ck['epoch']} epochs; give at "
+                        f"least {ck['epoch']}")
+    return ck
+
+
+def _retarget_schedule(sched, opt, epochs: int) -> None:
+    """Continue a cosine schedule over a new total of ``epochs``: from the next epoch on the
+    learning rate is ``lr (1 + cos(pi e / epochs)) / 2`` (a finished run extended from N to
+    M epochs resumes at that value for e = N and anneals to 0 again at M)."""
+    sched.T_max = epochs
+    e = sched.last_epoch
+    lrs = [sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2
+           for base in sched.base_lrs]
+    for group, lr in zip(opt.param_groups, lrs):
+        group["lr"] = lr
+    sched._last_lr = list(lrs)
+
+
 def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, device="cpu",
-          train_split=None, test_split=None, progress: bool = True) -> dict:
+          train_split=None, test_split=None, progress: bool = True, force: bool = False,
+          tensorboard: bool = False) -> dict:
     """Train (or fine-tune) per ``cfg``; writes ``out_dir/checkpoint.pt`` after every epoch.
 
-    Returns the final checkpoint dict (history with per-epoch loss / accuracy).
+    One writer per run folder: the run holds ``out_dir``'s lock (:func:`sddhr.runlock.run_lock`)
+    and checks that ``out_dir`` is writable before any work. A folder that holds a run is
+    refused unless ``resume`` (continue it, same settings; a larger ``epochs`` extends a
+    finished run, see :func:`_retarget_schedule`) or ``force`` (replace it). Per-epoch
+    metrics go to ``out_dir/metrics.csv`` (and TensorBoard with ``tensorboard``).
+
+    Inside a torchrun process group (:mod:`sddhr.distributed`) the global batch is split
+    across the ranks and only rank 0 writes. Returns the final checkpoint dict (history
+    with per-epoch loss / accuracy / lr).
     """
+    from .distributed import world
+
     cfg = make_config(cfg)
     out = Path(out_dir)
+    w = world()
+    if not w.is_main:
+        return _train(cfg, out, resume, device, train_split, test_split, False, force, False, w)
+    check_writable(out)
+    load_table(cfg)  # a wrong table is refused before the folder is made
+    from .runlock import run_lock
+
+    existed = out.exists()
+    try:
+        with run_lock(out, "train"):
+            return _train(cfg, out, resume, device, train_split, test_split, progress, force, tensorboard, w)
+    except BaseException:
+        if not existed:  # a refused run leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _train(cfg, out, resume, device, train_split, test_split, progress, force, tensorboard, w) -> dict:
+    from .distributed import all_sum, broadcast, rank_seed, shard, wrap
+
+    # rank 0 decides: refuse, resume or start; every rank gets the decision (and the state)
+    decision: tuple = ("start", None)
+    err = None
+    if w.is_main:
+        try:
+            decision = ("start", _prepare_run(cfg, out, resume, force))
+            if tensorboard:
+                decision = (*decision, _tensorboard_writer(out / "tensorboard"))
+        except SpecError as e:
+            err, decision = e, ("error", str(e))
+    shared = broadcast(decision[:2], w)
+    if shared[0] == "error":
+        raise err if err is not None else SpecError(shared[1])
+    resumed = shared[1]
+    tb = decision[2] if len(decision) > 2 else None
     table = load_table(cfg)
     if train_split is None or test_split is None:
         from .experiment import load_splits  # the experiment layer builds on this module
@@ -312,19 +536,13 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
     model = model_from_config(cfg, in_shape, classes).to(device)
     start_epoch, history = 0, []
     ck_path = out / CHECKPOINT
-    if resume and ck_path.is_file():
-        ck = load_checkpoint(ck_path, device)
-        old = make_config(json.loads(ck["config"]))
-        if old.model_dump() != cfg.model_dump():
-            raise SpecError(f"--resume: {ck_path} was written by a different config; use another --out")
-        _load_state(model, ck["model"], str(ck_path))
-        start_epoch, history = ck["epoch"], list(ck["history"])
+    if resumed is not None:
+        _load_state(model, resumed["model"], str(ck_path))
+        start_epoch, history = resumed["epoch"], list(resumed["history"])
     elif cfg.init_from:
         init = load_checkpoint(cfg.init_from, device)
         _load_state(model, init["model"], cfg.init_from)
         set_spec(model, cfg.hardware)  # fine-tuning may move the weights to other hardware
-    elif ck_path.is_file() and not resume:
-        raise SpecError(f"{ck_path} exists; pass resume=True (--resume) or choose another output folder")
     set_mode(model, cfg.train_mode(table))
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -332,57 +550,79 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    if resume and ck_path.is_file():
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+    if resumed is not None:
+        opt.load_state_dict(resumed["optimizer"])
+        sched.load_state_dict(resumed["scheduler"])
+        if sched.T_max != cfg.epochs:  # extended (or shortened) run
+            _retarget_schedule(sched, opt, cfg.epochs)
+    metrics = out / "metrics.csv"
+    if w.is_main:
+        atomic_write_text(metrics, _metrics_text(history))
+    net = wrap(model, device)
     loss_fn = nn.CrossEntropyLoss()
     ck = None
-    for epoch in range(start_epoch, cfg.epochs):
-        es = _epoch_seed(cfg.seed, epoch)
-        seed_everything(es)
-        gen = torch.Generator().manual_seed(es)
-        model.train()
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        steps = math.ceil(len(train_split) / cfg.batch_size)
-        if cfg.max_steps_per_epoch:
-            steps = min(steps, cfg.max_steps_per_epoch)
-        bar = tqdm(total=steps, desc=f"{cfg.recipe} epoch {epoch + 1}/{cfg.epochs}", disable=None if progress else True,
-                   leave=False, delay=0.5)
-        for step, (x, y) in enumerate(train_split.batches(cfg.batch_size, shuffle=True, augment=cfg.data.augment,
-                                                          generator=gen)):
-            if step >= steps:
-                break
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            bar.update(1)
-        bar.close()
-        sched.step()
-        test_acc = evaluate_accuracy(model, test_split, device=device)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                        "test_acc": test_acc, "seconds": time.perf_counter() - t0})
-        if progress:
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            es = _epoch_seed(cfg.seed, epoch)
+            seed_everything(rank_seed(cfg.seed, epoch, w.rank) if w.size > 1 else es)
+            gen = torch.Generator().manual_seed(es)  # the same global batches on every rank
+            lr = float(opt.param_groups[0]["lr"])
+            net.train()
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            steps = math.ceil(len(train_split) / cfg.batch_size)
+            if cfg.max_steps_per_epoch:
+                steps = min(steps, cfg.max_steps_per_epoch)
+            bar = tqdm(total=steps, desc=f"{cfg.recipe} epoch {epoch + 1}/{cfg.epochs}",
+                       disable=None if progress else True, leave=False, delay=0.5)
+            for step, (x, y) in enumerate(train_split.batches(cfg.batch_size, shuffle=True,
+                                                              augment=cfg.data.augment, generator=gen)):
+                if step >= steps:
+                    break
+                n_global = len(y)
+                if w.size > 1:
+                    x, y = shard(w, x, y)
+                x, y = x.to(device), y.to(device)
+                logits = net(x)
+                loss = loss_fn(logits, y)
+                opt.zero_grad(set_to_none=True)
+                # DDP averages the ranks' gradients: weight each rank's mean loss by its share
+                (loss * (len(y) * w.size / n_global) if w.size > 1 else loss).backward()
+                opt.step()
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                bar.update(1)
+            bar.close()
+            sched.step()
+            seen, loss_sum, correct = all_sum([seen, loss_sum, correct], w)
+            test_acc = evaluate_accuracy(model, test_split, device=device)
+            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                            "test_acc": test_acc, "seconds": time.perf_counter() - t0, "lr": lr})
             h = history[-1]
-            print(f"  [{cfg.recipe}] epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4f} "
-                  f"train {h['train_acc']:.4f} test ({get_mode_name(model)}) {h['test_acc']:.4f} "
-                  f"({h['seconds']:.1f} s)")
-        ck = {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch + 1, "history": history, "config": cfg.model_dump_json(),
-            "in_shape": list(in_shape), "classes": int(classes),
-        }
-        atomic_save(ck, ck_path)
-        atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+            if progress:
+                print(f"  [{cfg.recipe}] epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4f} "
+                      f"train {h['train_acc']:.4f} test ({get_mode_name(model)}) {h['test_acc']:.4f} "
+                      f"({h['seconds']:.1f} s)", flush=True)
+            ck = {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch + 1, "history": history, "config": cfg.model_dump_json(),
+                "in_shape": list(in_shape), "classes": int(classes),
+            }
+            if w.is_main:
+                atomic_save(ck, ck_path)
+                atomic_write_text(out / "config.json", cfg.model_dump_json(indent=2))
+                _append_metrics(metrics, h)
+                if tb is not None:
+                    for k in ("loss", "train_acc", "test_acc", "lr", "seconds"):
+                        tb.add_scalar(f"train/{k}", h[k], h["epoch"])
+                    tb.flush()
+    finally:
+        if tb is not None:
+            tb.close()
     if ck is None:  # already complete
-        ck = load_checkpoint(ck_path, device)
+        ck = resumed if resumed is not None else load_checkpoint(ck_path, device)
     return ck
 
 
@@ -393,6 +633,7 @@ def get_mode_name(model: nn.Module) -> str:
     return "float" if m is None else m.describe()
 
 
-__all__ = ["ARCHS", "CHECKPOINT", "INHERITED", "OPTIMIZERS", "RECIPES", "RECIPE_MODES", "TABLE_VARIANTS",
+__all__ = ["ARCHS", "CHECKPOINT", "INHERITED", "METRICS", "OPTIMIZERS", "RECIPES", "RECIPE_MODES", "TABLE_VARIANTS",
            "DataConfig", "TrainConfig", "check_level", "evaluate_accuracy", "inherit_from_checkpoint",
-           "load_checkpoint", "load_model", "load_table", "make_config", "make_spec", "train"]
+           "checkpoint_meta", "load_checkpoint", "load_model", "load_table", "make_config", "make_spec",
+           "resume_differences", "train"]
