@@ -10,24 +10,65 @@ without a traceback and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from ._io import check_writable, os_error_message
 from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
 
 DEFAULT_PRESET = "mram-22nm"
 
 
+def read_json(path, flag: str, what: str) -> dict:
+    """A JSON object from ``path``; a missing, unreadable, non-UTF-8 or malformed file, or
+    one that is not an object, is a :class:`SpecError` naming ``flag`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{flag}: file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{flag}: {path}: the {what} is not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{flag}: {path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise SpecError(os_error_message(err, path, "read")) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{flag}: {path}: the {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here: a clear error for an unknown device string or a
+    missing CUDA / MPS (before anything is loaded)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"--device {device!r}: unknown device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SpecError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpecError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SpecError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise SpecError(f"--device {device!r}: unsupported device; use cpu, cuda, cuda:N or mps")
+    return str(device)
+
+
 def _base_spec(args) -> HardwareSpec:
     """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`)."""
     if getattr(args, "spec_file", None):
-        path = Path(args.spec_file)
-        if not path.is_file():
-            raise SpecError(f"--spec-file: file not found: {path}")
-        return make_spec(json.loads(path.read_text()))
+        return make_spec(read_json(args.spec_file, "--spec-file", "hardware spec"))
     return preset(getattr(args, "preset", None) or DEFAULT_PRESET)
 
 
@@ -67,6 +108,8 @@ def _cmd_abstraction(args) -> int:
     from .abstraction import build_table, validate_table
 
     spec = _spec_from_args(args)
+    if args.out:
+        check_writable(args.out, is_file=True)
     t0 = time.perf_counter()
     table = build_table(spec, args.level, args.method)
     print(table.summary())
@@ -80,13 +123,27 @@ def _cmd_abstraction(args) -> int:
 
 
 def _cmd_fit_device(args) -> int:
-    from .device import fit_device
+    from ._io import atomic_write_text
+    from .device import fit_device, read_resistance_csv
 
-    fit = fit_device(args.csv, base=preset(args.preset).device)
+    base = preset(args.preset)
+    if args.out:
+        check_writable(args.out, is_file=True)
+    try:
+        data = read_resistance_csv(args.csv)
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{args.csv}: the measurement file is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise SpecError(os_error_message(err, args.csv, "read")) from None
+    for state, r in data.items():
+        if len(r) >= 2 and float(r.std()) <= 1e-12 * float(r.mean()):
+            raise SpecError(f"{args.csv}: the {len(r)} {state} resistances are all equal ({r[0]:g} ohm): no "
+                            "variation to fit; give measurements of several cells")
+    fit = fit_device(args.csv, base=base.device)
     print(fit.summary())
     if args.out:
-        spec = preset(args.preset).replace(device=fit.device.model_dump(), name="fitted")
-        Path(args.out).write_text(spec.model_dump_json(indent=2))
+        spec = base.replace(device=fit.device.model_dump(), name="fitted")
+        atomic_write_text(args.out, spec.model_dump_json(indent=2))
         print(f"wrote {args.out}")
     return 0
 
@@ -126,8 +183,11 @@ def config_from_args(args, flags: dict[str, str]) -> dict:
             continue
         *parents, leaf = path.split(".")
         node = data
-        for key in parents:
+        for depth, key in enumerate(parents):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = f"{args.config}: " if getattr(args, "config", None) else ""
+                raise SpecError(f"{where}{'.'.join(parents[:depth + 1])} must be a mapping, got {node!r}")
         node[leaf] = value
     return data
 
@@ -136,6 +196,8 @@ def _train_config_from_args(args):
     from .train import inherit_from_checkpoint, make_config
 
     data = config_from_args(args, TRAIN_FLAGS)
+    if not isinstance(data.get("data", {}), dict):
+        raise SpecError(f"{args.config}: data must be a mapping (name, data_dir, ...), got {data['data']!r}")
     if args.no_augment:
         data.setdefault("data", {})["augment"] = False
     if args.preset is not None or args.spec_file:  # a named base spec replaces the config's hardware
@@ -151,14 +213,26 @@ def _train_config_from_args(args):
 
 
 def _cmd_train(args) -> int:
+    from .distributed import env_world_size, session, world
     from .train import train
 
+    if args.resume and args.force:
+        raise SpecError("--resume and --force: give one (--resume continues the run in --out, --force replaces it)")
+    check_device(args.device)
+    check_writable(args.out)
+    if env_world_size() > 1 and str(args.device).startswith("cuda") and ":" in str(args.device):
+        raise SpecError(f"--device {args.device}: under torchrun give --device cuda (rank r uses cuda:LOCAL_RANK)")
     cfg, note = _train_config_from_args(args)
-    if note:
-        print(f"sddhr train: {note}")
-    ck = train(cfg, args.out, resume=args.resume, device=args.device)
-    h = ck["history"][-1]
-    print(f"{cfg.recipe}: {ck['epoch']} epochs, final test accuracy {100 * h['test_acc']:.2f}% -> {args.out}")
+    with session(args.device) as device:
+        w = world()
+        if note and w.is_main:
+            print(f"sddhr train: {note}")
+        if w.size > 1 and w.is_main:
+            print(f"sddhr train: {w.size} processes, global batch {cfg.batch_size}", flush=True)
+        ck = train(cfg, args.out, resume=args.resume, device=device, force=args.force, tensorboard=args.tensorboard)
+        h = ck["history"][-1]
+        if w.is_main:
+            print(f"{cfg.recipe}: {ck['epoch']} epochs, final test accuracy {100 * h['test_acc']:.2f}% -> {args.out}")
     return 0
 
 
@@ -166,9 +240,15 @@ def _cmd_evaluate(args) -> int:
     from .evaluate import format_table, make_eval_config
     from .experiment import compare
 
-    cfg = make_eval_config(config_from_args(args, EVAL_FLAGS))
+    check_device(args.device)
+    check_writable(args.out)
+    data = config_from_args(args, EVAL_FLAGS)
+    cfg = make_eval_config(data)
     spec = _spec_from_args(args) if args.spec_file or _spec_changes(args) else None
-    results = compare(args.checkpoints, cfg, args.out, args.names, args.device, spec)
+    if args.ray_address and args.executor != "ray":
+        raise SpecError("--ray-address needs --executor ray")
+    results = compare(args.checkpoints, cfg, args.out, args.names, args.device, spec, executor=args.executor,
+                      workers=args.workers, ray_address=args.ray_address)
     print(format_table(results))
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
@@ -177,8 +257,10 @@ def _cmd_evaluate(args) -> int:
 def _cmd_report(args) -> int:
     from .report import write_report
 
+    if args.out:
+        check_writable(args.out)
     png, md = write_report(args.results, args.out, args.title)
-    print(open(md).read())
+    print(md.read_text(encoding="utf-8"))
     print(f"wrote {png} and {md}")
     return 0
 
@@ -186,6 +268,8 @@ def _cmd_report(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    check_device(args.device)
+    check_writable(args.out)
     run_demo(args.out, quick=args.quick, device=args.device)
     return 0
 
@@ -193,6 +277,7 @@ def _cmd_demo(args) -> int:
 def _cmd_download(args) -> int:
     from .data import download
 
+    check_writable(args.root)
     for path in download(args.name, args.root):
         print(f"ok {path}")
     return 0
@@ -201,7 +286,11 @@ def _cmd_download(args) -> int:
 def _cmd_explore(args) -> int:
     from .explore import make_explore_config, run_explore
 
+    check_device(args.device)
+    check_writable(args.out)
     data = config_from_args(args, EXPLORE_FLAGS)
+    if not isinstance(data.get("base", {}), dict):
+        raise SpecError(f"{args.config}: base must be a mapping (a training config), got {data['base']!r}")
     cfg = make_explore_config(data)
     rows = run_explore(cfg, args.out, device=args.device)
     head = f"{'rows':>5}{'adc':>5}{'wb':>4}{'xb':>4}{'level':>7}  {'method':<13}{'acc %':>8}{'nJ/inf':>10}{'TOPS/W':>9}"
@@ -223,7 +312,7 @@ def _add_train_args(p, e):
     p.add_argument("--variant", choices=e.VARIANTS, help="sddhr variant")
     p.add_argument("--table", help="sddhr (exact / composed): train from this abstraction table (.npz)")
     p.add_argument("--chip-seed", type=int, help="ddhr: the training chip's seed")
-    p.add_argument("--instance-impl", choices=e.IMPLS, help="ddhr: chip model during training")
+    p.add_argument("--instance-impl", choices=e.IMPLS, help="ddhr: chip model during training (default bit_true)")
     p.add_argument("--noise-std", type=float, help="noise recipe: weight noise relative to max|w|")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -239,8 +328,12 @@ def _add_train_args(p, e):
     p.add_argument("--test-subset", type=int)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, config.json)")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (a larger --epochs extends "
+                                                            "a finished one)")
+    p.add_argument("--force", action="store_true", help="replace the run --out holds (default: refuse)")
+    p.add_argument("--tensorboard", action="store_true", help="also log the per-epoch metrics for TensorBoard "
+                                                              "(--out/tensorboard; needs the tensorboard package)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (under torchrun: cpu or cuda)")
     add_spec_args(p)
 
 
@@ -256,8 +349,16 @@ def _add_eval_args(p, e):
     p.add_argument("--data", choices=e.DATASETS, help="test data set (default: the training one)")
     p.add_argument("--data-dir")
     p.add_argument("--test-subset", type=int)
-    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--out", required=True, help="results folder (results.sqlite keeps every finished evaluation: "
+                                                 "rerun the command to complete an interrupted one)")
     p.add_argument("--device", default="cpu")
+    from .executors import EXECUTORS
+
+    g = p.add_argument_group("parallel evaluation")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="serial: this process; local (default): a process per core; ray: a Ray cluster")
+    g.add_argument("--workers", type=int, help="worker processes (local) / CPUs of a local Ray (default: all cores)")
+    g.add_argument("--ray-address", help="Ray cluster to connect to (default $RAY_ADDRESS, else a local Ray)")
     g = p.add_argument_group("evaluate under another hardware spec (optional; changes the preset)")
     g.add_argument("--spec-file")
     g.add_argument("--rows", type=int)
@@ -285,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = _Choices()
     parser = argparse.ArgumentParser(prog="sddhr", description=__import__("sddhr").__doc__)
     parser.add_argument("--version", action="version", version=f"sddhr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("abstraction", help="compute the P(code | k, n) table of a spec")
@@ -352,18 +454,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=e.DOWNLOADS)
     p.add_argument("--root", required=True, help="data folder to download into")
     p.set_defaults(func=_cmd_download)
+    for p in {id(p): p for p in sub.choices.values()}.values():  # --debug also after the sub-command (aliases once)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def one_line(err: BaseException) -> str:
+    """An error message on one line (a multi-line validation message joined with '; ')."""
+    text = str(err).strip() or type(err).__name__
+    return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``sddhr`` command. Every error is one line on stderr naming the file or
+    parameter, with exit status 2 (``--debug``: the traceback instead)."""
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a pipe / log file at once
     parser = build_parser()
     args = parser.parse_args(argv)
     from .data import DataError
+    from .distributed import world
 
     try:
         return args.func(args)
-    except (SpecError, DataError) as err:
-        print(f"sddhr {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"sddhr {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        if isinstance(err, (SpecError, DataError)):
+            msg = one_line(err)
+        elif isinstance(err, OSError):
+            msg = os_error_message(err, err.filename or "(file)", "use")
+        else:
+            msg = f"unexpected {type(err).__name__}: {one_line(err)} (rerun with --debug for the traceback)"
+        if world().is_main:
+            print(f"sddhr {args.command}: error: {msg[:2000]}", file=sys.stderr, flush=True)
         return 2
 
 

@@ -18,6 +18,7 @@ The command line, the demo and ``explore`` all run experiments through this modu
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -25,13 +26,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
+from ._io import check_writable
 from .config import HardwareSpec, SpecError
 from .evaluate import EvalConfig, save_results
+from .executors import Executor, make_executor
 from .nn import Mode, set_spec, using_mode
-from .train import DataConfig, TrainConfig, evaluate_accuracy, load_model
+from .runlock import run_lock
+from .store import ResultsStore, fingerprint, model_identity
+from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
 
 # ------------------------------------------------------------------------------ splits
 
@@ -190,27 +196,177 @@ def evaluate_checkpoint(path: str | Path, name: str, split, cfg: EvalConfig, dev
     return sweep(model, name, split, cfg, train_cfg, device, progress, checkpoint=str(path)), model
 
 
+@dataclass(frozen=True)
+class Task:
+    """A :class:`Job` with everything a worker process needs to run it from files alone
+    (all plain data, picklable): the evaluation config, the optional hardware spec the
+    model is moved onto, the test data and the data the model was trained on (JSON)."""
+
+    job: Job
+    eval_config: str
+    spec: str | None
+    test_data: str
+    trained_on: str
+    device: str = "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(path: str, spec_json: str | None, device: str) -> nn.Module:
+    return _load(path, device, None if spec_json is None else HardwareSpec.model_validate_json(spec_json))[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_split(test_json: str, trained_json: str):
+    return load_test_split(DataConfig.model_validate_json(test_json), DataConfig.model_validate_json(trained_json))
+
+
+def run_job_from_checkpoint(task: Task) -> dict:
+    """Run ``task.job`` from its checkpoint file: the model and the test split are loaded
+    once per process (a per-process cache), so this module-level function can be sent to
+    worker processes or Ray tasks. Returns :func:`run_job`'s row plus ``seconds``."""
+    t0 = time.perf_counter()
+    model = _cached_model(task.job.checkpoint, task.spec, task.device)
+    split = _cached_split(task.test_data, task.trained_on)
+    row = run_job(model, task.job, split, EvalConfig.model_validate_json(task.eval_config), task.device)
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _check_fits(path, in_shape, classes, split, data: DataConfig) -> None:
+    if tuple(split.in_shape) != tuple(in_shape) or int(split.classes) > int(classes):
+        raise SpecError(f"{path}: the model takes {tuple(in_shape)} inputs and {classes} classes, the test data "
+                        f"{data.name} has {tuple(split.in_shape)} inputs and {split.classes} classes; evaluate it "
+                        "on data of its own shape (--data)")
+
+
+class _Progress:
+    """A bar on a terminal, else one flushed line per finished (model, level)."""
+
+    def __init__(self, jobs: list[Job], enabled: bool):
+        self.enabled = enabled
+        self.lines = enabled and not sys.stderr.isatty()
+        self.left: dict[tuple, int] = {}
+        for j in jobs:
+            if j.kind == "instance":
+                self.left[(j.model, j.level)] = self.left.get((j.model, j.level), 0) + 1
+        self.bar = tqdm(total=len(jobs), desc="evaluate", disable=None if enabled else True, leave=False, delay=0.5)
+        self.t0 = time.perf_counter()
+
+    def done(self, job: Job, store_rows) -> None:
+        self.bar.update(1)
+        if job.kind != "instance":
+            return
+        key = (job.model, job.level)
+        self.left[key] -= 1
+        if self.lines and self.left[key] == 0:
+            accs = [r["accuracy"] for r in store_rows(job.model) if r["level"] == job.level]
+            print(f"evaluate {job.model}: level {job.level:g}, {len(accs)} chips, mean accuracy "
+                  f"{100 * sum(accs) / max(len(accs), 1):.2f}% ({time.perf_counter() - self.t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = None, names: list[str] | None = None,
             device="cpu", spec: HardwareSpec | None = None, progress: bool = True,
-            splits: SplitCache | None = None) -> list[dict]:
+            splits: SplitCache | None = None, executor: str | Executor = "serial", workers: int | None = None,
+            ray_address: str | None = None) -> list[dict]:
     """Evaluate checkpoints on the same chip instances, each on its own test data (or the
-    fields ``cfg.data`` sets); writes the results to ``out_dir`` when given.
+    fields ``cfg.data`` sets). Names default to the recipes (``recipe-i`` when a recipe repeats).
 
-    Names default to the recipes (``recipe-i`` when a recipe repeats)."""
+    With ``out_dir``: the folder is checked and locked before any work, and every finished
+    evaluation is stored at once in ``out_dir/results.sqlite`` (:mod:`sddhr.store`); a rerun
+    of the same command computes only what is missing, a different configuration (other
+    checkpoints, levels, chips, data, spec) is refused, and ``results.json`` / CSVs are
+    written from the store at the end. ``executor`` (``serial``, ``local``, ``ray`` or an
+    :class:`~sddhr.executors.Executor`) runs the jobs; every executor gives the same numbers.
+    """
     if names and len(names) != len(checkpoints):
         raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
-    splits = splits or SplitCache()
-    results: list[dict] = []
-    for i, path in enumerate(checkpoints):
-        model, train_cfg = _load(path, device, spec)
-        split = splits.get(eval_data_for(train_cfg, cfg.data), train_cfg.data)
-        taken = [r["name"] for r in results]
-        name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")
-        results.append(sweep(model, name, split, cfg, train_cfg, device, progress, checkpoint=str(path)))
     if out_dir is not None:
+        check_writable(out_dir)
+    spec_json = None if spec is None else spec.model_dump_json()
+    cfg_json = cfg.model_dump_json()
+    models, tasks = [], []
+    for i, path in enumerate(checkpoints):
+        ck = load_checkpoint(path)
+        train_cfg, in_shape, classes = checkpoint_meta(ck, path)
+        data = eval_data_for(train_cfg, cfg.data)
+        split = splits.get(data, train_cfg.data) if splits is not None else \
+            _cached_split(data.model_dump_json(), train_cfg.data.model_dump_json())
+        _check_fits(path, in_shape, classes, split, data)
+        taken = [m["name"] for m in models]
+        name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")
+        if name in taken:
+            raise SpecError(f"--names: {name!r} is given twice")
+        ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
+        models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data})
+        tasks += [Task(j, cfg_json, spec_json, data.model_dump_json(), train_cfg.data.model_dump_json(), str(device))
+                  for j in plan_jobs(name, cfg, train_cfg, ck_file)]
+    if out_dir is None:
+        rows = _run_tasks(tasks, executor, workers, ray_address, progress, None)
+        return [collect(m["name"], [t.job for t in tasks if t.job.model == m["name"]],
+                        [rows[i] for i, t in enumerate(tasks) if t.job.model == m["name"]], m["train_cfg"],
+                        sum(rows[i]["seconds"] for i, t in enumerate(tasks) if t.job.model == m["name"]))
+                for m in models]
+    fp = fingerprint(json.loads(cfg_json),
+                     [model_identity(m["name"], m["path"], json.loads(m["data"].model_dump_json())) for m in models],
+                     spec=None if spec_json is None else json.loads(spec_json), device=torch.device(device).type)
+    with run_lock(out_dir, "evaluate"), ResultsStore.open(out_dir, fp) as store:
+        for m in models:
+            store.put_model_info(m["name"], {"train_config": json.loads(m["train_cfg"].model_dump_json())})
+        done = store.done()
+        base = {m["name"]: store.baselines(m["name"]) for m in models}
+        missing = [t for t in tasks if (t.job.kind == "instance" and (t.job.model, float(t.job.level), int(t.job.seed))
+                                        not in done) or (t.job.kind != "instance" and
+                                                         _BASELINE[t.job.kind] not in base[t.job.model])]
+        if progress and len(missing) < len(tasks):
+            print(f"evaluate: {out_dir} holds {len(tasks) - len(missing)} of {len(tasks)} evaluations; computing the "
+                  f"{len(missing)} missing", file=sys.stderr, flush=True)
+        _run_tasks(missing, executor, workers, ray_address, progress, store)
+        seeds = range(cfg.first_seed, cfg.first_seed + cfg.instances)
+        results = store.to_results([m["name"] for m in models], cfg.levels, seeds)
         save_results(results, cfg, out_dir)
     return results
 
 
-__all__ = ["Job", "SplitCache", "collect", "compare", "evaluate_checkpoint", "load_splits", "load_test_split",
-           "plan_jobs", "run_job", "sweep", "eval_data_for"]
+_BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
+
+#: jobs a sweep may run before it is worth starting worker processes (see docs/SCALING.md)
+MIN_JOBS_FOR_WORKERS = 4
+
+
+def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool, store) -> list:
+    """Run ``tasks``; each row is put into ``store`` (when given) the moment it finishes."""
+    rows: list = [None] * len(tasks)
+    if not tasks:
+        return rows
+    if isinstance(executor, str) and executor != "serial" and len(tasks) < MIN_JOBS_FOR_WORKERS:
+        executor = "serial"  # a few jobs finish before worker processes would have started
+    kwargs = {"address": ray_address} if executor == "ray" and ray_address else {}
+    ex = make_executor(executor, workers, **kwargs) if isinstance(executor, str) else executor
+    bar = _Progress([t.job for t in tasks], progress)
+    try:
+        for i, row in ex.imap_unordered(run_job_from_checkpoint, tasks):
+            rows[i] = row
+            job = tasks[i].job
+            if store is not None:
+                if job.kind == "instance":
+                    store.put({k: row[k] for k in ("model", "level", "seed", "accuracy", "seconds")})
+                else:
+                    own = job.kind == "own"
+                    store.put_baseline(job.model, _BASELINE[job.kind], row["accuracy"],
+                                       level=job.level if own else None, seed=job.seed if own else None,
+                                       seconds=row["seconds"])
+            bar.done(job, store.rows if store is not None else
+                     lambda m: [r for r in rows if r is not None and r["model"] == m and r["kind"] == "instance"])
+    finally:
+        bar.close()
+        if isinstance(executor, str):
+            ex.close()
+    return rows
+
+
+__all__ = ["Job", "SplitCache", "Task", "collect", "compare", "evaluate_checkpoint", "load_splits", "load_test_split",
+           "plan_jobs", "run_job", "run_job_from_checkpoint", "sweep", "eval_data_for"]
