@@ -1,0 +1,312 @@
+"""S-DDHR ``faithful``: one Gaussian per output whose moments keep a chip's fixed cell errors
+coherent over the input bit planes and the ADC's effect on every conversion.
+
+The model of one conversion (segment s, input plane b, weight plane j; k P-cells among n
+active rows), derived from the hardware model (never fitted to chips):
+
+    value = E_T(k, n) + R(k, n) e + u
+    e     = sum_{i in s} x_ib d_ij          the static analog error, fixed per chip
+    d_ij  = c_ij - E[c_ij]                  cell error, variance v_P or v_AP
+    V_e   = k v_P + (n - k) v_AP
+    R     = step * sum_t N(t; mu(k, n), V_e)  the ADC's mean slope over a Gaussian e (Stein),
+                                          t the 2^B - 1 decision thresholds: 0 where it clips
+    Var u = U(k, n) = V_T(k, n) - R^2 V_e   u uncorrelated with every e
+
+``E_T``, ``V_T`` are the exact column table's moments (rounding, clipping, coarse steps,
+sums of few skewed cells); ``mu = k m_P + (n - k) m_AP``. With ``a_bj = 2^b s_j 2^j``:
+
+    E y   = sum_conv a_bj E_T(k, n)
+    Var y = sum_{s,j} 4^j sum_{i in s} v_ij (sum_b 2^b R_sbj x_ib)^2 + sum_conv a_bj^2 U
+          (coherent: the fixed cell errors)   (independent per conversion: the ADC's own)
+
+Two evaluations (docs/MODEL.md, "faithful"):
+
+* **fast form** (no k): ``R``, ``U`` and ``g = E_T - mu`` averaged over k ~ Binomial(n, p),
+  p the weights' density of 1 bits; two products ``lin(x, w)``, ``lin(x^2, w2)`` (``w2 =
+  sum_j 4^j bit_j(w)``) and active-row counts of the input planes and of their pairwise
+  ANDs per segment (:meth:`IMCLayer.segment_counts`):
+
+      mean = (m_P - m_AP) lin(x, w) - m_AP sum_i x_i - sum_{s,b} 2^b g(n_sb)
+      var  = f [s4 v_AP X2 + (v_P - v_AP) lin(x^2, w2)] + s4 sum_{s,b} 4^b U(n_sb)
+      f    = sum_{s,b,b'} 2^(b+b') R(n_sb) R(n_sb') N_s,bb' / X2,  X2 = sum_i x_i^2
+
+* **k form**: the same equations with each conversion's own k (from ``B_x B_w`` bit-plane
+  products over the layer's explicit matrices, :meth:`IMCLayer.matrices`, in chunks); the
+  covariance of two planes' errors ``C = N_bb' (v_AP + (v_P - v_AP) (k_b/n_b + k_b'/n_b')/2)``.
+  Needed where the ADC's rounding depends on each conversion's k (a coarse ADC that the
+  cell errors do not dither, or clipping), which the fast form cannot see.
+
+The switch, per layer and batch, from the n counts alone: ``z = sum 4^b Var_k[g(k, n_sb)] /
+sum 4^b E_k[V_T(k, n_sb)]`` per output row predicts (the fast form's rounding bias / sd)^2;
+the k form runs when the batch median exceeds :data:`Z_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from scipy import special
+
+from ...abstraction import ColumnTable
+from ...device import CellModel
+from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
+from ..column_stats import check_table_matches, get_table
+from ..geometry import chunks
+from .base import Backend, register
+
+#: the fast form's predicted (rounding bias / sd)^2 above which the k form runs (median
+#: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
+Z_THRESHOLD = 0.02
+FORMS = ("auto", "fast", "k")
+_MAX_CACHED = 8
+_TABLES: OrderedDict[tuple, tuple[ColumnTable, FaithfulTables]] = OrderedDict()
+
+
+class FaithfulTables:
+    """The per-(n, k) quantities of the model for one column table and cell model, float64
+    ``[N+1, N+1]`` indexed ``[n, k]`` (0 where k > n): ``et``, ``vt`` (the table's
+    moments), ``r`` (ADC mean slope), ``u`` (``V_T - R^2 V_e``), ``g`` (``E_T - mu``); and
+    their Binomial(n, p) averages over k (:meth:`n_only`), as float32 tensors per device."""
+
+    def __init__(self, table: ColumnTable, cells: CellModel):
+        col = table.spec.column
+        et, vt = (np.nan_to_num(a) for a in table.moments())
+        self.n1 = et.shape[0]
+        self.m_p, self.m_ap = cells.mean("P"), cells.mean("AP")
+        self.v_p, self.v_ap = cells.var("P"), cells.var("AP")
+        n, k = np.meshgrid(np.arange(self.n1), np.arange(self.n1), indexing="ij")
+        valid = k <= n
+        mu = k * self.m_p + (n - k) * self.m_ap
+        ve = np.where(valid, k * self.v_p + (n - k) * self.v_ap, 0.0)
+        thr = (np.arange(col.n_codes - 1) + 0.5) * col.step  # inner decision thresholds
+        r = np.zeros_like(ve)
+        for nn in range(1, self.n1):
+            sd = np.sqrt(ve[nn, : nn + 1])
+            ok = sd > 0
+            sds = np.where(ok, sd, 1.0)
+            z = (thr[None, :] - mu[nn, : nn + 1, None]) / sds[:, None]
+            dens = np.exp(-0.5 * z * z).sum(1) / math.sqrt(2 * math.pi)
+            r[nn, : nn + 1] = np.where(ok, col.step * dens / sds, 0.0)
+        self.valid = valid
+        self.et = np.where(valid, et, 0.0)
+        self.vt = np.where(valid, vt, 0.0)
+        self.r = r
+        self.u = np.where(valid, np.maximum(self.vt - r * r * ve, 0.0), 0.0)
+        self.g = np.where(valid, self.et - mu, 0.0)
+        self._n_only: OrderedDict[tuple, dict] = OrderedDict()
+        self._k_tables: dict[str, dict] = {}
+
+    def n_only(self, p: float, device) -> dict[str, torch.Tensor]:
+        """k ~ Binomial(n, p) averages, float32 [N+1] on ``device``: ``r``, ``u``, ``g``,
+        ``vt`` and ``gvar`` (the variance over k of ``g``: the fast form's phase error)."""
+        pk = round(min(max(float(p), 0.0), 1.0), 3)
+        key = (pk, str(device))
+        if key in self._n_only:
+            self._n_only.move_to_end(key)
+            return self._n_only[key]
+        n, k = np.meshgrid(np.arange(self.n1), np.arange(self.n1), indexing="ij")
+        pp = min(max(pk, 1e-9), 1 - 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lw = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(np.maximum(n - k, 0) + 1)
+                  + k * math.log(pp) + (n - k) * math.log1p(-pp))
+        wgt = np.where(self.valid, np.exp(np.where(self.valid, lw, -np.inf)), 0.0)
+        wgt /= wgt.sum(1, keepdims=True)
+        gbar = (wgt * self.g).sum(1, keepdims=True)
+        vals = {name: (wgt * getattr(self, name)).sum(1) for name in ("r", "u", "g", "vt")}
+        vals["gvar"] = (wgt * (self.g - gbar) ** 2).sum(1)
+        out = {name: torch.as_tensor(v, dtype=torch.float32, device=device) for name, v in vals.items()}
+        self._n_only[key] = out
+        while len(self._n_only) > 64:
+            self._n_only.popitem(last=False)
+        return out
+
+    def k_tables(self, device) -> dict[str, torch.Tensor]:
+        """``et``, ``vt``, ``r`` flattened (index ``n (N+1) + k``), float32 on ``device``."""
+        key = str(device)
+        if key not in self._k_tables:
+            self._k_tables[key] = {name: torch.as_tensor(getattr(self, name).reshape(-1), dtype=torch.float32,
+                                                         device=device) for name in ("et", "vt", "r")}
+        return self._k_tables[key]
+
+
+def faithful_tables(table: ColumnTable, level: float) -> FaithfulTables:
+    """:class:`FaithfulTables` of ``table`` with the cell model of the table's own spec at
+    ``level``, cached per (table, spec, level) (LRU of 8)."""
+    spec = table.spec
+    key = (id(table), spec.device.model_dump_json(), spec.column.calibrated, float(level))
+    if key in _TABLES:
+        _TABLES.move_to_end(key)
+        return _TABLES[key][1]
+    ft = FaithfulTables(table, CellModel(spec.device, level, spec.column.calibrated))
+    _TABLES[key] = (table, ft)  # the table is kept alive so that its id cannot be reused
+    while len(_TABLES) > _MAX_CACHED:
+        _TABLES.popitem(last=False)
+    return ft
+
+
+@register("stochastic", "faithful")
+class FaithfulBackend(Backend):
+    """Chip-faithful S-DDHR (see the module docstring): the fast form, or the k form where
+    the ADC's rounding depends on each conversion's k; ``form`` ('auto', 'fast', 'k') forces
+    one (tests, benchmarks). ``last_form`` / ``last_z`` record the latest choice."""
+
+    def __init__(self, mode, form: str = "auto", threshold: float = Z_THRESHOLD):
+        super().__init__(mode)
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        self.form = form
+        self.threshold = threshold
+        self.last_form: str | None = None
+        self.last_z: float | None = None
+
+    def tables(self, layer) -> FaithfulTables:
+        """From the mode's table (E_T, V_T), with v_P, v_AP, m_P, m_AP from the cell model of
+        that table's spec at the mode's level; else the layer spec's exact table."""
+        if self.mode.table is not None:
+            check_table_matches(self.mode.table, layer.spec)
+            return faithful_tables(self.mode.table, self.mode.level)
+        return faithful_tables(get_table(layer.spec, self.mode.level), self.mode.level)
+
+    def moments(self, layer, x_int, w_int, form: str | None = None):
+        """Per-output ``(mean, var)``, each shaped like ``layer.lin(x_int, w_int)``."""
+        ft = self.tables(layer)
+        bw = layer.spec.macro.w_bits
+        p = float(weight_bit_planes(w_int, bw).mean()) if w_int.numel() else 0.5
+        nt = ft.n_only(p, x_int.device)
+        form = form or self.form
+        counts = None
+        if form == "auto":
+            z, counts = self._phase_ratio(layer, x_int, nt)
+            self.last_z = z
+            form = "k" if z > self.threshold else "fast"
+        self.last_form = form
+        if form == "k":
+            return self._k_form(layer, x_int, w_int, ft)
+        return self._fast_form(layer, x_int, w_int, ft, nt, counts)
+
+    def product(self, layer, x_int, w_int):
+        mean, var = self.moments(layer, x_int, w_int)
+        return mean.add_(var.clamp_(min=0).sqrt_().mul_(torch.randn_like(var)))
+
+    # ---------------------------------------------------------------- switch
+    def _phase_ratio(self, layer, x_int, nt):
+        """Median over the batch's output rows (samples x groups x positions) of ``z``, and
+        the per-chunk n counts (reused by the fast form)."""
+        bx = layer.spec.macro.x_bits
+        p4 = 4.0 ** torch.arange(bx, device=x_int.device, dtype=torch.float32)
+        zs, counts = [], []
+        for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
+            n = layer.segment_counts(bit_planes(x_int[sl], bx)).to(torch.int64)  # (bx, nc, G, S, P)
+            counts.append((sl, n))
+            num = torch.tensordot(p4, nt["gvar"][n].sum(3), 1)
+            den = torch.tensordot(p4, nt["vt"][n].sum(3), 1)
+            keep = (den > 0) | (num > 0)
+            zs.append(torch.where(den > 0, num / den.clamp(min=1e-30), torch.full_like(num, math.inf))[keep])
+        z = torch.cat(zs) if zs else torch.zeros(0)
+        return (float(z.median()) if z.numel() else 0.0), counts
+
+    # ---------------------------------------------------------------- fast form
+    def _fast_form(self, layer, x_int, w_int, ft, nt, counts=None):
+        bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
+        dev = x_int.device
+        s4 = (4.0**bw - 1) / 3.0
+        w2 = square_code(w_int, bw, signed=True)
+        p2 = 2.0 ** torch.arange(bx, device=dev, dtype=torch.float32)
+        pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
+        ib = torch.tensor([b for b, _ in pairs], device=dev, dtype=torch.int64)
+        ic = torch.tensor([c for _, c in pairs], device=dev, dtype=torch.int64)
+        pair_w = 2.0 * p2[ib] * p2[ic]  # 2 * 2^(b+b') for b < b'
+        if counts is None:
+            counts = [(sl, None) for sl in layer.chunks(x_int, layer.out_per_item(x_int))]
+        mean_out = var_out = None
+        for sl, n in counts:
+            xc = x_int[sl]
+            planes = bit_planes(xc, bx)
+            if n is None:
+                n = layer.segment_counts(planes).to(torch.int64)  # (bx, nc, G, S, P)
+            nf = n.to(torch.float32)
+            if pairs:
+                npair = layer.segment_counts(planes[ib] * planes[ic])  # (pairs, nc, G, S, P)
+            rb = nt["r"][n]
+            x2 = torch.tensordot(p2 * p2, nf, 1)  # sum_{i in s} x_i^2, (nc, G, S, P)
+            num = torch.tensordot(p2 * p2, rb * rb * nf, 1)
+            if pairs:
+                x2 = x2 + torch.tensordot(pair_w, npair, 1)
+                num = num + torch.tensordot(pair_w, rb[ib] * rb[ic] * npair, 1)
+            x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
+            f = torch.where(x2 > 0, num / x2.clamp(min=1e-30), torch.zeros_like(x2))
+            g_sum = torch.tensordot(p2, nt["g"][n].sum(3), 1)
+            u_sum = torch.tensordot(p2 * p2, nt["u"][n].sum(3), 1)
+            x_sum = torch.tensordot(p2, nf.sum(3), 1)
+            mean = layer.lin(xc, w_int)
+            shape = mean.shape
+            var = layer.lin(xc * xc, w2)
+            mean = layer.grouped(mean).mul_(ft.m_p - ft.m_ap).sub_((ft.m_ap * x_sum + g_sum).unsqueeze(2))
+            var = (layer.grouped(var).mul_(ft.v_p - ft.v_ap).add_((s4 * ft.v_ap * x2).unsqueeze(2))
+                   .mul_(f.unsqueeze(2)).add_((s4 * u_sum).unsqueeze(2)))
+            if mean_out is None:
+                mean_out = torch.empty((x_int.shape[0], *shape[1:]), dtype=torch.float32, device=dev)
+                var_out = torch.empty_like(mean_out)
+            mean_out[sl] = mean.view(shape)
+            var_out[sl] = var.view(shape)
+        return mean_out, var_out
+
+    # ---------------------------------------------------------------- k form
+    def _k_form(self, layer, x_int, w_int, ft):
+        """Per conversion, over the layer's explicit matrices (a conv is unfolded one chunk
+        of samples at a time): B_x B_w bit-plane products per segment and chunk."""
+        bx, bw, rows = layer.spec.macro.x_bits, layer.spec.macro.w_bits, layer.spec.column.rows
+        dev = x_int.device
+        kt = ft.k_tables(dev)
+        n1 = ft.n1
+        dv = ft.v_p - ft.v_ap
+        wb = weight_bit_planes(layer.w_flat(w_int), bw)  # (bw, out, K_g)
+        out = wb.shape[1]
+        p2 = 2.0 ** torch.arange(bx, device=dev, dtype=torch.float32)
+        pw = torch.tensor(plane_weights(bw), device=dev, dtype=torch.float32)
+        p4w = 4.0 ** torch.arange(bw, device=dev, dtype=torch.float32)
+        ca = (p2.view(-1, 1) * pw.view(1, -1)).view(bx, 1, bw, 1)  # a_bj
+        ca2 = ca * ca
+        mean_out = var_out = None
+        for osl in layer.chunks(x_int, layer.out_per_item(x_int) * bx):
+            mats, fold = layer.matrices(x_int[osl])
+            groups = len(mats)
+            per = out // groups
+            ms, vs = [], []
+            for gi, xm in enumerate(mats):
+                wg = wb[:, gi * per : (gi + 1) * per]
+                m_g = torch.zeros(xm.shape[0], per, device=dev, dtype=torch.float32)
+                v_g = torch.zeros_like(m_g)
+                segs = segment_bounds(xm.shape[1], rows)
+                wsegs = [wg[:, :, a:b].reshape(bw * per, b - a).t().contiguous() for a, b in segs]
+                for sl in chunks(xm, bx * bw * per):
+                    xb = bit_planes(xm[sl], bx)  # (bx, mc, K_g)
+                    mc = xb.shape[1]
+                    for (a, b), ws in zip(segs, wsegs):
+                        xs = xb[:, :, a:b]
+                        k = xs.reshape(bx * mc, b - a).matmul(ws).view(bx, mc, bw, per)
+                        n = xs.sum(-1)  # (bx, mc)
+                        idx = (n.view(bx, mc, 1, 1) * n1 + k).round_().to(torch.int64)
+                        m_g[sl] += (ca * kt["et"][idx]).sum((0, 2))
+                        v_g[sl] += (ca2 * kt["vt"][idx]).sum((0, 2))
+                        r = kt["r"][idx]
+                        dens = k / n.clamp(min=1).view(bx, mc, 1, 1)  # P density of each conversion
+                        for b1 in range(bx):
+                            for b2 in range(b1 + 1, bx):
+                                npair = (xs[b1] * xs[b2]).sum(-1).view(mc, 1, 1)
+                                c = npair * (ft.v_ap + dv * 0.5 * (dens[b1] + dens[b2]))  # (mc, bw, per)
+                                cross = (p4w.view(1, -1, 1) * r[b1] * r[b2] * c).sum(1)
+                                v_g[sl] += (2.0 * 2.0 ** (b1 + b2)) * cross
+                ms.append(m_g)
+                vs.append(v_g)
+            mean = fold(torch.cat(ms, 1))
+            var = fold(torch.cat(vs, 1))
+            if mean_out is None:
+                mean_out = torch.empty((x_int.shape[0], *mean.shape[1:]), dtype=torch.float32, device=dev)
+                var_out = torch.empty_like(mean_out)
+            mean_out[osl] = mean
+            var_out[osl] = var
+        return mean_out, var_out
