@@ -40,3 +40,9 @@ def program_layer(layer, w: np.ndarray, bias: np.ndarray | None = None):
         layer.aq.alpha.fill_(float(layer.aq.levels))
         layer.aq.calibrated.fill_(True)
     return layer
+
+
+def weight_planes(w_int: torch.Tensor, w_bits: int) -> torch.Tensor:
+    """Two's-complement bit planes (w_bits, *w.shape), float32, computed independently of sddhr."""
+    u = w_int.long().remainder(2**w_bits)
+    return torch.stack([((u >> j) & 1).float() for j in range(w_bits)])

@@ -106,3 +106,68 @@ def test_noise_backend_has_its_closed_form_moments():
     a = layer(x)
     torch.manual_seed(5)
     assert torch.equal(a, layer(x))
+
+
+def test_exact_sampler_row_index_stays_exact_at_4096_rows():
+    """The exact backend reads table row ``k + (N + 1) n`` off one product with weights
+    ``w + N + 1`` (plus 1/2, truncated). At N = 4096 that index exceeds 2^23, where float32
+    loses the half: the backend then computes in float64. Checked against integer counts."""
+    import torch.nn.functional as F
+
+    rows = 4096
+    spec = helpers.spec_of(rows=rows, adc_bits=8)
+    layer = IMCLinear(rows, 2, bias=False, spec=spec)
+    gen = torch.Generator().manual_seed(0)
+    x_int = torch.randint(0, 16, (3, rows), generator=gen).float()
+    x_int[0] = 15  # every row active: n = N
+    w_int = torch.randint(-7, 8, (2, rows), generator=gen).float()
+    w_int[1] = -1  # every weight bit 1: k = n
+    n1 = rows + 1
+    wmat = helpers.weight_planes(w_int, 4).add_(n1)
+    seen = []
+
+    def capture(t):
+        seen.append(t.to(torch.int64).clone())
+        return torch.zeros(t.shape, dtype=torch.float32)
+
+    layer.conversions(x_int, wmat, capture, 1.0, bias=0.5, dtype=torch.float64)
+    got = seen[0].view(4, 3, 4, 2)  # (input plane, sample, weight plane, output)
+    xb = torch.stack([(x_int.long() >> b) & 1 for b in range(4)])  # (bx, M, K)
+    wb = torch.stack([(w_int.long().remainder(16) >> j) & 1 for j in range(4)])  # (bw, out, K)
+    k = torch.einsum("bmk,jok->bmjo", xb, wb)
+    n = xb.sum(-1)[:, :, None, None]
+    assert torch.equal(got, k + n1 * n)
+    assert int(got.max()) > 1 << 23  # the regime where float32 would round
+    # the same product in float32 rounds somewhere in that range (what the float64 path avoids)
+    exact = (k + n1 * n)[:, 0, :, 0]  # sample 0 (all rows active), output 0 (random weights)
+    assert bool((exact % 2 == 1).any()) and int(exact.max()) > 1 << 24
+    t32 = F.linear(xb[:, 0].float(), wmat[:, 0].float()) + 0.5
+    assert not torch.equal(t32.to(torch.int64), exact)
+
+
+@pytest.mark.parametrize("mode_of", [lambda lv: Mode.instance(lv, 0, "fast"),
+                                     lambda lv: Mode.stochastic(lv, "resampled")])
+def test_linear_adc_forms_warn_where_the_adc_matters(mode_of):
+    """At level 1 on the default column a conversion's static error (~0.6 counts) is below
+    two 1-count steps, so rounding matters and the linear-ADC forms say so, once per layer;
+    at level 10 (~6 counts) they are silent. A coarse ADC always warns."""
+    import warnings
+
+    from sddhr import preset
+
+    layer = IMCLinear(600, 4, spec=preset("mram-22nm"))
+    x = torch.rand(2, 600)
+
+    def warnings_of(lv, times=2):
+        layer.mode = mode_of(lv)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(times):
+                layer(x)
+        return [w for w in caught if "treats the ADC as linear" in str(w.message)]
+
+    assert len(warnings_of(1.0)) == 1
+    layer.set_spec(preset("mram-22nm"))  # resets the once-per-layer record
+    assert warnings_of(10.0) == []
+    layer.set_spec(preset("mram-22nm").replace(column={"adc_bits": 5}))
+    assert len(warnings_of(10.0)) == 1

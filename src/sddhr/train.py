@@ -79,7 +79,7 @@ class TrainConfig(_Cfg):
     variant: Literal[VARIANTS] = "composed"
     table: str | None = Field(None, description="sddhr (exact / composed): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
-    instance_impl: Literal[IMPLS] = "fast"
+    instance_impl: Literal[IMPLS] = "bit_true"
     noise_std: float = Field(0.05, ge=0, le=MAX_NOISE_STD, description="noise recipe: weight noise / max|w|")
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(128, ge=1, le=65536)

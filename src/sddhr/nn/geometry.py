@@ -55,7 +55,7 @@ class LinearColumns:
     def grouped(self, y):
         return y.reshape(-1, 1, self.out_features, 1)
 
-    def conversions(self, x_int, wmat, fn, gain, bias=0.0):
+    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32):
         bx, bw, rows = self.spec.macro.x_bits, self.spec.macro.w_bits, self.spec.column.rows
         lead, k = x_int.shape[:-1], x_int.shape[-1]
         x2 = x_int.reshape(-1, k)
@@ -63,10 +63,10 @@ class LinearColumns:
         dev = x_int.device
         y = torch.zeros(m, 1, out, device=dev, dtype=torch.float32)
         segs = segment_bounds(k, rows)
-        wsegs = [wmat[:, :, a:b].reshape(bw * out, b - a).t().float().contiguous() for a, b in segs]
+        wsegs = [wmat[:, :, a:b].reshape(bw * out, b - a).t().to(dtype).contiguous() for a, b in segs]
         pb, pj = _shift_add_weights(gain, bx, bw, dev)
         for sl in chunks(x2, bx * bw * out):
-            xb = bit_planes(x2[sl], bx)  # (bx, mc, K)
+            xb = bit_planes(x2[sl], bx).to(dtype)  # (bx, mc, K)
             mc = xb.shape[1]
             for (a, b), ws in zip(segs, wsegs):
                 xs = xb[:, :, a:b].reshape(bx * mc, b - a)
@@ -124,14 +124,14 @@ class Conv2dColumns:
         kg = (self.in_channels // self.groups) * khw
         return [(a, b, a // khw, -(-b // khw)) for a, b in segment_bounds(kg, self.spec.column.rows)]
 
-    def _segment_weights(self, wmat: torch.Tensor):
+    def _segment_weights(self, wmat: torch.Tensor, dtype=torch.float32):
         """Per segment: ``wmat`` (B_w, out, K_g) restricted to the segment's channels, rows
         outside the segment zeroed, as (groups * B_w * out/groups, C_s, kh, kw) for one
         grouped conv whose output channels are ordered (group, weight plane, channel)."""
         bw, g = wmat.shape[0], self.groups
         per, cg = self.out_channels // g, self.in_channels // g
         kh, kw = self.kernel_size
-        w4 = wmat.float().reshape(bw, g, per, cg * kh * kw)
+        w4 = wmat.to(dtype).reshape(bw, g, per, cg * kh * kw)
         out = []
         for a, b, c0, c1 in self._segments():
             ws = w4[..., c0 * kh * kw : c1 * kh * kw].clone()
@@ -141,18 +141,18 @@ class Conv2dColumns:
             out.append((c0, c1, ws.contiguous()))
         return out
 
-    def conversions(self, x_int, wmat, fn, gain, bias=0.0):
+    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32):
         bx, bw, g = self.spec.macro.x_bits, self.spec.macro.w_bits, self.groups
         nb, c, h, w = x_int.shape
         ho, wo = self.out_hw(h, w)
         per, cg = self.out_channels // g, c // g
         dev = x_int.device
         y = torch.zeros(nb * g, 1, per * ho * wo, device=dev, dtype=torch.float32)
-        wsegs = self._segment_weights(wmat)
-        conv_bias = torch.full((g * bw * per,), bias, device=dev) if bias else None
+        wsegs = self._segment_weights(wmat, dtype)
+        conv_bias = torch.full((g * bw * per,), bias, device=dev, dtype=dtype) if bias else None
         pb, pj = _shift_add_weights(gain, bx, bw, dev)
         for sl in chunks(x_int, bx * bw * self.out_channels * ho * wo):
-            xb = bit_planes(x_int[sl], bx)  # (bx, nc, C, H, W)
+            xb = bit_planes(x_int[sl], bx).to(dtype)  # (bx, nc, C, H, W)
             ncur = xb.shape[1]
             xb = xb.view(bx * ncur, g, cg, h, w)
             ys = y[sl.start * g : (sl.start + ncur) * g]

@@ -114,11 +114,11 @@ class IMCLayer(nn.Module):
         """An output-shaped tensor viewed as (samples, groups, out / groups, positions)."""
         raise NotImplementedError
 
-    def conversions(self, x_int, wmat, fn, gain: float, bias: float = 0.0) -> torch.Tensor:
+    def conversions(self, x_int, wmat, fn, gain: float, bias: float = 0.0, dtype=torch.float32) -> torch.Tensor:
         """``gain * sum_{s,b,j} 2^b s_j 2^j fn(t_sbj)`` over every conversion, where ``t`` is
         the product of the input bit planes with the rows of ``wmat`` (B_w, out, K_g) in the
-        segment (plus ``bias``); ``fn`` maps a float32 tensor of ``t`` (in place allowed)
-        to digital values."""
+        segment (plus ``bias``), computed in ``dtype``; ``fn`` maps a tensor of ``t`` (in place
+        allowed) to float32 digital values."""
         raise NotImplementedError
 
     def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:

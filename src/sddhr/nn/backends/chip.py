@@ -3,6 +3,8 @@ forward pass (the ``resampled`` S-DDHR variant)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...device import CellModel
@@ -10,6 +12,29 @@ from ...hardware import effective_weights, programmed, weight_bit_planes
 from .base import Backend, register
 from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
+
+
+def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
+    """Warn once per layer when a linear-ADC form is used where the ADC changes the result:
+    conversions of these weights can clip or coarsen, or the static error of a typical
+    conversion (half the segment's rows active, half of them P cells) is below 2 ADC steps,
+    so that rounding suppresses part of it (at 1 step the sd of a fast chip is ~1.4x the
+    bit-true one for sparse inputs)."""
+    col = layer.spec.column
+    if layer.conversions_lossless(w_int):
+        cm = CellModel(layer.spec.device, level, col.calibrated)
+        n = min(col.rows, layer.rows_per_output()) / 2.0
+        sd = math.sqrt(n / 2.0 * (cm.var("P") + cm.var("AP")))
+        if sd >= 2.0 * col.step:
+            return
+        why = f"the static error of a typical conversion ({sd:.2f} counts) is below 2 ADC steps ({col.step:g} each)"
+    else:
+        why = f"conversions of these weights clip or coarsen (rows={col.rows}, adc_bits={col.adc_bits})"
+    layer.warn_once(
+        "linear-adc",
+        f"{type(layer).__name__} (layer {layer.layer_id}): {what} treats the ADC as linear, but {why}; "
+        "use the bit-true chip (impl='bit_true') or the 'faithful' / 'exact' S-DDHR variants here",
+    )
 
 
 class _FrozenChip(Backend):
@@ -49,6 +74,7 @@ class ChipFastBackend(_FrozenChip):
     matrix ``sum_j s_j 2^j c_j`` (one product; drops the ADC's rounding and clipping)."""
 
     def effective_weights(self, layer, w_int):
+        warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
         return self.programmed(layer, w_int)[1].view(w_int.shape).clone()
 
 
@@ -63,6 +89,7 @@ class ResampledBackend(Backend):
         self._cell_model: CellModel | None = None
 
     def effective_weights(self, layer, w_int):
+        warn_if_adc_matters(layer, w_int, self.mode.level, "the resampled S-DDHR variant")
         if self._cell_model is None:
             self._cell_model = CellModel(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
         return get_weight_sampler(self._cell_model, layer.spec.macro.w_bits, w_int.device).sample(w_int)

@@ -33,7 +33,9 @@ class ExactBackend(_FromTable):
         # weights w + N + 1 make each conversion's product k + (N + 1) n, the table row
         # (+ 1/2 so that truncation rounds)
         wmat = weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits).add_(sampler.n1)
-        return layer.conversions(x_int, wmat, sampler.draw, 1.0, bias=0.5)
+        # float32 holds row + 1/2 exactly below 2^23 (N <= 2895 rows); larger columns use float64
+        dtype = torch.float32 if sampler.n1 * sampler.n1 < 1 << 23 else torch.float64
+        return layer.conversions(x_int, wmat, sampler.draw, 1.0, bias=0.5, dtype=dtype)
 
 
 @register("stochastic", "composed")
