@@ -154,7 +154,8 @@ def _cmd_fit_device(args) -> int:
 TRAIN_FLAGS = {
     "recipe": "recipe", "arch": "arch", "width": "width", "keep_digital": "keep_digital", "level": "level",
     "variant": "variant", "table": "table", "chip_seed": "chip_seed", "instance_impl": "instance_impl",
-    "noise_std": "noise_std", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+    "noise_std": "noise_std", "weight_step_scale": "weight_step_scale",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
     "seed": "seed", "init_from": "init_from", "max_steps": "max_steps_per_epoch", "data": "data.name",
     "data_dir": "data.data_dir", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
 }
@@ -314,6 +315,9 @@ def _add_train_args(p, e):
     p.add_argument("--chip-seed", type=int, help="ddhr: the training chip's seed")
     p.add_argument("--instance-impl", choices=e.IMPLS, help="ddhr: chip model during training (default bit_true)")
     p.add_argument("--noise-std", type=float, help="noise recipe: weight noise relative to max|w|")
+    p.add_argument("--weight-step-scale", type=float,
+                   help="weight step / (max|w| / qmax), in (0, 4] (default: 1 for float / conventional, "
+                        "0.35 for ddhr / sddhr / noise)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -355,8 +359,9 @@ def _add_eval_args(p, e):
     from .executors import EXECUTORS
 
     g = p.add_argument_group("parallel evaluation")
-    g.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="serial: this process; local (default): a process per core; ray: a Ray cluster")
+    g.add_argument("--executor", choices=EXECUTORS,
+                   help="serial: this process; local: a process per core; ray: a Ray cluster (default: local, "
+                        "after a start in this process that leaves short sweeps serial)")
     g.add_argument("--workers", type=int, help="worker processes (local) / CPUs of a local Ray (default: all cores)")
     g.add_argument("--ray-address", help="Ray cluster to connect to (default $RAY_ADDRESS, else a local Ray)")
     g = p.add_argument_group("evaluate under another hardware spec (optional; changes the preset)")

@@ -72,9 +72,10 @@ def build_model(
     keep_digital: Sequence[str] = ("first",),
     width: int | None = None,
     per_channel: bool = True,
+    w_step_scale: float = 1.0,
 ) -> nn.Module:
     """Reference network ``arch`` (``mlp``, ``cnn`` or ``vgg``); with a ``spec``, its layers
-    (except ``keep_digital``) become IMC layers."""
+    (except ``keep_digital``) become IMC layers (weight step ``w_step_scale`` x max-abs)."""
     if arch not in ARCHS:
         raise SpecError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
     if len(in_shape) != 3 or min(in_shape) < 1:
@@ -86,5 +87,5 @@ def build_model(
     else:
         model = vgg(in_shape, classes, width or 64)
     if spec is not None:
-        convert(model, spec, keep_digital=keep_digital, per_channel=per_channel)
+        convert(model, spec, keep_digital=keep_digital, per_channel=per_channel, w_step_scale=w_step_scale)
     return model

@@ -28,6 +28,7 @@ def convert(
     keep_digital: Iterable[str] = (),
     per_channel: bool = True,
     learn_act_range: bool = True,
+    w_step_scale: float = 1.0,
 ) -> nn.Module:
     """Replace every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` (in place) by its IMC version.
 
@@ -53,7 +54,7 @@ def convert(
         if name in keep:
             continue
         old = model.get_submodule(name)
-        wq = WeightQuantizer(spec.macro.w_bits, per_channel)
+        wq = WeightQuantizer(spec.macro.w_bits, per_channel, w_step_scale)
         aq = ActQuantizer(spec.macro.x_bits, learn=learn_act_range)
         dev, dt = old.weight.device, old.weight.dtype
         if isinstance(old, nn.Linear):
@@ -118,6 +119,13 @@ def using_mode(model: nn.Module, mode: Mode) -> Iterator[nn.Module]:
     finally:
         for layer, m in old:
             layer.mode = m
+
+
+def set_weight_step_scale(model: nn.Module, step_scale: float) -> nn.Module:
+    """Set every IMC layer's weight-quantiser step scale (see :class:`WeightQuantizer`)."""
+    for _, layer in imc_layers(model):
+        layer.wq.step_scale = step_scale
+    return model
 
 
 def set_spec(model: nn.Module, spec: HardwareSpec) -> nn.Module:

@@ -72,11 +72,12 @@ class IMCLayer(nn.Module):
 
     # ---- spec travels with the model
     def get_extra_state(self):
-        return {"spec": self.spec.to_json(), "layer_id": self.layer_id}
+        return {"spec": self.spec.to_json(), "layer_id": self.layer_id, "w_step_scale": self.wq.step_scale}
 
     def set_extra_state(self, state):
         self.set_spec(HardwareSpec.from_json(state["spec"]))
         self.layer_id = int(state["layer_id"])
+        self.wq.step_scale = state.get("w_step_scale", 1.0)  # checkpoints before the option: 1
 
     def set_spec(self, spec: HardwareSpec) -> None:
         """Evaluate / train under another spec (bit widths of the quantisers follow)."""

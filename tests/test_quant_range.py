@@ -1,0 +1,62 @@
+"""The weight quantiser's range option (step scale): closed form, persistence in checkpoints,
+and the recipe defaults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sddhr.config import SpecError
+from sddhr.nn import IMCLinear, WeightQuantizer, imc_layers
+from sddhr.train import NOISY_STEP_SCALE, load_model, make_config, train
+from tests import helpers
+
+
+@pytest.mark.parametrize("c", [1.0, 0.35, 2.0])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_step_scale_closed_form(c, per_channel):
+    w = torch.randn(5, 40, generator=torch.Generator().manual_seed(1))
+    q, s = WeightQuantizer(4, per_channel, step_scale=c)(w)
+    m = w.abs().amax(1, keepdim=True) if per_channel else w.abs().max()
+    step = (m / 7 * c).numpy()
+    ref = np.clip(np.round(w.numpy() / step), -7, 7)
+    np.testing.assert_array_equal(q.detach().numpy(), ref)
+    np.testing.assert_allclose(s.numpy() * np.ones((5, 1)), step * np.ones((5, 1)), rtol=1e-6)
+    if c < 1:  # the largest weights clip at +-qmax
+        assert (q.abs() == 7).float().mean() > 1.0 / 40
+
+
+def test_step_scale_is_validated():
+    for bad in (0.0, -1.0, 5.0, "x"):
+        with pytest.raises(SpecError, match="step scale"):
+            WeightQuantizer(4, step_scale=bad)
+
+
+def test_step_scale_travels_with_the_layer_state():
+    a = IMCLinear(8, 3, spec=helpers.spec_of())
+    a.wq.step_scale = 0.35
+    b = IMCLinear(8, 3, spec=helpers.spec_of())
+    b.load_state_dict(a.state_dict())
+    assert b.wq.step_scale == 0.35
+    old = a.state_dict()
+    old["_extra_state"] = {k: v for k, v in old["_extra_state"].items() if k != "w_step_scale"}
+    b.load_state_dict(old)  # a checkpoint from before the option: max-abs step
+    assert b.wq.step_scale == 1.0
+
+
+def test_recipe_defaults_and_fine_tunes(tmp_path, tiny_splits):
+    tr, te = tiny_splits
+    spec = {"name": "tiny", "column": {"rows": 16, "adc_bits": 5}, "macro": {"w_bits": 3, "x_bits": 3}}
+    base = {"arch": "mlp", "width": 4, "hardware": spec, "epochs": 1, "batch_size": 16, "data": {"name": "digits"}}
+    assert make_config({**base, "recipe": "conventional"}).step_scale() == 1.0
+    assert make_config({**base, "recipe": "sddhr"}).step_scale() == NOISY_STEP_SCALE
+    assert make_config({**base, "recipe": "sddhr", "weight_step_scale": 0.5}).step_scale() == 0.5
+    train(make_config({**base, "recipe": "conventional"}), tmp_path / "conv", train_split=tr, test_split=te,
+          progress=False)
+    train(make_config({**base, "recipe": "sddhr", "level": 2, "variant": "resampled",
+                       "init_from": str(tmp_path / "conv")}), tmp_path / "sd", train_split=tr, test_split=te,
+          progress=False)
+    for run, c in (("conv", 1.0), ("sd", NOISY_STEP_SCALE)):
+        model, _, _ = load_model(tmp_path / run)
+        assert {layer.wq.step_scale for _, layer in imc_layers(model)} == {c}
