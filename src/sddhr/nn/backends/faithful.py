@@ -21,8 +21,9 @@ sums of few skewed cells); ``mu = k m_P + (n - k) m_AP``. With ``a_bj = 2^b s_j 
 
 Two evaluations (docs/MODEL.md, "faithful"):
 
-* **fast form** (no k): ``R``, ``U`` and ``g = E_T - mu`` averaged over k ~ Binomial(n, p),
-  p the weights' density of 1 bits; two products ``lin(x, w)``, ``lin(x^2, w2)`` (``w2 =
+* **fast form** (no k): ``R``, ``V_T`` and ``g = E_T - mu`` averaged over k ~ Binomial(n, p),
+  p the weights' density of 1 bits, and ``U(n) = E_k[V_T] - R(n)^2 E_k[V_e]`` (so that each
+  conversion's own variance stays the table's on average); two products ``lin(x, w)``, ``lin(x^2, w2)`` (``w2 =
   sum_j 4^j bit_j(w)``) and active-row counts of the input planes and of their pairwise
   ANDs per segment (:meth:`IMCLayer.segment_counts`):
 
@@ -100,8 +101,9 @@ class FaithfulTables:
         self._k_tables: dict[str, dict] = {}
 
     def n_only(self, p: float, device) -> dict[str, torch.Tensor]:
-        """k ~ Binomial(n, p) averages, float32 [N+1] on ``device``: ``r``, ``u``, ``g``,
-        ``vt`` and ``gvar`` (the variance over k of ``g``: the fast form's phase error)."""
+        """k ~ Binomial(n, p) averages, float32 [N+1] on ``device``: ``r``, ``g``, ``vt``,
+        ``u = vt - r^2 E_k[V_e]`` and ``gvar`` (the variance over k of ``g``: the fast
+        form's phase error)."""
         pk = round(min(max(float(p), 0.0), 1.0), 3)
         key = (pk, str(device))
         if key in self._n_only:
@@ -115,7 +117,12 @@ class FaithfulTables:
         wgt = np.where(self.valid, np.exp(np.where(self.valid, lw, -np.inf)), 0.0)
         wgt /= wgt.sum(1, keepdims=True)
         gbar = (wgt * self.g).sum(1, keepdims=True)
-        vals = {name: (wgt * getattr(self, name)).sum(1) for name in ("r", "u", "g", "vt")}
+        vals = {name: (wgt * getattr(self, name)).sum(1) for name in ("r", "g", "vt")}
+        # U(n) = E_k[V_T] - R(n)^2 E_k[V_e]: with the fast form's diagonal R(n)^2 V_e this
+        # keeps each conversion's variance at the table's V_T on average over k (E_k[V_T -
+        # R^2 V_e] would lose E_k[R^2] - R(n)^2 where R depends on the phase of k)
+        ve = np.arange(self.n1) * (pk * self.v_p + (1 - pk) * self.v_ap)
+        vals["u"] = np.maximum(vals["vt"] - vals["r"] ** 2 * ve, 0.0)
         vals["gvar"] = (wgt * (self.g - gbar) ** 2).sum(1)
         out = {name: torch.as_tensor(v, dtype=torch.float32, device=device) for name, v in vals.items()}
         self._n_only[key] = out
