@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ._io import check_writable
 from .config import HardwareSpec, SpecError
 from .evaluate import EvalConfig, save_results
-from .executors import Executor, make_executor
+from .executors import Executor, SerialExecutor, available_cpus, make_executor
 from .nn import Mode, set_spec, using_mode
 from .runlock import run_lock
 from .store import ResultsStore, fingerprint, model_identity
@@ -270,7 +270,7 @@ class _Progress:
 
 def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = None, names: list[str] | None = None,
             device="cpu", spec: HardwareSpec | None = None, progress: bool = True,
-            splits: SplitCache | None = None, executor: str | Executor = "serial", workers: int | None = None,
+            splits: SplitCache | None = None, executor: str | Executor | None = "serial", workers: int | None = None,
             ray_address: str | None = None) -> list[dict]:
     """Evaluate checkpoints on the same chip instances, each on its own test data (or the
     fields ``cfg.data`` sets). Names default to the recipes (``recipe-i`` when a recipe repeats).
@@ -280,7 +280,8 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
     of the same command computes only what is missing, a different configuration (other
     checkpoints, levels, chips, data, spec) is refused, and ``results.json`` / CSVs are
     written from the store at the end. ``executor`` (``serial``, ``local``, ``ray`` or an
-    :class:`~sddhr.executors.Executor`) runs the jobs; every executor gives the same numbers.
+    :class:`~sddhr.executors.Executor`; None: ``local`` once the sweep is long enough, see
+    :data:`AUTO_SERIAL_SECONDS`) runs the jobs; every executor gives the same numbers.
     """
     if names and len(names) != len(checkpoints):
         raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
@@ -333,8 +334,10 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
 
 _BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
 
-#: jobs a sweep may run before it is worth starting worker processes (see docs/SCALING.md)
-MIN_JOBS_FOR_WORKERS = 4
+#: the default executor (``executor=None``: ``local``) first runs jobs in this process and
+#: starts worker processes only once the remaining jobs would take longer than this many
+#: seconds here (worker start-up, a few seconds, would otherwise dominate; docs/SCALING.md)
+AUTO_SERIAL_SECONDS = 10.0
 
 
 def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool, store) -> list:
@@ -342,30 +345,53 @@ def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool
     rows: list = [None] * len(tasks)
     if not tasks:
         return rows
-    if isinstance(executor, str) and executor != "serial" and len(tasks) < MIN_JOBS_FOR_WORKERS:
-        executor = "serial"  # a few jobs finish before worker processes would have started
-    kwargs = {"address": ray_address} if executor == "ray" and ray_address else {}
-    ex = make_executor(executor, workers, **kwargs) if isinstance(executor, str) else executor
     bar = _Progress([t.job for t in tasks], progress)
+
+    def finished(i: int, row: dict) -> None:
+        rows[i] = row
+        job = tasks[i].job
+        if store is not None:
+            if job.kind == "instance":
+                store.put({k: row[k] for k in ("model", "level", "seed", "accuracy", "seconds")})
+            else:
+                own = job.kind == "own"
+                store.put_baseline(job.model, _BASELINE[job.kind], row["accuracy"], level=job.level if own else None,
+                                   seed=job.seed if own else None, seconds=row["seconds"])
+        bar.done(job, store.rows if store is not None else
+                 lambda m: [r for r in rows if r is not None and r["model"] == m and r["kind"] == "instance"])
+
     try:
-        for i, row in ex.imap_unordered(run_job_from_checkpoint, tasks):
-            rows[i] = row
-            job = tasks[i].job
-            if store is not None:
-                if job.kind == "instance":
-                    store.put({k: row[k] for k in ("model", "level", "seed", "accuracy", "seconds")})
-                else:
-                    own = job.kind == "own"
-                    store.put_baseline(job.model, _BASELINE[job.kind], row["accuracy"],
-                                       level=job.level if own else None, seed=job.seed if own else None,
-                                       seconds=row["seconds"])
-            bar.done(job, store.rows if store is not None else
-                     lambda m: [r for r in rows if r is not None and r["model"] == m and r["kind"] == "instance"])
+        start = 0
+        if executor is None:  # local, after a serial start that measures the jobs
+            executor, times = "local", []
+            for i, task in SerialExecutor().imap_unordered(run_job_from_checkpoint, tasks):
+                finished(i, task)
+                times.append(task["seconds"])
+                start = i + 1
+                left = len(tasks) - start
+                per_job = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else None  # the first one loads
+                if per_job is not None and (left * per_job > AUTO_SERIAL_SECONDS or left == 0):
+                    break
+            if start == len(tasks) or available_cpus() < 2 and workers is None:
+                executor = "serial"
+        rest = list(range(start, len(tasks)))
+        if rest:
+            _run_on(executor, workers, ray_address, [tasks[i] for i in rest],
+                    lambda j, row: finished(rest[j], row))
     finally:
         bar.close()
+    return rows
+
+
+def _run_on(executor, workers, ray_address, tasks: list[Task], finished) -> None:
+    kwargs = {"address": ray_address} if executor == "ray" and ray_address else {}
+    ex = make_executor(executor, workers, **kwargs) if isinstance(executor, str) else executor
+    try:
+        for i, row in ex.imap_unordered(run_job_from_checkpoint, tasks):
+            finished(i, row)
+    finally:
         if isinstance(executor, str):
             ex.close()
-    return rows
 
 
 __all__ = ["Job", "SplitCache", "Task", "collect", "compare", "evaluate_checkpoint", "load_splits", "load_test_split",
