@@ -44,6 +44,7 @@ the k form runs when the batch median exceeds :data:`Z_THRESHOLD`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 
@@ -62,6 +63,8 @@ from .base import Backend, register
 #: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
 Z_THRESHOLD = 0.02
 FORMS = ("auto", "fast", "k")
+#: column order of ``FaithfulTables.n_only(...)["all"]``
+N_ONLY = ("r", "g", "u", "vt", "gvar")
 _MAX_CACHED = 8
 _TABLES: OrderedDict[tuple, tuple[ColumnTable, FaithfulTables]] = OrderedDict()
 
@@ -125,6 +128,8 @@ class FaithfulTables:
         vals["u"] = np.maximum(vals["vt"] - vals["r"] ** 2 * ve, 0.0)
         vals["gvar"] = (wgt * (self.g - gbar) ** 2).sum(1)
         out = {name: torch.as_tensor(v, dtype=torch.float32, device=device) for name, v in vals.items()}
+        # the same columns side by side, for one gather per count tensor: [N+1, 5]
+        out["all"] = torch.stack([out[name] for name in N_ONLY], 1).contiguous()
         self._n_only[key] = out
         while len(self._n_only) > 64:
             self._n_only.popitem(last=False)
@@ -152,6 +157,50 @@ def faithful_tables(table: ColumnTable, level: float) -> FaithfulTables:
     while len(_TABLES) > _MAX_CACHED:
         _TABLES.popitem(last=False)
     return ft
+
+
+def _plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (sample, group, segment, position): active rows ``n`` of each input plane
+    (B_x, ...) and of each pair's AND ``N_bb'``, b < b' (B_x (B_x - 1) / 2, ...). Two counts
+    share one float32 plane (``q + M q'``, M a power of two above N; exact below 2^24), so
+    that :meth:`IMCLayer.segment_counts` runs on half as many planes."""
+    bx, rows = layer.spec.macro.x_bits, layer.spec.column.rows
+    xu = x_int.to(torch.uint8)
+    bits = [(xu >> b).bitwise_and_(1) for b in range(bx)]
+    qs = bits + [bits[b] & bits[c] for b in range(bx) for c in range(b + 1, bx)]
+    m = 1 << max(1, rows.bit_length())
+    if (rows + 1) * m > 1 << 24:  # too large to pack: one plane per count
+        cnt = layer.segment_counts(torch.stack([q.to(torch.float32) for q in qs]))
+        return cnt[:bx], cnt[bx:]
+    packed = torch.stack([qs[i].to(torch.float32).add_(qs[i + 1], alpha=m) if i + 1 < len(qs)
+                          else qs[i].to(torch.float32) for i in range(0, len(qs), 2)])
+    cnt = layer.segment_counts(packed)
+    hi = torch.floor(cnt / m)
+    lo = cnt.sub_(hi, alpha=m)
+    out = torch.stack([lo, hi], 1).flatten(0, 1)[: len(qs)]
+    return out[:bx], out[bx:]
+
+
+def _lookup(nt: dict, n: torch.Tensor) -> torch.Tensor:
+    """The n-only tables (:data:`N_ONLY` columns) at counts ``n`` (float): ``(*n.shape, 5)``."""
+    return nt["all"].index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
+
+
+@contextlib.contextmanager
+def _integer_products(device: torch.device, x_bits: int, w_bits: int):
+    """TF32 allowed on CUDA for the fast form's two products: TF32 keeps 11 significant
+    bits, so integer inputs below 2^11 (x, w; x^2 and w2 for B_x, B_w <= 5) are exact and
+    the sums accumulate in float32 (the layer turns TF32 off around hardware products)."""
+    if device.type != "cuda" or max(x_bits, w_bits) > 5:
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @register("stochastic", "faithful")
@@ -200,20 +249,23 @@ class FaithfulBackend(Backend):
 
     # ---------------------------------------------------------------- switch
     def _phase_ratio(self, layer, x_int, nt):
-        """Median over the batch's output rows (samples x groups x positions) of ``z``, and
-        the per-chunk n counts (reused by the fast form)."""
+        """Median over the batch's output rows (samples x groups x positions) of ``z`` (rows
+        where it is 0 / 0 left out), and per chunk the n counts and their lookups (reused by
+        the fast form)."""
         bx = layer.spec.macro.x_bits
         p4 = 4.0 ** torch.arange(bx, device=x_int.device, dtype=torch.float32)
         zs, counts = [], []
         for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-            n = layer.segment_counts(bit_planes(x_int[sl], bx)).to(torch.int64)  # (bx, nc, G, S, P)
-            counts.append((sl, n))
-            num = torch.tensordot(p4, nt["gvar"][n].sum(3), 1)
-            den = torch.tensordot(p4, nt["vt"][n].sum(3), 1)
-            keep = (den > 0) | (num > 0)
-            zs.append(torch.where(den > 0, num / den.clamp(min=1e-30), torch.full_like(num, math.inf))[keep])
+            n, npair = _plane_counts(layer, x_int[sl])  # (bx, nc, G, S, P), (pairs, ...)
+            looked = _lookup(nt, n)
+            counts.append((sl, n, npair, looked))
+            num = torch.tensordot(p4, looked[..., N_ONLY.index("gvar")].sum(3), 1)
+            den = torch.tensordot(p4, looked[..., N_ONLY.index("vt")].sum(3), 1)
+            z = num.div_(den)  # inf where only the phase error is left, NaN for 0 / 0
+            zs.append(z.reshape(-1))
         z = torch.cat(zs) if zs else torch.zeros(0)
-        return (float(z.median()) if z.numel() else 0.0), counts
+        med = float(torch.nanmedian(z)) if z.numel() else math.nan
+        return (0.0 if math.isnan(med) else med), counts
 
     # ---------------------------------------------------------------- fast form
     def _fast_form(self, layer, x_int, w_int, ft, nt, counts=None):
@@ -221,39 +273,47 @@ class FaithfulBackend(Backend):
         dev = x_int.device
         s4 = (4.0**bw - 1) / 3.0
         w2 = square_code(w_int, bw, signed=True)
-        p2 = 2.0 ** torch.arange(bx, device=dev, dtype=torch.float32)
+        p2 = [2.0**b for b in range(bx)]
         pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
-        ib = torch.tensor([b for b, _ in pairs], device=dev, dtype=torch.int64)
-        ic = torch.tensor([c for _, c in pairs], device=dev, dtype=torch.int64)
-        pair_w = 2.0 * p2[ib] * p2[ic]  # 2 * 2^(b+b') for b < b'
+        ir, ig, iu = (N_ONLY.index(name) for name in ("r", "g", "u"))
         if counts is None:
-            counts = [(sl, None) for sl in layer.chunks(x_int, layer.out_per_item(x_int))]
+            counts = []
+            for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
+                n, npair = _plane_counts(layer, x_int[sl])
+                counts.append((sl, n, npair, _lookup(nt, n)))
         mean_out = var_out = None
-        for sl, n in counts:
+        for sl, n, npair, looked in counts:
             xc = x_int[sl]
-            planes = bit_planes(xc, bx)
-            if n is None:
-                n = layer.segment_counts(planes).to(torch.int64)  # (bx, nc, G, S, P)
-            nf = n.to(torch.float32)
+            rb = looked[..., ir]  # (bx, nc, G, S, P)
+            # X2 = sum_{i in s} x_i^2 and f's numerator from the plane (pair) counts
+            x2 = torch.zeros_like(n[0])
+            num = torch.zeros_like(n[0])
+            for b in range(bx):
+                x2.add_(n[b], alpha=p2[b] ** 2)
+                num.addcmul_(rb[b] * rb[b], n[b], value=p2[b] ** 2)
             if pairs:
-                npair = layer.segment_counts(planes[ib] * planes[ic])  # (pairs, nc, G, S, P)
-            rb = nt["r"][n]
-            x2 = torch.tensordot(p2 * p2, nf, 1)  # sum_{i in s} x_i^2, (nc, G, S, P)
-            num = torch.tensordot(p2 * p2, rb * rb * nf, 1)
-            if pairs:
-                x2 = x2 + torch.tensordot(pair_w, npair, 1)
-                num = num + torch.tensordot(pair_w, rb[ib] * rb[ic] * npair, 1)
+                for q, (b, c) in enumerate(pairs):
+                    x2.add_(npair[q], alpha=2 * p2[b] * p2[c])
+                    num.addcmul_(rb[b] * rb[c], npair[q], value=2 * p2[b] * p2[c])
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
-            f = torch.where(x2 > 0, num / x2.clamp(min=1e-30), torch.zeros_like(x2))
-            g_sum = torch.tensordot(p2, nt["g"][n].sum(3), 1)
-            u_sum = torch.tensordot(p2 * p2, nt["u"][n].sum(3), 1)
-            x_sum = torch.tensordot(p2, nf.sum(3), 1)
-            mean = layer.lin(xc, w_int)
-            shape = mean.shape
-            var = layer.lin(xc * xc, w2)
-            mean = layer.grouped(mean).mul_(ft.m_p - ft.m_ap).sub_((ft.m_ap * x_sum + g_sum).unsqueeze(2))
-            var = (layer.grouped(var).mul_(ft.v_p - ft.v_ap).add_((s4 * ft.v_ap * x2).unsqueeze(2))
-                   .mul_(f.unsqueeze(2)).add_((s4 * u_sum).unsqueeze(2)))
+            f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
+            g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
+            u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx))
+            x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
+            # mean = (m_P - m_AP) lin(x, w) - (m_AP sum x + sum 2^b g);
+            # var = lin(x^2, w2) (v_P - v_AP) f + s4 (v_AP X2 f + sum 4^b U)
+            c_mean = (x_sum.mul_(ft.m_ap).add_(g_sum)).neg_().unsqueeze(2)
+            c_var = (x2.mul_(f).mul_(ft.v_ap).add_(u_sum)).mul_(s4).unsqueeze(2)
+            a_var = f.mul_(ft.v_p - ft.v_ap).unsqueeze(2)
+            with _integer_products(x_int.device, bx, bw):
+                lin1 = layer.lin(xc, w_int)
+                lin2 = layer.lin(xc * xc, w2)
+            shape = lin1.shape
+            mean = torch.add(c_mean, layer.grouped(lin1), alpha=ft.m_p - ft.m_ap)
+            var = torch.addcmul(c_var, layer.grouped(lin2), a_var)
+            del lin1, lin2
+            if len(counts) == 1:
+                return mean.view(shape), var.view(shape)
             if mean_out is None:
                 mean_out = torch.empty((x_int.shape[0], *shape[1:]), dtype=torch.float32, device=dev)
                 var_out = torch.empty_like(mean_out)
