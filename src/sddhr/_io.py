@@ -58,6 +58,8 @@ def spec_error(err: BaseException, path: str | Path, action: str = "write") -> S
     """A :class:`SpecError` for an ``OSError`` (or torch's write ``RuntimeError``) on ``path``."""
     if isinstance(err, OSError):
         return SpecError(os_error_message(err, path, action))
+    if _is_write_failure(err):  # torch's writer does not say why: the usual reason is space
+        return SpecError(f"{path}: cannot {action}: the write failed (full disk or quota?); nothing was replaced")
     return SpecError(f"{path}: cannot {action}: {err}")
 
 

@@ -68,7 +68,11 @@ def check_device(device: str) -> str:
 def _base_spec(args) -> HardwareSpec:
     """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`)."""
     if getattr(args, "spec_file", None):
-        return make_spec(read_json(args.spec_file, "--spec-file", "hardware spec"))
+        data = read_json(args.spec_file, "--spec-file", "hardware spec")
+        try:
+            return make_spec(data)
+        except SpecError as err:
+            raise SpecError(f"--spec-file {args.spec_file}: {err}") from None
     return preset(getattr(args, "preset", None) or DEFAULT_PRESET)
 
 

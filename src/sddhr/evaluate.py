@@ -103,18 +103,62 @@ def csv_text(rows: list[dict], fields: list[str]) -> str:
 
 
 def load_results(path: str | Path) -> dict:
+    """A results file (``results.json`` or its folder), checked to be one this package wrote:
+    a missing, non-UTF-8, malformed or incomplete file is a :class:`SpecError` naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
         raise SpecError(f"results file not found: {path}")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); not an sddhr results file") from None
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        from ._io import spec_error
+
+        raise spec_error(err, path, "read") from None
     if not isinstance(doc, dict) or "models" not in doc:
         raise SpecError(f"{path}: not an sddhr results file (no 'models')")
+    _check_results(doc, path)
     return doc
+
+
+def _check_results(doc: dict, path) -> None:
+    def bad(where: str, what: str):
+        raise SpecError(f"{path}: {where} {what}; not an sddhr results file (or a damaged one)")
+
+    if not isinstance(doc["models"], list) or not doc["models"]:
+        bad("models", "must be a non-empty list")
+    if not isinstance(doc.get("eval_config", {}), dict):
+        bad("eval_config", "must be a mapping")
+    for i, m in enumerate(doc["models"]):
+        where = f"models[{i}]"
+        if not isinstance(m, dict):
+            bad(where, "must be a mapping")
+        for key in ("name", "float", "ideal", "rows"):
+            if key not in m:
+                bad(where, f"lacks {key!r}")
+        if not isinstance(m["name"], str):
+            bad(f"{where}.name", "must be a string")
+        for key in ("float", "ideal"):
+            if not _is_number(m[key]):
+                bad(f"{where}.{key}", f"must be a number, got {m[key]!r}")
+        if not isinstance(m["rows"], list):
+            bad(f"{where}.rows", "must be a list")
+        for j, r in enumerate(m["rows"]):
+            if not isinstance(r, dict) or not all(_is_number(r.get(k)) for k in ("level", "seed", "accuracy")):
+                bad(f"{where}.rows[{j}]", "must have numeric level, seed and accuracy")
+        own = m.get("own_instance")
+        if own is not None and (not isinstance(own, dict) or not all(_is_number(own.get(k))
+                                                                     for k in ("level", "seed", "accuracy"))):
+            bad(f"{where}.own_instance", "must have numeric level, seed and accuracy")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 __all__ = ["EvalConfig", "csv_text", "format_table", "load_results", "make_eval_config", "save_results", "summarise"]

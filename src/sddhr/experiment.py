@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ._io import check_writable
 from .config import HardwareSpec, SpecError
+from .data import DataError
 from .evaluate import EvalConfig, save_results
 from .executors import Executor, SerialExecutor, available_cpus, make_executor
 from .nn import Mode, set_spec, using_mode
@@ -220,6 +221,10 @@ def _cached_split(test_json: str, trained_json: str):
     return load_test_split(DataConfig.model_validate_json(test_json), DataConfig.model_validate_json(trained_json))
 
 
+def one_line(err: BaseException) -> str:
+    return "; ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())
+
+
 def run_job_from_checkpoint(task: Task) -> dict:
     """Run ``task.job`` from its checkpoint file: the model and the test split are loaded
     once per process (a per-process cache), so this module-level function can be sent to
@@ -232,7 +237,19 @@ def run_job_from_checkpoint(task: Task) -> dict:
     return row
 
 
+def _raw_test_split(data: DataConfig):
+    """The test split of ``data`` with its own statistics (only its shape is used)."""
+    from .data import load_dataset
+
+    try:
+        return load_dataset(data.name, "test", data.data_dir, subset=data.test_subset)
+    except Exception:  # noqa: BLE001 - the caller reports the original error
+        return None
+
+
 def _check_fits(path, in_shape, classes, split, data: DataConfig) -> None:
+    if split is None:
+        return
     if tuple(split.in_shape) != tuple(in_shape) or int(split.classes) > int(classes):
         raise SpecError(f"{path}: the model takes {tuple(in_shape)} inputs and {classes} classes, the test data "
                         f"{data.name} has {tuple(split.in_shape)} inputs and {split.classes} classes; evaluate it "
@@ -294,8 +311,12 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
         ck = load_checkpoint(path)
         train_cfg, in_shape, classes = checkpoint_meta(ck, path)
         data = eval_data_for(train_cfg, cfg.data)
-        split = splits.get(data, train_cfg.data) if splits is not None else \
-            _cached_split(data.model_dump_json(), train_cfg.data.model_dump_json())
+        try:
+            split = splits.get(data, train_cfg.data) if splits is not None else \
+                _cached_split(data.model_dump_json(), train_cfg.data.model_dump_json())
+        except (SpecError, DataError) as err:
+            _check_fits(path, in_shape, classes, _raw_test_split(data), data)  # names a shape mismatch
+            raise SpecError(f"{path}: cannot evaluate on test data {data.name}: {one_line(err)}") from None
         _check_fits(path, in_shape, classes, split, data)
         taken = [m["name"] for m in models]
         name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")

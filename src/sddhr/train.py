@@ -56,7 +56,7 @@ RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "
 RECIPES = tuple(RECIPE_MODES)
 OPTIMIZERS = ("sgd", "adam")
 #: S-DDHR variants that compute from a column table (and so can take ``table``)
-TABLE_VARIANTS = ("exact", "composed")
+TABLE_VARIANTS = ("exact", "composed", "faithful")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -81,8 +81,8 @@ class TrainConfig(_Cfg):
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
     level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
-    variant: Literal[VARIANTS] = "composed"
-    table: str | None = Field(None, description="sddhr (exact / composed): abstraction table file (.npz)")
+    variant: Literal[VARIANTS] = "faithful"
+    table: str | None = Field(None, description="sddhr (exact / composed / faithful): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
     instance_impl: Literal[IMPLS] = "bit_true"
     noise_std: float = Field(0.05, ge=0, le=MAX_NOISE_STD, description="noise recipe: weight noise / max|w|")
@@ -192,7 +192,7 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
             data["level"] = level
             notes.append(f"level {level:g} from --table")
     if data.get("init_from"):
-        parent = make_config(_checkpoint_config(load_checkpoint(data["init_from"]), data["init_from"]))
+        parent = checkpoint_meta(load_checkpoint(data["init_from"]), data["init_from"])[0]
         parent = json.loads(parent.model_dump_json())
         taken, given = [], []
         for path in INHERITED:
