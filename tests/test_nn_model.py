@@ -210,3 +210,24 @@ def test_cuda_matches_cpu():
     loss = gpu(x.cuda()).square().mean()
     loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in gpu.parameters())
+
+
+def test_resnet20_is_the_cifar_resnet_and_feeds_the_macro_non_negative_inputs():
+    from sddhr.models import build_model
+
+    # 6n + 2 = 20 layers: stem, 9 blocks x 2 convs (16, 32, 64 channels), fc; parameter-free shortcuts
+    convs = [(3, 16)] + [(16, 16)] * 6 + [(16, 32), (32, 32)] + [(32, 32)] * 4 + [(32, 64), (64, 64)] + [(64, 64)] * 4
+    expected = sum(9 * a * b + 2 * b for a, b in convs) + 64 * 10 + 10
+    model = build_model("resnet20", (3, 32, 32), 10)
+    assert sum(p.numel() for p in model.parameters()) == expected  # 0.27 M
+    imc = build_model("resnet20", (3, 32, 32), 10, spec=spec_of(rows=64, adc_bits=6))
+    layers = imc_layers(imc)
+    assert len(layers) == 19  # the stem stays digital (signed pixels)
+    seen = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: seen.append(float(a[0].min()))) for _, layer in layers]
+    imc.eval()
+    with torch.no_grad():
+        out = imc(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 10) and len(seen) == 19 and min(seen) >= 0.0

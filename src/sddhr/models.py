@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import HardwareSpec, SpecError
 from .nn import convert
 
-ARCHS = ("mlp", "cnn", "vgg")
+ARCHS = ("mlp", "cnn", "vgg", "resnet20")
 
 
 def mlp(in_shape: Sequence[int], classes: int = 10, hidden: Sequence[int] = (256, 128)) -> nn.Sequential:
@@ -64,6 +66,57 @@ def vgg(in_shape: Sequence[int], classes: int = 10, width: int = 64) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 conv -> BN (-> ReLU) with an identity shortcut; a strided block subsamples the
+    shortcut and zero-pads its channels (parameter-free, so the block's only weights are its
+    two convs). Every conv sees a ReLU output (non-negative), as the macro requires."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = F.pad(short, (0, 0, 0, 0, 0, self.pad))
+        return F.relu(out + short)
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet (6n + 2 layers): a 3x3 stem, three stages of ``n`` basic blocks with
+    ``width``, ``2 width``, ``4 width`` channels (the last two start with stride 2), global
+    average pooling and a Linear classifier."""
+
+    def __init__(self, in_shape: Sequence[int], classes: int = 10, n: int = 3, width: int = 16):
+        super().__init__()
+        c = in_shape[0]
+        self.stem = nn.Conv2d(c, width, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        blocks, prev = [], width
+        for stage, ch in enumerate((width, 2 * width, 4 * width)):
+            for b in range(n):
+                blocks.append(BasicBlock(prev, ch, 2 if stage > 0 and b == 0 else 1))
+                prev = ch
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(prev, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.relu(self.bn(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def resnet20(in_shape: Sequence[int], classes: int = 10, width: int = 16) -> ResNet:
+    """ResNet-20 (He et al. 2016, CIFAR variant with parameter-free shortcuts): 0.27 M
+    parameters at width 16, the usual CIFAR-10 network of IMC papers."""
+    return ResNet(in_shape, classes, 3, width)
+
+
 def build_model(
     arch: str,
     in_shape: Sequence[int],
@@ -74,7 +127,7 @@ def build_model(
     per_channel: bool = True,
     w_step_scale: float = 1.0,
 ) -> nn.Module:
-    """Reference network ``arch`` (``mlp``, ``cnn`` or ``vgg``); with a ``spec``, its layers
+    """Reference network ``arch`` (``mlp``, ``cnn``, ``vgg`` or ``resnet20``); with a ``spec``, its layers
     (except ``keep_digital``) become IMC layers (weight step ``w_step_scale`` x max-abs)."""
     if arch not in ARCHS:
         raise SpecError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
@@ -84,8 +137,10 @@ def build_model(
         model = mlp(in_shape, classes) if width is None else mlp(in_shape, classes, (width * 4, width * 2))
     elif arch == "cnn":
         model = cnn(in_shape, classes, width or 16)
-    else:
+    elif arch == "vgg":
         model = vgg(in_shape, classes, width or 64)
+    else:
+        model = resnet20(in_shape, classes, width or 16)
     if spec is not None:
         convert(model, spec, keep_digital=keep_digital, per_channel=per_channel, w_step_scale=w_step_scale)
     return model
