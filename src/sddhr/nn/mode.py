@@ -39,7 +39,7 @@ class Mode:
     kind: Literal["float", "ideal", "instance", "stochastic", "noise"] = "ideal"
     level: float = 0.0
     seed: int = 0
-    variant: Literal["exact", "composed", "resampled", "faithful"] = "composed"
+    variant: Literal["exact", "composed", "resampled", "faithful"] = "faithful"
     impl: Literal["bit_true", "fast"] = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0
@@ -85,7 +85,7 @@ class Mode:
         return cls("instance", level=level, seed=seed, impl=impl)
 
     @classmethod
-    def stochastic(cls, level: float = 1.0, variant: str = "composed", table: ColumnTable | None = None) -> Mode:
+    def stochastic(cls, level: float = 1.0, variant: str = "faithful", table: ColumnTable | None = None) -> Mode:
         """S-DDHR at ``level``; with a ``table`` (e.g. ``ColumnTable.load``), the table's
         own level is used when it has one."""
         if table is not None and table.level == table.level:  # not NaN
