@@ -357,8 +357,8 @@ _BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
 
 #: the default executor (``executor=None``: ``local``) first runs jobs in this process and
 #: starts worker processes only once the remaining jobs would take longer than this many
-#: seconds here (worker start-up, a few seconds, would otherwise dominate; docs/SCALING.md)
-AUTO_SERIAL_SECONDS = 10.0
+#: seconds here (worker start-up, 5-20 s measured, would otherwise dominate; docs/SCALING.md)
+AUTO_SERIAL_SECONDS = 30.0
 
 
 def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool, store) -> list:
