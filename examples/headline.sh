@@ -5,8 +5,9 @@
 #   bash examples/headline.sh svhn    [DATA_DIR] [OUT]     (official train_32x32.mat / test_32x32.mat)
 # Environment knobs (defaults in brackets): EPOCHS_FLOAT, EPOCHS_CONV, EPOCHS_FT, LEVEL [10], INSTANCES [20],
 # IMPL [bit_true], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12 0.25 0.5"],
-# VARIANTS [S-DDHR variants to train: "exact composed resampled"], EXTRA [more train flags, e.g.
-# "--w-bits 3 --x-bits 3"].
+# VARIANTS [S-DDHR variants to train: "faithful exact composed resampled"], EXTRA [more train flags, e.g.
+# "--w-bits 3 --x-bits 3"], ARCH [mlp for mnist, vgg otherwise; resnet20 for the usual CIFAR network],
+# CHECK_CHIPS [3: bit-true chips per level of the fast-vs-bit-true check when IMPL=fast; 0 skips it].
 set -euo pipefail
 DS=${1:?data set: mnist, cifar10 or svhn}
 DATA=${2:-${SDDHR_DATA_DIR:?give DATA_DIR or set SDDHR_DATA_DIR}}
@@ -17,13 +18,13 @@ INSTANCES=${INSTANCES:-20}
 IMPL=${IMPL:-bit_true}
 DEVICE=${DEVICE:-cpu}
 NOISE_STDS=${NOISE_STDS:-"0.03 0.06 0.12 0.25 0.5"}
-VARIANTS=${VARIANTS:-"exact composed resampled"}
+VARIANTS=${VARIANTS:-"faithful exact composed resampled"}
 if [ "$DS" = mnist ]; then
-  ARCH=mlp; EPOCHS_FLOAT=${EPOCHS_FLOAT:-8}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
+  ARCH=${ARCH:-mlp}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-8}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
   KEEP=(--keep-digital)   # every layer on the IMC macro
   AUG=(--no-augment)
 else
-  ARCH=vgg; EPOCHS_FLOAT=${EPOCHS_FLOAT:-15}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
+  ARCH=${ARCH:-vgg}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-15}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
   KEEP=(--keep-digital first)   # normalised RGB input is signed: the first conv stays digital
   AUG=()
 fi
@@ -50,3 +51,11 @@ echo "== tuned noise baseline: $BEST"
   --levels 1 2 4 6 8 10 --instances "$INSTANCES" --impl "$IMPL" ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} \
   --device "$DEVICE" --out "$OUT/compare"
 "$SDDHR" report "$OUT/compare" --title "$DS $ARCH, mram-22nm ${EXTRA:-4b/4b}, S-DDHR trained at level $LEVEL"
+
+# fast chips: check them against bit-true chips on a few chips at two levels
+if [ "$IMPL" = fast ] && [ "${CHECK_CHIPS:-3}" -gt 0 ]; then
+  "$SDDHR" compare "$OUT/conventional" $(for v in $VARIANTS; do echo "$OUT/sddhr-$v"; done) \
+    --names conventional $(for v in $VARIANTS; do echo "sddhr-$v"; done) \
+    --levels 4 "$LEVEL" --instances "${CHECK_CHIPS:-3}" --impl bit_true ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} \
+    --device "$DEVICE" --out "$OUT/compare-bit-true"
+fi
