@@ -231,3 +231,33 @@ def test_resnet20_is_the_cifar_resnet_and_feeds_the_macro_non_negative_inputs():
     for h in hooks:
         h.remove()
     assert out.shape == (2, 10) and len(seen) == 19 and min(seen) >= 0.0
+
+
+def test_recalibrated_norms_use_the_chips_statistics_and_restore_the_trained_ones():
+    """Inside the block each BN layer normalises with the mean / (biased -> unbiased) variance
+    of its input measured on the calibration batches through the chip; afterwards the
+    trained statistics are back. Reference: the pre-BN activations captured by a hook."""
+    from sddhr.nn import recalibrated_norms
+
+    model = converted(spec_of(rows=16, adc_bits=5))
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    trained = [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
+    set_mode(model, Mode.instance(6.0, 3))
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(16, 1, 8, 8, generator=g) for _ in range(3)]
+    inputs = {i: [] for i in range(len(bns))}
+    hooks = [b.register_forward_pre_hook(lambda m, a, i=i: inputs[i].append(a[0].detach().clone()))
+             for i, b in enumerate(bns)]
+    with recalibrated_norms(model, batches):
+        for h in hooks:
+            h.remove()
+        for i, b in enumerate(bns):
+            x = torch.cat(inputs[i]).transpose(0, 1).reshape(b.num_features, -1)
+            torch.testing.assert_close(b.running_mean, x.mean(1), rtol=1e-4, atol=1e-5)
+            # each batch's unbiased variance, averaged (cumulative average of the batch estimates)
+            per = [t.transpose(0, 1).reshape(b.num_features, -1).var(1) for t in inputs[i]]
+            torch.testing.assert_close(b.running_var, torch.stack(per).mean(0), rtol=1e-4, atol=1e-5)
+        assert not model.training
+    for b, (mean, var) in zip(bns, trained):
+        assert torch.equal(b.running_mean, mean) and torch.equal(b.running_var, var)

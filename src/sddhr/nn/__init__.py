@@ -7,6 +7,7 @@ from .convert import (
     convert,
     get_mode,
     imc_layers,
+    recalibrated_norms,
     revert,
     set_mode,
     set_spec,
@@ -20,5 +21,6 @@ from .quant import ActQuantizer, WeightQuantizer, round_ste
 __all__ = [
     "IMPLS", "KINDS", "VARIANTS", "ActQuantizer", "Backend", "IMCConv2d", "IMCLayer", "IMCLinear", "Mode",
     "WeightQuantizer", "calibrate", "check_table_matches", "convert", "get_mode", "get_table", "imc_layers",
-    "make_backend", "register", "revert", "round_ste", "set_mode", "set_spec", "set_weight_step_scale", "using_mode",
+    "make_backend", "recalibrated_norms", "register", "revert", "round_ste", "set_mode", "set_spec",
+    "set_weight_step_scale", "using_mode",
 ]

@@ -150,3 +150,37 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     finally:
         for _, layer in layers:
             layer.aq.stop_calibration()
+
+
+@contextlib.contextmanager
+def recalibrated_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> Iterator[nn.Module]:
+    """Per-chip recalibration at deployment: inside the block, every batch-norm layer uses
+    the mean and variance of its input measured on ``batches`` (unlabelled images) with the
+    model in its current mode (e.g. one chip), instead of the training statistics; afterwards
+    the training statistics are restored. No labels and no gradient: the affine parameters
+    stay as trained. A chip's offsets and gains shift its pre-norm activations; re-estimating
+    the statistics on that chip removes the shift the trained statistics cannot know."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum,
+              m.training) for m in norms]
+    try:
+        was_training = model.training
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+        for m in norms:
+            m.eval()
+        yield model
+    finally:
+        for m, mean, var, count, momentum, training in saved:
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+            m.momentum = momentum
+            m.train(training)
+        model.train(was_training)
