@@ -171,3 +171,30 @@ def test_linear_adc_forms_warn_where_the_adc_matters(mode_of):
     assert warnings_of(10.0) == []
     layer.set_spec(preset("mram-22nm").replace(column={"adc_bits": 5}))
     assert len(warnings_of(10.0)) == 1
+
+
+def test_fresh_chip_variant_is_a_new_bit_true_chip_every_pass():
+    """The reference variant: each pass equals a bit-true chip instance whose seed comes from
+    torch's global generator (reproduced here by drawing the same seed), and passes differ."""
+    from sddhr.hardware import ChipInstance
+
+    spec = helpers.spec_of(rows=16, adc_bits=5)
+    rng = np.random.default_rng(5)
+    w = helpers.int_weights(rng, (3, 40), 4)
+    layer = helpers.program_layer(IMCLinear(40, 3, bias=False, spec=spec, layer_id=2), w)
+    layer.mode = Mode.stochastic(6.0, "fresh_chip")
+    x = torch.as_tensor(rng.integers(0, 16, size=(5, 40)), dtype=torch.float32)
+    sx = float(layer.aq.alpha.detach()) / layer.aq.levels
+    torch.manual_seed(9)
+    with torch.no_grad():
+        a = layer(x * sx) / sx
+        b = layer(x * sx) / sx
+    torch.manual_seed(9)
+    seed = int(torch.randint(0, 2**31 - 1, (1,)))
+    chip = ChipInstance(spec, 6.0, seed)
+    c_p, c_ap = chip.cells(2, 3, 40)
+    ref = ChipInstance(spec, 6.0, seed)
+    ref.cells = lambda layer_id, out, k, device=None: (c_p, c_ap)
+    expected = ref.matmul(x, torch.as_tensor(w), layer_id=2)
+    torch.testing.assert_close(a, expected, rtol=1e-5, atol=1e-4)
+    assert not torch.equal(a, b)

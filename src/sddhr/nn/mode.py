@@ -24,7 +24,7 @@ from ..abstraction import ColumnTable
 from ..config import SpecError, check_level
 
 KINDS = ("float", "ideal", "instance", "stochastic", "noise")
-VARIANTS = ("exact", "composed", "resampled", "faithful")
+VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip")
 IMPLS = ("bit_true", "fast")
 MAX_NOISE_STD = 10.0
 
@@ -39,7 +39,7 @@ class Mode:
     kind: Literal["float", "ideal", "instance", "stochastic", "noise"] = "ideal"
     level: float = 0.0
     seed: int = 0
-    variant: Literal["exact", "composed", "resampled", "faithful"] = "faithful"
+    variant: Literal[VARIANTS] = "faithful"
     impl: Literal["bit_true", "fast"] = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0

@@ -12,6 +12,7 @@ stochastic / resampled   :class:`~.chip.ResampledBackend`             yes
 stochastic / exact       :class:`~.column.ExactBackend`               no
 stochastic / composed    :class:`~.column.ComposedBackend`            no
 stochastic / faithful    :class:`~.faithful.FaithfulBackend`          no
+stochastic / fresh_chip  :class:`~.chip.FreshChipBackend`             no
 =======================  =========================================  ====================
 
 A new mode is a new :class:`~.base.Backend` subclass registered with :func:`~.base.register`

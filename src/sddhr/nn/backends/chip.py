@@ -8,7 +8,7 @@ import math
 import torch
 
 from ...device import CellModel
-from ...hardware import effective_weights, programmed, weight_bit_planes
+from ...hardware import ChipInstance, effective_weights, programmed, weight_bit_planes
 from .base import Backend, register
 from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
@@ -93,3 +93,19 @@ class ResampledBackend(Backend):
         if self._cell_model is None:
             self._cell_model = CellModel(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
         return get_weight_sampler(self._cell_model, layer.spec.macro.w_bits, w_int.device).sample(w_int)
+
+
+@register("stochastic", "fresh_chip")
+class FreshChipBackend(Backend):
+    """The reference S-DDHR variant: a fresh bit-true chip at every forward pass. Its seed is
+    drawn from torch's global generator (so ``torch.manual_seed`` reproduces it), its cells
+    as :class:`~sddhr.hardware.ChipInstance` draws them, every conversion digitised. Slow
+    (a chip's cells are drawn for every pass); for checking the fast variants on small
+    networks."""
+
+    def product(self, layer, x_int, w_int):
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        chip = ChipInstance(layer.spec, self.mode.level, seed)
+        cells = chip.cells(layer.layer_id, layer.weight.shape[0], layer.rows_per_output(), device=w_int.device)
+        contrib = programmed(weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits), *cells)
+        return digitised_conversions(layer, x_int, contrib)
