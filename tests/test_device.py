@@ -317,3 +317,11 @@ def test_missing_csv_and_lowercase_states(tmp_path):
     p.write_text("r_ohm,state\n4000, p\n5000,ap \n1500,t\n")
     got = read_resistance_csv(p)
     assert got["P"].tolist() == [4000.0] and got["AP"].tolist() == [5000.0] and got["T"].tolist() == [1500.0]
+
+
+def test_fit_device_refuses_zero_variance_samples(tmp_path):
+    """Identical resistances carry no variation to fit: the library says so (the CLI too)."""
+    path = tmp_path / "flat.csv"
+    path.write_text("state,r_ohm\n" + "P,4000\n" * 5 + "AP,10000\n" * 3 + "AP,10100\n")
+    with pytest.raises(SpecError, match="all equal"):
+        fit_device(path)

@@ -139,11 +139,7 @@ def _cmd_fit_device(args) -> int:
         raise SpecError(f"{args.csv}: the measurement file is not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise SpecError(os_error_message(err, args.csv, "read")) from None
-    for state, r in data.items():
-        if len(r) >= 2 and float(r.std()) <= 1e-12 * float(r.mean()):
-            raise SpecError(f"{args.csv}: the {len(r)} {state} resistances are all equal ({r[0]:g} ohm): no "
-                            "variation to fit; give measurements of several cells")
-    fit = fit_device(args.csv, base=base.device)
+    fit = fit_device(args.csv, base=base.device, data=data)
     print(fit.summary())
     if args.out:
         spec = base.replace(device=fit.device.model_dump(), name="fitted")

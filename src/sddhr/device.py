@@ -333,20 +333,26 @@ def truncnormal_from_moments(mean: float, sd: float) -> tuple[float, float] | No
     return float(-alpha * sigma), float(sigma)
 
 
-def fit_device(path: str | Path, base: DeviceSpec | None = None) -> DeviceFit:
+def fit_device(path: str | Path, base: DeviceSpec | None = None,
+               data: dict[str, np.ndarray] | None = None) -> DeviceFit:
     """Fit a :class:`DeviceSpec` to measured resistances by moments (lognormal: the sample
     mean and sd; truncated normal: the location and sigma whose truncation has them),
     choose the family with the smaller total Kolmogorov-Smirnov statistic over the
     states, and report the fit quality per state.
 
-    Without transistor (``T``) samples, R_T and its sigma are taken from ``base``.
+    Without transistor (``T``) samples, R_T and its sigma are taken from ``base``. ``data``: the
+    samples already read from ``path`` (by :func:`read_resistance_csv`), to avoid reading twice.
     (The KS p-values use parameters estimated from the same data, so they are optimistic.)
     """
     base = base or DeviceSpec()
-    data = read_resistance_csv(path)
+    data = read_resistance_csv(path) if data is None else data
     for state in ("P", "AP"):
         if len(data[state]) < 2:
             raise SpecError(f"{path}: need at least 2 samples of state {state}, got {len(data[state])}")
+    for state, r in data.items():
+        if len(r) >= 2 and float(r.std()) <= 1e-12 * float(r.mean()):
+            raise SpecError(f"{path}: the {len(r)} {state} resistances are all equal ({r[0]:g} ohm): no "
+                            "variation to fit; give measurements of several cells")
     report: dict = {"states": {}}
     ks_total = {"lognormal": 0.0, "truncnormal": 0.0}
     params: dict[str, dict[str, tuple[float, float]]] = {"lognormal": {}, "truncnormal": {}}
