@@ -11,58 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from ._io import check_writable, os_error_message
-from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
+from ._io import check_writable, os_error_message, read_json
+from .config import PRESETS, HardwareSpec, SpecError, check_device, make_spec, preset
 
 DEFAULT_PRESET = "mram-22nm"
-
-
-def read_json(path, flag: str, what: str) -> dict:
-    """A JSON object from ``path``; a missing, unreadable, non-UTF-8 or malformed file, or
-    one that is not an object, is a :class:`SpecError` naming ``flag`` and the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{flag}: file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{flag}: {path}: the {what} is not UTF-8 text (byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise SpecError(f"{flag}: {path}: not valid JSON ({err})") from None
-    except OSError as err:
-        raise SpecError(os_error_message(err, path, "read")) from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{flag}: {path}: the {what} must be a JSON object, got {type(data).__name__}")
-    return data
-
-
-def check_device(device: str) -> str:
-    """``device`` if torch can use it here: a clear error for an unknown device string or a
-    missing CUDA / MPS (before anything is loaded)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SpecError(f"--device {device!r}: unknown device; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise SpecError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SpecError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise SpecError(f"--device {device}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise SpecError(f"--device {device!r}: unsupported device; use cpu, cuda, cuda:N or mps")
-    return str(device)
 
 
 def _base_spec(args) -> HardwareSpec:

@@ -191,3 +191,26 @@ def check_level(level: float) -> float:
 
 #: a validated variation level, for config fields (``levels: list[Level]``)
 Level = Annotated[float, AfterValidator(check_level)]
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here: a clear error for an unknown device string or a
+    missing CUDA / MPS (before anything is loaded)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"--device {device!r}: unknown device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SpecError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpecError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SpecError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise SpecError(f"--device {device!r}: unsupported device; use cpu, cuda, cuda:N or mps")
+    return str(device)

@@ -1,7 +1,7 @@
 """Energy and throughput of the bit-scalable IMC macro, counted from real activity.
 
 One layer maps ``x_int`` (M, K) unsigned ``B_x``-bit activations onto ``w_int`` (out, K)
-two's-complement ``B_w``-bit weights (METHOD.md 2.3). Per input vector the macro runs
+two's-complement ``B_w``-bit weights (docs/MODEL.md). Per input vector the macro runs
 
 * ``S = ceil(K / N)`` row segments (one N-row column conversion each),
 * ``B_x`` bit-serial input cycles,

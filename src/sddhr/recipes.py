@@ -1,0 +1,185 @@
+"""The training config: recipes and the mode each trains in, the data config, config files.
+
+Recipes (:data:`RECIPE_MODES`, :meth:`TrainConfig.train_mode`):
+
+``float``         plain floating point (the IMC layers in ``float`` mode),
+``conventional``  ``ideal`` mode (bit-true hardware without variation),
+``ddhr``          DDHR, data-driven hardware resilience: ``instance`` mode, one frozen chip
+                  (``level``, ``chip_seed``),
+``sddhr``         S-DDHR, stochastic DDHR: ``stochastic`` mode at ``level`` (``variant``;
+                  the table-based variants can read an abstraction table file, ``table``),
+``noise``         ``noise`` mode: generic additive Gaussian weight noise (``noise_std`` of
+                  each IMC layer's max integer weight, fresh every step) on the ideal
+                  product, the baseline of established analog toolkits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .config import HardwareSpec, Level, SpecError, preset, validated
+from .data import DATASETS
+from .models import ARCHS
+from .nn import IMPLS, VARIANTS, Mode, check_table_matches
+from .nn.mode import MAX_NOISE_STD
+from .nn.quant import WeightQuantizer
+
+#: weight step scale of the recipes trained under hardware noise (ddhr, sddhr, noise): measured
+#: on MNIST, all-IMC MLP, S-DDHR at level 10 from a float model (docs/RESULTS.md): 1 diverged
+#: with SGD at the default learning rate, 0.35 kept the ideal accuracy and gave the smallest drop
+NOISY_STEP_SCALE = 0.35
+#: the mode kind each recipe trains in (one to one)
+RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
+                "noise": "noise"}
+RECIPES = tuple(RECIPE_MODES)
+OPTIMIZERS = ("sgd", "adam")
+#: S-DDHR variants that compute from a column table (and so can take ``table``)
+TABLE_VARIANTS = ("exact", "composed", "faithful")
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Cfg):
+    name: Literal[DATASETS] = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
+    data_dir: str | None = Field(None, description="data directory (default: $SDDHR_DATA_DIR)")
+    train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
+    test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
+    augment: bool = True
+
+
+class TrainConfig(_Cfg):
+    """Everything that defines a training run; saved with every checkpoint and result."""
+
+    recipe: Literal[RECIPES] = "conventional"
+    arch: Literal[ARCHS] = "mlp"
+    width: int | None = Field(None, ge=1, le=4096)
+    hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
+    keep_digital: list[str] = Field(default_factory=lambda: ["first"])
+    level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
+    variant: Literal[VARIANTS] = "faithful"
+    table: str | None = Field(None, description="sddhr (exact / composed / faithful): abstraction table file (.npz)")
+    chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
+    instance_impl: Literal[IMPLS] = "bit_true"
+    noise_std: float = Field(0.05, ge=0, le=MAX_NOISE_STD, description="noise recipe: weight noise / max|w|")
+    weight_step_scale: float | None = Field(
+        None, gt=0, le=WeightQuantizer.MAX_STEP_SCALE,
+        description="weight step / (max|w| / qmax); default: 1 for float and conventional, "
+                    f"{NOISY_STEP_SCALE} for recipes trained under hardware noise (measured, docs/RESULTS.md)")
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    seed: int = Field(0, ge=0)
+    init_from: str | None = Field(None, description="checkpoint to fine-tune from")
+    data: DataConfig = Field(default_factory=DataConfig)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap (quick runs, tests)")
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _hw(cls, v):
+        if isinstance(v, str):
+            return preset(v)
+        return v
+
+    @model_validator(mode="after")
+    def _table_needs_sddhr(self):
+        if self.table is not None and (self.recipe != "sddhr" or self.variant not in TABLE_VARIANTS):
+            got = f"recipe {self.recipe}" + (f", variant {self.variant}" if self.recipe == "sddhr" else "")
+            raise ValueError(f"--table (table) is only valid with recipe sddhr and variant "
+                             f"{' or '.join(TABLE_VARIANTS)}; got {got}")
+        return self
+
+    def step_scale(self) -> float:
+        """The weight quantiser's step scale of this run (:attr:`weight_step_scale` or the
+        recipe's default)."""
+        if self.weight_step_scale is not None:
+            return self.weight_step_scale
+        return 1.0 if self.recipe in ("float", "conventional") else NOISY_STEP_SCALE
+
+    def train_mode(self, table=None) -> Mode:
+        """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`)."""
+        kind = RECIPE_MODES[self.recipe]
+        if kind == "float":
+            return Mode.float()
+        if kind == "ideal":
+            return Mode.ideal()
+        if kind == "instance":
+            return Mode.instance(self.level, self.chip_seed, self.instance_impl)
+        if kind == "noise":
+            return Mode.noise(self.noise_std)
+        return Mode.stochastic(self.level, self.variant, table=table)
+
+
+def make_config(data: dict | TrainConfig) -> TrainConfig:
+    return validated(TrainConfig, data, "training config")
+
+
+def load_table(cfg: TrainConfig):
+    """The abstraction table of ``cfg.table`` (None without one), checked against the run's
+    hardware spec (same column: rows, ADC) and variation level before anything is trained."""
+    if cfg.table is None:
+        return None
+    table = read_table(cfg.table)
+    try:
+        check_table_matches(table, cfg.hardware)
+    except SpecError as err:
+        raise SpecError(f"--table {cfg.table} does not fit this run's hardware (set it with --rows / --adc-bits / "
+                        f"--full-scale / --spec-file): {err}") from None
+    if table.level == table.level and table.level != cfg.level:  # not NaN
+        raise SpecError(f"--table {cfg.table} was built at level {table.level:g}, the run has level {cfg.level:g} "
+                        "(leave --level out to take the table's)")
+    return table
+
+def read_table(path: str):
+    """``ColumnTable.load`` with every failure a :class:`SpecError` naming ``--table``."""
+    from .abstraction import ColumnTable
+
+    try:
+        return ColumnTable.load(path)
+    except SpecError as err:
+        raise SpecError(f"--table: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged archive the reader did not name
+        raise SpecError(f"--table: {path}: cannot read table file ({type(err).__name__}: {err})") from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        from ._io import spec_error
+
+        raise spec_error(err, path, "read") from None
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) or JSON config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"config file not found: {path}")
+    text = _read_text(path, "config file")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # parse errors of three libraries
+        raise SpecError(f"{path}: cannot parse config ({err})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the config must be a mapping")
+    return data
