@@ -175,7 +175,8 @@ def _gaussian_rows(mu, var, spec: HardwareSpec) -> np.ndarray:
 class _Lattice:
     """Per-cell distributions binned on a common centred lattice, with their DFTs."""
 
-    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16, negligible_var: float = 0.0):
+    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16, negligible_var: float = 0.0,
+                 extra_var: float = 0.0):
         # a state whose variance is negligible (see build_table) is treated as exact
         sds = {s: math.sqrt(cm.var(s)) if cm.var(s) > negligible_var else 0.0 for s in ("P", "AP")}
         pos = [v for v in sds.values() if v > 0]
@@ -197,7 +198,7 @@ class _Lattice:
             if 0 < lo <= hi < len(f):
                 scale = min(scale, max(grid[hi] - grid[lo - 1], 2 * (grid[1] - grid[0])) / 2)
         self.h = scale / 8.0
-        sum_sd = math.sqrt(rows * max(cm.var("P"), cm.var("AP")))
+        sum_sd = math.sqrt(rows * max(cm.var("P"), cm.var("AP")) + extra_var)  # + the readout noise
         half = 14.0 * sum_sd + ext
         length = 1 << max(8, math.ceil(math.log2(2 * half / self.h)))
         if length > max_len:  # widen the lattice rather than exceed memory
@@ -206,6 +207,7 @@ class _Lattice:
         self.length = length
         j = np.arange(length)
         self.offsets = np.where(j < length // 2, j, j - length) * self.h  # circular order
+        self.omega2 = (2 * np.pi * np.fft.rfftfreq(length, self.h)) ** 2  # angular frequencies^2
         self.phi, self.shift = {}, {}
         for s in ("P", "AP"):
             if sds[s] == 0:  # negligible variance: exact
@@ -217,8 +219,12 @@ class _Lattice:
             self.phi[s] = np.fft.rfft(pmf)
 
 
-def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec) -> np.ndarray:
+def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec, extra_var=None) -> np.ndarray:
     spectra = pow_p[: n + 1] * pow_ap[n::-1]
+    if extra_var is not None:  # + independent Gaussian readout noise: times its characteristic function
+        # (only where it is above 1e-40 for some k: higher frequencies are dropped)
+        keep = int(np.searchsorted(lat.omega2, 2 * 92.1 / max(float(extra_var.min()), 1e-300)))
+        spectra = spectra[:, :keep] * np.exp(-0.5 * extra_var[:, None] * lat.omega2[None, :keep])
     pmf = np.fft.irfft(spectra, n=lat.length, axis=1)
     pmf = np.clip(np.fft.fftshift(pmf, axes=1), 0, None)
     pmf /= pmf.sum(1, keepdims=True)
@@ -249,10 +255,30 @@ def _single_cell_rows(cm: CellModel, spec: HardwareSpec) -> np.ndarray:
     return rows / rows.sum(1, keepdims=True)
 
 
+def readout_var(spec: HardwareSpec, n: int, mu: np.ndarray) -> np.ndarray:
+    """Variance (counts^2) the readout adds to a conversion with ``n`` active rows and mean
+    count ``mu`` (per k), over time and over chips: ``n sigma_read^2`` (temporal read noise)
+    ``+ sigma_g^2 mu^2`` (gain error, linearised about the mean: the neglected
+    ``sigma_g^2 Var(u)`` is a relative 1e-4 at 1 %) ``+ (sigma_adc^2 + sigma_off^2) step^2``."""
+    col = spec.column
+    return (n * col.read_noise_counts**2 + col.adc_gain_rel**2 * np.asarray(mu, dtype=np.float64) ** 2
+            + (col.adc_noise_lsb**2 + col.adc_offset_lsb**2) * col.step**2)
+
+
+def _noise_rows(mu: np.ndarray, var: np.ndarray, spec: HardwareSpec) -> np.ndarray:
+    """Rows of a fixed count ``mu`` plus Gaussian readout noise of variance ``var`` (exact)."""
+    return _deterministic_rows(mu, spec) if np.all(var == 0) else _gaussian_rows(mu, var, spec)
+
+
 def build_table(
     spec: HardwareSpec, level: float, method: str = "exact", progress: bool | None = None
 ) -> ColumnTable:
-    """Compute P(code | k, n) for all 0 <= k <= n <= N at variation ``level``."""
+    """Compute P(code | k, n) for all 0 <= k <= n <= N at variation ``level``.
+
+    With readout noise sources in the spec (``ColumnSpec.read_noise_counts``, ``adc_*``),
+    each row is the distribution over time and over chips: the column sum plus an
+    independent Gaussian of variance :func:`readout_var` (the static ADC offset and gain
+    taken as random over chips), by the Gaussian's characteristic function in ``exact``."""
     if method not in METHODS:
         raise SpecError(f"method must be one of {METHODS}, got {method!r}")
     level = check_level(level)
@@ -266,8 +292,11 @@ def build_table(
     prob = np.zeros((n_rows + 1, n_rows + 1, n_codes))
     deterministic = v_p == 0 and v_ap == 0
     lat = None
+    noisy = spec.column.noisy
     if method == "exact" and not deterministic:
-        lat = _Lattice(cm, n_rows, negligible_var=negligible)
+        top = max(m_p, m_ap) * n_rows
+        lat = _Lattice(cm, n_rows, negligible_var=negligible,
+                       extra_var=float(readout_var(spec, n_rows, np.array(top))) if noisy else 0.0)
         pow_p = np.cumprod(np.vstack([np.ones_like(lat.phi["P"]), np.tile(lat.phi["P"], (n_rows, 1))]), 0)
         pow_ap = np.cumprod(np.vstack([np.ones_like(lat.phi["AP"]), np.tile(lat.phi["AP"], (n_rows, 1))]), 0)
     bar = tqdm(range(n_rows + 1), desc=f"table ({method}, level {level:g})", delay=1.0,
@@ -275,17 +304,18 @@ def build_table(
     for n in bar:
         k = np.arange(n + 1, dtype=np.float64)
         mu = k * m_p + (n - k) * m_ap
+        extra = readout_var(spec, n, mu) if noisy else np.zeros(n + 1)
         if deterministic or n == 0:
-            rows = _deterministic_rows(mu, spec)
+            rows = _noise_rows(mu, extra, spec)
         elif method == "gaussian":
-            rows = _gaussian_rows(mu, k * v_p + (n - k) * v_ap, spec)
-        elif n == 1:  # one cell: its CDF at the thresholds directly (no lattice needed)
+            rows = _gaussian_rows(mu, k * v_p + (n - k) * v_ap + extra, spec)
+        elif n == 1 and not noisy:  # one cell: its CDF at the thresholds directly (no lattice needed)
             rows = _single_cell_rows(cm, spec)
         else:
-            rows = _exact_rows_for_n(lat, pow_p, pow_ap, n, mu, spec)
+            rows = _exact_rows_for_n(lat, pow_p, pow_ap, n, mu, spec, extra if noisy else None)
         fixed = k * v_p + (n - k) * v_ap == 0  # e.g. all cells in a state without variation
         if fixed.any() and not deterministic:
-            rows[fixed] = _deterministic_rows(mu[fixed], spec)
+            rows[fixed] = _noise_rows(mu[fixed], extra[fixed], spec)
         prob[n, : n + 1] = rows
     return ColumnTable(prob, code_values(spec.column), spec, level, method)
 
@@ -320,7 +350,9 @@ def sample_column_codes(
     spec: HardwareSpec, level: float, k: int, n: int, samples: int, rng: np.random.Generator,
     chunk: int = 1 << 22,
 ) -> np.ndarray:
-    """Brute force: draw ``samples`` fresh columns (k P cells, n - k AP cells), sum, digitise."""
+    """Brute force: draw ``samples`` fresh columns (k P cells, n - k AP cells), sum, read
+    (every readout source drawn as the readout equation has it: a fresh chip's ADC gain and
+    offset and fresh temporal noise per sample, :func:`readout_samples`), digitise."""
     cm = CellModel(spec.device, level, spec.column.calibrated)
     col = spec.column
     codes = np.empty(samples, dtype=np.int64)
@@ -332,8 +364,21 @@ def sample_column_codes(
             if count:
                 r = cm.mtj(state).sample(rng, (m, count)) + cm.dist_t.sample(rng, (m, count))
                 u += cm.contribution(1.0 / r).sum(1)
+        if col.noisy:
+            u = readout_samples(u, n, col, rng)
         codes[s0 : s0 + m] = np.clip(np.round(u / col.step), 0, col.n_codes - 1)
     return codes
+
+
+def readout_samples(u: np.ndarray, n, col, rng: np.random.Generator) -> np.ndarray:
+    """``u' = (1 + g)(u + e_read) + (o + e_adc) step`` with every term drawn independently per
+    sample (numpy; the reference for :func:`sddhr.hardware.readout` and the tables)."""
+    shape = np.shape(u)
+    e_read = np.sqrt(n) * col.read_noise_counts * rng.standard_normal(shape)
+    g = col.adc_gain_rel * rng.standard_normal(shape)
+    o = col.adc_offset_lsb * rng.standard_normal(shape)
+    e_adc = col.adc_noise_lsb * rng.standard_normal(shape)
+    return (1 + g) * (u + e_read) + (o + e_adc) * col.step
 
 
 def tv_noise_bound(p: np.ndarray, samples: int, alpha: float) -> float:

@@ -68,6 +68,32 @@ class ColumnSpec(_Spec):
     adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution B_adc")
     full_scale_counts: float | None = Field(None, gt=0, le=1e6, description="ADC full scale FS, counts")
     calibrated: bool = True
+    # readout noise sources (docs/MODEL.md, "Readout noise"); all 0 = a noise-free readout.
+    # One conversion reads u' = (1 + g)(u + e_read) + (o + e_adc) step, then the ADC.
+    read_noise_counts: float = Field(
+        0.0, ge=0, le=10, description="temporal read noise of one active cell, sd in counts per conversion "
+        "(fresh at every conversion; n active rows give variance n sigma^2; state-independent)")
+    adc_noise_lsb: float = Field(
+        0.0, ge=0, le=100, description="temporal input-referred ADC noise, sd in ADC steps (fresh per conversion)")
+    adc_offset_lsb: float = Field(
+        0.0, ge=0, le=100, description="static per-column ADC offset, sd over columns in ADC steps (fixed per chip)")
+    adc_gain_rel: float = Field(
+        0.0, ge=0, le=0.2, description="static per-column ADC gain error, relative sd over columns (fixed per chip)")
+
+    @property
+    def temporal_noise(self) -> bool:
+        """True when a conversion has fresh (temporal) noise: read noise or ADC noise."""
+        return self.read_noise_counts > 0 or self.adc_noise_lsb > 0
+
+    @property
+    def static_adc_errors(self) -> bool:
+        """True when every column's ADC has a fixed offset or gain error (drawn per chip)."""
+        return self.adc_offset_lsb > 0 or self.adc_gain_rel > 0
+
+    @property
+    def noisy(self) -> bool:
+        """True when any readout noise source (temporal or static ADC) is on."""
+        return self.temporal_noise or self.static_adc_errors
 
     @property
     def fs(self) -> float:
@@ -165,6 +191,12 @@ def make_spec(data: dict | HardwareSpec) -> HardwareSpec:
 PRESETS: dict[str, HardwareSpec] = {
     # a typical 22 nm embedded STT-MRAM macro: 256-row columns, 8-bit ADC, 4-bit weights and inputs
     "mram-22nm": HardwareSpec(name="mram-22nm"),
+    # the same macro with every readout noise source on, each at an order of magnitude (not a
+    # measurement; docs/MODEL.md, "Readout noise", says where each number comes from)
+    "mram-22nm-noisy": HardwareSpec(
+        name="mram-22nm-noisy",
+        column=ColumnSpec(read_noise_counts=0.005, adc_noise_lsb=0.3, adc_offset_lsb=0.5, adc_gain_rel=0.01),
+    ),
 }
 
 

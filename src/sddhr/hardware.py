@@ -46,6 +46,26 @@ def digitise(u: torch.Tensor, column: ColumnSpec, inplace: bool = False) -> torc
     return u.round_().clamp_(0.0, float(column.n_codes - 1))
 
 
+def readout(
+    u: torch.Tensor, n, column: ColumnSpec, gain: torch.Tensor | None = None, offset: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The analog readout of conversions, in place: ``u' = (1 + g)(u + e_read) + (o + e_adc) step``
+    with ``e_read ~ N(0, n sigma_read^2)`` (``n`` active rows) and ``e_adc ~ N(0, sigma_adc^2)``
+    drawn fresh from torch's global generator, and the column's static gain error ``g`` and
+    offset ``o`` (ADC steps; None = 0). ``n``, ``gain``, ``offset`` broadcast against ``u``.
+    The ADC (:func:`digitise`) follows."""
+    if column.read_noise_counts > 0:
+        sd = torch.as_tensor(n, dtype=u.dtype, device=u.device).clamp(min=0).sqrt().mul_(column.read_noise_counts)
+        u.add_(torch.randn_like(u).mul_(sd))
+    if gain is not None:
+        u.mul_(gain.to(u.dtype).add(1.0))
+    if offset is not None:
+        u.add_(offset.to(u.dtype) * column.step)
+    if column.adc_noise_lsb > 0:
+        u.add_(torch.randn_like(u), alpha=column.adc_noise_lsb * column.step)
+    return u
+
+
 def plane_weights(w_bits: int) -> list[int]:
     """Signed weight ``s_j 2**j`` of each two's-complement bit plane ``j``."""
     return [2**j for j in range(w_bits - 1)] + [-(2 ** (w_bits - 1))]
@@ -145,13 +165,17 @@ def bit_true_matmul(
     contributions: torch.Tensor,
     spec: HardwareSpec,
     chunk_elems: int = 1 << 25,
+    adc: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Bit-true macro product (the reference the layers' backends are tested against).
 
     ``x_int``: (M, K) unsigned integers; ``contributions``: (B_w, out, K) normalised cell
     contributions of the programmed columns (weight bits for an ideal macro). Returns
     (M, out) float32 digital outputs: every (segment, input plane, weight plane)
-    conversion digitised by the ADC, then shift-and-added.
+    conversion read (:func:`readout`: the spec's temporal noise, fresh per conversion, and
+    ``adc = (gain, offset)``, each (B_w, out, S) or None, the columns' static ADC errors, e.g.
+    :meth:`ChipInstance.adc_errors`), digitised by the ADC, then shift-and-added. Without
+    noise sources the readout is skipped (``u`` goes to the ADC as it is).
     """
     col, mac = spec.column, spec.macro
     bw, out, k = contributions.shape
@@ -171,7 +195,14 @@ def bit_true_matmul(
     step_m = max(1, chunk_elems // max(per_row, 1))
     outs = []
     for m0 in range(0, m, step_m):
-        u = torch.einsum("bmsn,josn->bjsmo", xb[:, m0 : m0 + step_m], cb)
+        xc = xb[:, m0 : m0 + step_m]
+        u = torch.einsum("bmsn,josn->bjsmo", xc, cb)
+        gain, offset = adc if adc is not None else (None, None)
+        if col.temporal_noise or gain is not None or offset is not None:
+            # per conversion: active rows (b, 1, s, m, 1); static errors (1, j, s, 1, o)
+            n = xc.sum(-1).permute(0, 2, 1)[:, None, :, :, None]
+            g, o = (None if a is None else a.to(u.device).permute(0, 2, 1)[None, :, :, None, :] for a in (gain, offset))
+            u = readout(u, n, col, g, o)
         code = digitise(u, col).to(torch.float64)
         outs.append((code * scale).sum(dim=(0, 1, 2)).to(torch.float32))
     return torch.cat(outs, 0) if outs else torch.zeros(0, out, device=dev)
@@ -182,12 +213,38 @@ def layer_seed(seed: int, layer_id: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(layer_id)]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def adc_seed(seed: int, layer_id: int) -> int:
+    """Seed of one layer's static ADC errors: a stream separate from its cells'
+    (:func:`layer_seed`), so that adding ADC errors to a spec leaves every cell draw as it was."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(layer_id), 0xADC])
+    return int(ss.generate_state(2, np.uint64)[0] >> 1)
+
+
+def adc_errors(spec: HardwareSpec, seed: int, layer_id: int, out: int, k: int, device=None):
+    """Static ADC errors ``(gain, offset)`` of one layer's columns, each (B_w, out, S) float32
+    (S row segments of a dot product of length ``k``), or None where the spec's sigma is 0:
+    ``g ~ N(0, adc_gain_rel^2)`` (relative), ``o ~ N(0, adc_offset_lsb^2)`` (ADC steps),
+    independent per column, drawn in float64 on the CPU from :func:`adc_seed`. Independent
+    of the variation level (which scales only the cells)."""
+    col = spec.column
+    if not col.static_adc_errors:
+        return None, None
+    gen = torch.Generator().manual_seed(adc_seed(seed, layer_id))
+    shape = (spec.macro.w_bits, out, n_segments(k, col.rows))
+    z_gain = torch.randn(shape, generator=gen, dtype=torch.float64)
+    z_off = torch.randn(shape, generator=gen, dtype=torch.float64)
+    gain = (z_gain * col.adc_gain_rel).to(device=device, dtype=torch.float32) if col.adc_gain_rel > 0 else None
+    off = (z_off * col.adc_offset_lsb).to(device=device, dtype=torch.float32) if col.adc_offset_lsb > 0 else None
+    return gain, off
+
+
 class ChipInstance:
     """A chip drawn from the process: ``(spec, variation level, seed)``.
 
     Every cell of layer ``layer_id`` (shape ``(B_w, out, K)``) gets its R_P, R_AP and R_T
     drawn once, from a generator seeded by ``(seed, layer_id)``; the draws are made in
-    float64 on the CPU, so the same instance is the same on every device.
+    float64 on the CPU, so the same instance is the same on every device. Its columns'
+    static ADC errors (:meth:`adc_errors`) come from a separate stream of the same seed.
     """
 
     def __init__(self, spec: HardwareSpec, level: float, seed: int):
@@ -208,6 +265,10 @@ class ChipInstance:
         c_ap = cm.contribution(1.0 / (r_ap + r_t))
         return c_p.to(device=device, dtype=dtype), c_ap.to(device=device, dtype=dtype)
 
+    def adc_errors(self, layer_id: int, out: int, k: int, device=None):
+        """Static ADC ``(gain, offset)`` of one layer's columns (:func:`adc_errors`)."""
+        return adc_errors(self.spec, self.seed, layer_id, out, k, device)
+
     def program(self, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:
         """Contributions (B_w, out, K) of integer weights (out, K) written onto this chip."""
         out, k = w_int.shape
@@ -216,7 +277,9 @@ class ChipInstance:
 
     def matmul(self, x_int: torch.Tensor, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:
         """Bit-true ``x_int @ w_int.T`` (M, K) x (out, K) -> (M, out) on this chip."""
-        return bit_true_matmul(x_int, self.program(w_int, layer_id), self.spec)
+        out, k = w_int.shape
+        adc = self.adc_errors(layer_id, out, k, w_int.device)
+        return bit_true_matmul(x_int, self.program(w_int, layer_id), self.spec, adc=adc)
 
 
 def ideal_matmul(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..hardware import bit_planes, plane_weights, segment_bounds
+from ..hardware import bit_planes, plane_weights, readout, segment_bounds
 
 #: elements of one chunk of per-conversion / per-output work, per device type
 CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 25}
@@ -55,8 +55,12 @@ class LinearColumns:
     def grouped(self, y):
         return y.reshape(-1, 1, self.out_features, 1)
 
-    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32):
+    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32, adc=None):
+        """Every conversion's count through ``fn`` (codes), shift-and-added. ``adc``: None, or
+        ``(gain, offset)`` (each (B_w, out, S) or None): apply the column's readout
+        (:func:`sddhr.hardware.readout`, temporal noise included) before ``fn``."""
         bx, bw, rows = self.spec.macro.x_bits, self.spec.macro.w_bits, self.spec.column.rows
+        col = self.spec.column
         lead, k = x_int.shape[:-1], x_int.shape[-1]
         x2 = x_int.reshape(-1, k)
         m, out = x2.shape[0], wmat.shape[1]
@@ -68,9 +72,12 @@ class LinearColumns:
         for sl in chunks(x2, bx * bw * out):
             xb = bit_planes(x2[sl], bx).to(dtype)  # (bx, mc, K)
             mc = xb.shape[1]
-            for (a, b), ws in zip(segs, wsegs):
+            for si, ((a, b), ws) in enumerate(zip(segs, wsegs)):
                 xs = xb[:, :, a:b].reshape(bx * mc, b - a)
                 t = torch.addmm(xs.new_full((1, 1), bias), xs, ws) if bias else xs.matmul(ws)
+                if adc is not None:  # t: (bx mc, bw out); n: active rows per (plane, sample)
+                    g, o = (None if e is None else e[:, :, si].reshape(1, bw * out) for e in adc)
+                    readout(t, xs.sum(1, keepdim=True), col, g, o)
                 v = pb.matmul(fn(t).view(bx, -1)).view(mc, bw, out)  # sum over input planes
                 y[sl].baddbmm_(pj.expand(mc, 1, bw), v)  # sum over weight planes
         return y.view(*lead, out)
@@ -141,8 +148,24 @@ class Conv2dColumns:
             out.append((c0, c1, ws.contiguous()))
         return out
 
-    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32):
+    def _segment_masks(self, device, dtype):
+        """Per row segment: a (groups, C_s, kh, kw) 0/1 mask of its rows, for counting each
+        conversion's active rows with one grouped conv."""
+        kh, kw = self.kernel_size
+        khw = kh * kw
+        out = []
+        for a, b, c0, c1 in self._segments():
+            m = torch.zeros((c1 - c0) * khw, device=device, dtype=dtype)
+            m[a - c0 * khw : b - c0 * khw] = 1
+            out.append(m.view(1, c1 - c0, kh, kw).expand(self.groups, -1, -1, -1).contiguous())
+        return out
+
+    def conversions(self, x_int, wmat, fn, gain, bias=0.0, dtype=torch.float32, adc=None):
+        """Every conversion's count through ``fn`` (codes), shift-and-added. ``adc``: None, or
+        ``(gain, offset)`` (each (B_w, out, S) or None): apply the column's readout
+        (:func:`sddhr.hardware.readout`, temporal noise included) before ``fn``."""
         bx, bw, g = self.spec.macro.x_bits, self.spec.macro.w_bits, self.groups
+        col = self.spec.column
         nb, c, h, w = x_int.shape
         ho, wo = self.out_hw(h, w)
         per, cg = self.out_channels // g, c // g
@@ -151,14 +174,21 @@ class Conv2dColumns:
         wsegs = self._segment_weights(wmat, dtype)
         conv_bias = torch.full((g * bw * per,), bias, device=dev, dtype=dtype) if bias else None
         pb, pj = _shift_add_weights(gain, bx, bw, dev)
+        masks = self._segment_masks(dev, dtype) if adc is not None else [None] * len(wsegs)
         for sl in chunks(x_int, bx * bw * self.out_channels * ho * wo):
             xb = bit_planes(x_int[sl], bx).to(dtype)  # (bx, nc, C, H, W)
             ncur = xb.shape[1]
             xb = xb.view(bx * ncur, g, cg, h, w)
             ys = y[sl.start * g : (sl.start + ncur) * g]
-            for c0, c1, ws in wsegs:
+            for si, ((c0, c1, ws), mask) in enumerate(zip(wsegs, masks)):
                 xs = xb[:, :, c0:c1].reshape(bx * ncur, g * (c1 - c0), h, w)
                 t = F.conv2d(xs, ws, conv_bias, self.stride, self.padding, self.dilation, g)
+                if adc is not None:  # channels of t ordered (group, weight plane, out channel)
+                    n = F.conv2d(xs, mask, None, self.stride, self.padding, self.dilation, g)
+                    ge, oe = (None if e is None else e[:, :, si].reshape(bw, g, per).transpose(0, 1)
+                              .reshape(1, g, bw * per, 1, 1) for e in adc)
+                    readout(t.view(bx * ncur, g, bw * per, ho, wo), n.view(bx * ncur, g, 1, ho, wo).round_(), col,
+                            ge, oe)
                 v = pb.matmul(fn(t).view(bx, -1))  # sum over input planes: (ncur * g * bw * per * P)
                 ys.baddbmm_(pj.expand(ncur * g, 1, bw), v.view(ncur * g, bw, per * ho * wo))
         return y.view(nb, self.out_channels, ho, wo)

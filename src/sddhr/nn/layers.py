@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HardwareSpec, SpecError, make_spec
-from ..hardware import ChipInstance, max_segment_ones
+from ..hardware import ChipInstance, adc_errors, max_segment_ones
 from .backends import Backend, full_precision, make_backend
 from .geometry import Conv2dColumns, LinearColumns, chunks
 from .mode import Mode
@@ -115,11 +115,15 @@ class IMCLayer(nn.Module):
         """An output-shaped tensor viewed as (samples, groups, out / groups, positions)."""
         raise NotImplementedError
 
-    def conversions(self, x_int, wmat, fn, gain: float, bias: float = 0.0, dtype=torch.float32) -> torch.Tensor:
+    def conversions(self, x_int, wmat, fn, gain: float, bias: float = 0.0, dtype=torch.float32,
+                    adc=None) -> torch.Tensor:
         """``gain * sum_{s,b,j} 2^b s_j 2^j fn(t_sbj)`` over every conversion, where ``t`` is
         the product of the input bit planes with the rows of ``wmat`` (B_w, out, K_g) in the
         segment (plus ``bias``), computed in ``dtype``; ``fn`` maps a tensor of ``t`` (in place
-        allowed) to float32 digital values."""
+        allowed) to float32 digital values. ``adc``: None (``t`` goes to ``fn`` as it is), or
+        ``(gain, offset)``, each (B_w, out, S) or None: ``t`` first goes through the column's
+        readout (:func:`sddhr.hardware.readout`: those static errors and the spec's temporal
+        noise, which needs each conversion's active rows)."""
         raise NotImplementedError
 
     def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:
@@ -154,6 +158,11 @@ class IMCLayer(nn.Module):
             self._cells_cache = (key, chip.cells(self.layer_id, self.weight.shape[0], self.rows_per_output(),
                                                  device=device))
         return self._cells_cache[1]
+
+    def chip_adc(self, seed: int, device):
+        """Static ADC ``(gain, offset)`` of this layer's columns on chip ``seed``, each
+        (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`; independent of the level)."""
+        return adc_errors(self.spec, seed, self.layer_id, self.weight.shape[0], self.rows_per_output(), device)
 
     def weights_key(self) -> tuple:
         """Changes whenever the quantised weights may change (in-place updates included)."""

@@ -37,6 +37,21 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
     )
 
 
+def warn_if_noise_dropped(layer, what: str) -> None:
+    """Warn once per layer when a linear-ADC form runs on a spec with readout noise sources
+    (temporal read / ADC noise, static ADC offset / gain), which it does not model."""
+    col = layer.spec.column
+    if not col.noisy:
+        return
+    on = [f"{name}={getattr(col, name):g}" for name in
+          ("read_noise_counts", "adc_noise_lsb", "adc_offset_lsb", "adc_gain_rel") if getattr(col, name) > 0]
+    layer.warn_once(
+        "linear-adc-noise",
+        f"{type(layer).__name__} (layer {layer.layer_id}): {what} does not model the spec's readout noise "
+        f"({', '.join(on)}); use the bit-true chip (impl='bit_true') or the 'faithful' / 'exact' S-DDHR variants",
+    )
+
+
 class _FrozenChip(Backend):
     """The layer's weights programmed onto the mode's chip ``(level, seed)``: its cells come
     from :meth:`IMCLayer.chip_cells`; the contributions of the programmed weights are kept
@@ -62,10 +77,12 @@ class _FrozenChip(Backend):
 
 @register("instance", "bit_true")
 class ChipBitTrueBackend(_FrozenChip):
-    """One chip, every conversion digitised (the reference)."""
+    """One chip, every conversion read (its columns' static ADC errors, fresh temporal noise)
+    and digitised (the reference)."""
 
     def product(self, layer, x_int, w_int):
-        return digitised_conversions(layer, x_int, self.programmed(layer, w_int)[0])
+        adc = layer.chip_adc(self.mode.seed, w_int.device) if layer.spec.column.static_adc_errors else None
+        return digitised_conversions(layer, x_int, self.programmed(layer, w_int)[0], adc, noisy=True)
 
 
 @register("instance", "fast")
@@ -75,6 +92,7 @@ class ChipFastBackend(_FrozenChip):
 
     def effective_weights(self, layer, w_int):
         warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
+        warn_if_noise_dropped(layer, "a fast chip instance")
         return self.programmed(layer, w_int)[1].view(w_int.shape).clone()
 
 
@@ -90,6 +108,7 @@ class ResampledBackend(Backend):
 
     def effective_weights(self, layer, w_int):
         warn_if_adc_matters(layer, w_int, self.mode.level, "the resampled S-DDHR variant")
+        warn_if_noise_dropped(layer, "the resampled S-DDHR variant")
         if self._cell_model is None:
             self._cell_model = CellModel(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
         return get_weight_sampler(self._cell_model, layer.spec.macro.w_bits, w_int.device).sample(w_int)
@@ -101,11 +120,13 @@ class FreshChipBackend(Backend):
     drawn from torch's global generator (so ``torch.manual_seed`` reproduces it), its cells
     as :class:`~sddhr.hardware.ChipInstance` draws them, every conversion digitised. Slow
     (a chip's cells are drawn for every pass); for checking the fast variants on small
-    networks."""
+    networks. The chip's static ADC errors come with its seed; temporal noise is fresh per
+    conversion."""
 
     def product(self, layer, x_int, w_int):
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         chip = ChipInstance(layer.spec, self.mode.level, seed)
         cells = chip.cells(layer.layer_id, layer.weight.shape[0], layer.rows_per_output(), device=w_int.device)
         contrib = programmed(weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits), *cells)
-        return digitised_conversions(layer, x_int, contrib)
+        adc = layer.chip_adc(seed, w_int.device) if layer.spec.column.static_adc_errors else None
+        return digitised_conversions(layer, x_int, contrib, adc, noisy=True)

@@ -26,7 +26,8 @@ class ExactBackend(_FromTable):
     """Every conversion's code drawn from P(code | k, n) with the alias sampler: about
     ``B_x * B_w`` times the float product plus one gather per conversion. Conversions are
     independent (fresh draws), so the coherence of a chip's fixed cell errors over input
-    bit planes is not modelled."""
+    bit planes is not modelled; nor is that of the static ADC errors (the table has them as
+    random over chips, so here every conversion gets its own)."""
 
     def product(self, layer, x_int, w_int):
         sampler = get_sampler(self.table(layer), x_int.device)
@@ -60,6 +61,13 @@ class ComposedBackend(_FromTable):
                 f"{type(layer).__name__} (layer {layer.layer_id}): composed stochastic mode with an ADC that clips or "
                 f"coarsens these weights' conversions (rows={col.rows}, adc_bits={col.adc_bits}, step={col.step:g}); "
                 "its Gaussian model is outside its regime, use variant='exact'",
+            )
+        if layer.spec.column.adc_gain_rel > 0:
+            layer.warn_once(
+                "composed-gain",
+                f"{type(layer).__name__} (layer {layer.layer_id}): composed stochastic mode with an ADC gain error "
+                f"(adc_gain_rel={layer.spec.column.adc_gain_rel:g}): the table's variance grows with k^2, its linear "
+                "fit in k is approximate; use variant='exact' or 'faithful'",
             )
         cm = column_moments(self.table(layer))
         mean_icpt, var_icpt = cm.tensors(x_int.device)

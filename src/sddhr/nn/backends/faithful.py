@@ -40,6 +40,13 @@ Two evaluations (docs/MODEL.md, "faithful"):
 The switch, per layer and batch, from the n counts alone: ``z = sum 4^b Var_k[g(k, n_sb)] /
 sum 4^b E_k[V_T(k, n_sb)]`` per output row predicts (the fast form's rounding bias / sd)^2;
 the k form runs when the batch median exceeds :data:`Z_THRESHOLD`.
+
+Readout noise (``ColumnSpec.read_noise_counts``, ``adc_*``): ``E_T``, ``V_T`` are the table's,
+which include it (the static ADC offset and gain as random over chips); ``R`` is the slope
+of the ADC smoothed by that noise (the density of ``e`` + noise at the thresholds); so the
+noise lands in ``U``, independent per conversion. Right for temporal noise; the static ADC
+errors' coherence over input planes (one column's offset / gain shared by its ``B_x``
+conversions) is not modelled.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from ...abstraction import ColumnTable
+from ...abstraction import ColumnTable, readout_var
 from ...device import CellModel
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
 from ..column_stats import check_table_matches, get_table
@@ -88,7 +95,10 @@ class FaithfulTables:
         thr = (np.arange(col.n_codes - 1) + 0.5) * col.step  # inner decision thresholds
         r = np.zeros_like(ve)
         for nn in range(1, self.n1):
-            sd = np.sqrt(ve[nn, : nn + 1])
+            # the slope of the ADC smoothed by the readout noise (independent of e), at the
+            # static error's Gaussian: density of e + noise at the thresholds
+            noise = readout_var(table.spec, nn, mu[nn, : nn + 1]) if col.noisy else 0.0
+            sd = np.sqrt(ve[nn, : nn + 1] + noise)
             ok = sd > 0
             sds = np.where(ok, sd, 1.0)
             z = (thr[None, :] - mu[nn, : nn + 1, None]) / sds[:, None]

@@ -15,16 +15,23 @@ class FloatBackend(Backend):
     quantised = False
 
 
-def digitised_conversions(layer, x_int: torch.Tensor, wmat: torch.Tensor) -> torch.Tensor:
+def digitised_conversions(layer, x_int: torch.Tensor, wmat: torch.Tensor, adc=None, noisy: bool = False):
     """Every conversion of ``x_int`` against the column contents ``wmat`` (B_w, out, K_g)
-    read by the layer's ADC, shift-and-added (ideal macro and bit-true chips)."""
+    read by the layer's ADC, shift-and-added (ideal macro and bit-true chips). ``noisy``: each
+    conversion first goes through the column's readout, with the static ADC errors ``adc =
+    (gain, offset)`` (each (B_w, out, S) or None) and the spec's temporal noise; without any
+    source on, the path is the noise-free one (bit-identical)."""
     col = layer.spec.column
-    return layer.conversions(x_int, wmat, lambda u: digitise(u, col, inplace=True), col.step)
+    fn = lambda u: digitise(u, col, inplace=True)  # noqa: E731
+    if noisy and (col.temporal_noise or (adc is not None and any(e is not None for e in adc))):
+        return layer.conversions(x_int, wmat, fn, col.step, adc=tuple(adc) if adc is not None else (None, None))
+    return layer.conversions(x_int, wmat, fn, col.step)
 
 
 @register("ideal")
 class IdealBackend(Backend):
-    """Bit-true macro without variation. Where no conversion of the programmed weights can
+    """Bit-true macro without variation and without readout noise (the spec's noise sources
+    are ignored: this is the ideal reference). Where no conversion of the programmed weights can
     clip or coarsen (:meth:`IMCLayer.conversions_lossless`), that is exactly
     ``x_int . w_int`` (one product); otherwise every conversion is digitised."""
 
