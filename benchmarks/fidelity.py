@@ -42,8 +42,8 @@ LEVELS = (1.0, 4.0, 10.0)
 ADCS = (8, 6)
 
 
-def make_spec(adc_bits, rows=256):
-    return preset("mram-22nm").replace(column={"rows": rows, "adc_bits": adc_bits})
+def make_spec(adc_bits, rows=256, name="mram-22nm"):
+    return preset(name).replace(column={"rows": rows, "adc_bits": adc_bits})
 
 
 def program(layer, w_int):
@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--layer-seed", type=int, default=0, help="weights / inputs seed")
     p.add_argument("--seed", type=int, default=1, help="torch seed of the variants' draws")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--preset", default="mram-22nm",
+                   help="hardware preset (mram-22nm-noisy: temporal read / ADC noise and static ADC errors on)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     variants = [v for v in args.variants.split(",") if v]
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
     res, meta = {}, {}
     t_start = time.time()
     for adc in adcs:
-        spec = make_spec(adc)
+        spec = make_spec(adc, name=args.preset)
         if args.vgg:
             layer, x, rows = vgg_case(spec, args.layer_seed, args.width)
         else:
