@@ -72,15 +72,21 @@ def registered() -> list[tuple[str, str | None]]:
 
 
 @contextlib.contextmanager
-def full_precision(device: torch.device):
-    """No TF32 inside bit-true products on CUDA (it would round cell contributions)."""
+def tf32(device: torch.device, allow: bool):
+    """TF32 allowed (or not) for matrix products and convolutions inside the block, on CUDA;
+    nothing changes on other devices. The previous setting is restored."""
     if device.type != "cuda":
         yield
         return
     old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = allow
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=allow):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def full_precision(device: torch.device):
+    """No TF32 inside bit-true products on CUDA (it would round cell contributions)."""
+    return tf32(device, False)

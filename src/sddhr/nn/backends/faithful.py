@@ -64,7 +64,7 @@ from ...device import CellModel
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
 from ..column_stats import check_table_matches, get_table
 from ..geometry import chunks
-from .base import Backend, register
+from .base import Backend, register, tf32
 
 #: the fast form's predicted (rounding bias / sd)^2 above which the k form runs (median
 #: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
@@ -196,21 +196,13 @@ def _lookup(nt: dict, n: torch.Tensor) -> torch.Tensor:
     return nt["all"].index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
 
 
-@contextlib.contextmanager
 def _integer_products(device: torch.device, x_bits: int, w_bits: int):
     """TF32 allowed on CUDA for the fast form's two products: TF32 keeps 11 significant
     bits, so integer inputs below 2^11 (x, w; x^2 and w2 for B_x, B_w <= 5) are exact and
     the sums accumulate in float32 (the layer turns TF32 off around hardware products)."""
-    if device.type != "cuda" or max(x_bits, w_bits) > 5:
-        yield
-        return
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+    if max(x_bits, w_bits) > 5:
+        return contextlib.nullcontext()
+    return tf32(device, True)
 
 
 @register("stochastic", "faithful")
