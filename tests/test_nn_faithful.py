@@ -205,3 +205,15 @@ def test_backend_rejects_an_unknown_form():
     with pytest.raises(ValueError, match="form"):
         FaithfulBackend(Mode.stochastic(1.0, "faithful"), form="approximate")
     assert np.isfinite(float(FaithfulBackend(Mode.stochastic(1.0, "faithful")).threshold))
+
+
+@pytest.mark.parametrize("case", [linear_case, conv_case])
+def test_static_adc_errors_are_coherent_like_the_cells(case):
+    """A column's static ADC offset and gain are shared by its conversions of every input
+    plane (as on a chip): with them dominating the static error (offset 4 LSB = 0.25 count,
+    gain 5 %), both forms still meet the bar against bit-true chips that draw them per column."""
+    spec = spec_of(**FINE).replace(column={"adc_offset_lsb": 4.0, "adc_gain_rel": 0.05})
+    layer, x, w = case(spec)
+    ref = chip_moments(layer, x, w, 1.0)
+    for form in ("fast", "k"):
+        assert_bar(*moments(layer, x, w, 1.0, form), ref, f"{case.__name__} static ADC errors, {form}")

@@ -44,9 +44,11 @@ the k form runs when the batch median exceeds :data:`Z_THRESHOLD`.
 Readout noise (``ColumnSpec.read_noise_counts``, ``adc_*``): ``E_T``, ``V_T`` are the table's,
 which include it (the static ADC offset and gain as random over chips); ``R`` is the slope
 of the ADC smoothed by that noise (the density of ``e`` + noise at the thresholds); so the
-noise lands in ``U``, independent per conversion. Right for temporal noise; the static ADC
-errors' coherence over input planes (one column's offset / gain shared by its ``B_x``
-conversions) is not modelled.
+noise lands in ``U``, independent per conversion (right for temporal noise). A column's
+static ADC offset ``o`` and gain ``g`` are shared by its ``B_x`` conversions (and every
+image): their covariance between two conversions of one column,
+``R_b R_b' (sigma_o^2 step^2 + sigma_g^2 mu_b mu_b')``, is added like the cells' cross terms
+(the same conversion's part is in ``V_T``).
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class FaithfulTables:
         out = {name: torch.as_tensor(v, dtype=torch.float32, device=device) for name, v in vals.items()}
         # the same columns side by side, for one gather per count tensor: [N+1, 5]
         out["all"] = torch.stack([out[name] for name in N_ONLY], 1).contiguous()
+        out["p"] = pk  # the weight-bit density these averages are for
         self._n_only[key] = out
         while len(self._n_only) > 64:
             self._n_only.popitem(last=False)
@@ -194,6 +197,24 @@ def _plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def _lookup(nt: dict, n: torch.Tensor) -> torch.Tensor:
     """The n-only tables (:data:`N_ONLY` columns) at counts ``n`` (float): ``(*n.shape, 5)``."""
     return nt["all"].index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
+
+
+def _static_adc_cross(layer, ft: FaithfulTables, rb: torch.Tensor, n: torch.Tensor, p2: list[float],
+                      p: float) -> torch.Tensor:
+    """The fast form's coherent part of a column's static ADC offset ``o`` and gain ``g``:
+    shared by the column's conversions of every input plane, they add
+    ``sum_{b != b'} 2^(b+b') R_b R_b' (sigma_o^2 step^2 + sigma_g^2 mu_b mu_b')`` per segment
+    and weight plane (the diagonal ``b = b'`` is in the table's ``V_T``), with
+    ``mu_b = n_b (p m_P + (1 - p) m_AP)``. Returns the sum over segments, (nc, G, P), to be
+    multiplied by ``sum_j 4^j`` like the other per-plane terms."""
+    col = layer.spec.column
+    so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+    m = p * ft.m_p + (1.0 - p) * ft.m_ap
+    s1 = sum(p2[b] * rb[b] for b in range(len(p2)))
+    s2 = sum(p2[b] ** 2 * rb[b] * rb[b] for b in range(len(p2)))
+    t1 = sum(p2[b] * rb[b] * n[b] for b in range(len(p2))) * m
+    t2 = sum((p2[b] * rb[b] * n[b]) ** 2 for b in range(len(p2))) * (m * m)
+    return (so2 * (s1 * s1 - s2) + sg2 * (t1 * t1 - t2)).sum(2)
 
 
 def _integer_products(device: torch.device, x_bits: int, w_bits: int):
@@ -297,6 +318,10 @@ class FaithfulBackend(Backend):
                 for q, (b, c) in enumerate(pairs):
                     x2.add_(npair[q], alpha=2 * p2[b] * p2[c])
                     num.addcmul_(rb[b] * rb[c], npair[q], value=2 * p2[b] * p2[c])
+            col = layer.spec.column
+            static = None
+            if col.adc_offset_lsb or col.adc_gain_rel:
+                static = _static_adc_cross(layer, ft, rb, n, p2, nt["p"])
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
             f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
             g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
@@ -305,7 +330,10 @@ class FaithfulBackend(Backend):
             # mean = (m_P - m_AP) lin(x, w) - (m_AP sum x + sum 2^b g);
             # var = lin(x^2, w2) (v_P - v_AP) f + s4 (v_AP X2 f + sum 4^b U)
             c_mean = (x_sum.mul_(ft.m_ap).add_(g_sum)).neg_().unsqueeze(2)
-            c_var = (x2.mul_(f).mul_(ft.v_ap).add_(u_sum)).mul_(s4).unsqueeze(2)
+            c_var = x2.mul_(f).mul_(ft.v_ap).add_(u_sum)
+            if static is not None:
+                c_var.add_(static)
+            c_var = c_var.mul_(s4).unsqueeze(2)
             a_var = f.mul_(ft.v_p - ft.v_ap).unsqueeze(2)
             with _integer_products(x_int.device, bx, bw):
                 lin1 = layer.lin(xc, w_int)
@@ -332,6 +360,8 @@ class FaithfulBackend(Backend):
         kt = ft.k_tables(dev)
         n1 = ft.n1
         dv = ft.v_p - ft.v_ap
+        col = layer.spec.column
+        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
         wb = weight_bit_planes(layer.w_flat(w_int), bw)  # (bw, out, K_g)
         out = wb.shape[1]
         p2 = 2.0 ** torch.arange(bx, device=dev, dtype=torch.float32)
@@ -363,10 +393,14 @@ class FaithfulBackend(Backend):
                         v_g[sl] += (ca2 * kt["vt"][idx]).sum((0, 2))
                         r = kt["r"][idx]
                         dens = k / n.clamp(min=1).view(bx, mc, 1, 1)  # P density of each conversion
+                        if so2 or sg2:
+                            mu = k * ft.m_p + (n.view(bx, mc, 1, 1) - k) * ft.m_ap
                         for b1 in range(bx):
                             for b2 in range(b1 + 1, bx):
                                 npair = (xs[b1] * xs[b2]).sum(-1).view(mc, 1, 1)
                                 c = npair * (ft.v_ap + dv * 0.5 * (dens[b1] + dens[b2]))  # (mc, bw, per)
+                                if so2 or sg2:  # the column's static ADC offset and gain, shared
+                                    c = c + so2 + sg2 * mu[b1] * mu[b2]
                                 cross = (p4w.view(1, -1, 1) * r[b1] * r[b2] * c).sum(1)
                                 v_g[sl] += (2.0 * 2.0 ** (b1 + b2)) * cross
                 ms.append(m_g)
