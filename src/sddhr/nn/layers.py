@@ -24,7 +24,7 @@ from ..hardware import ChipInstance, adc_errors, max_segment_ones
 from .backends import Backend, full_precision, make_backend
 from .geometry import Conv2dColumns, LinearColumns, chunks
 from .mode import Mode
-from .quant import ActQuantizer, IMCProduct, WeightQuantizer
+from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
 
 
 class IMCLayer(nn.Module):
@@ -198,12 +198,28 @@ class IMCLayer(nn.Module):
         """The backend's product times the scales ``sx * sw`` (shaped like ``lin(x_int, w_int)``),
         no grad. Backends linear in the weights get the scales folded into their matrix."""
         backend = self.backend
+        if self.wq.binary:
+            return self._binary_product(backend, x_int, w_int, sx, sw)
         with full_precision(x_int.device):
             scale = sx * sw  # weight-shaped (or a scalar)
             w_eff = backend.effective_weights(self, w_int)
             if w_eff is not None:
                 return self.lin(x_int, w_int * scale if w_eff is w_int else w_eff.mul_(scale))
             y = backend.product(self, x_int, w_int).to(x_int.dtype)
+            return y.mul_(sx * self.out_scale(sw))
+
+    def _binary_product(self, backend, x_int, q, sx, sw):
+        """Binary weights ``q`` in {-1, +1}: the macro holds ``c = (q - 1) / 2`` (one cell per
+        weight) and the periphery forms ``sum(x) + 2 (c . x)``; with the backend's effective
+        cells ``c_eff``, the effective weight is ``2 c_eff + 1``."""
+        c = binary_cells(q)
+        with full_precision(x_int.device):
+            scale = sx * sw
+            c_eff = backend.effective_weights(self, c)
+            if c_eff is not None:
+                return self.lin(x_int, q * scale if c_eff is c else c_eff.mul_(2.0).add_(1.0).mul_(scale))
+            y = backend.product(self, x_int, c).to(x_int.dtype).mul_(2.0)
+            y += self.lin(x_int, torch.ones_like(c))
             return y.mul_(sx * self.out_scale(sw))
 
 

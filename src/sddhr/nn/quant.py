@@ -2,7 +2,8 @@
 straight-through IMC product are defined).
 
 * :class:`WeightQuantizer`: symmetric ``B_w``-bit integers in ``[-(2^(B_w-1) - 1), 2^(B_w-1) - 1]``
-  (fits two's complement), one scale per layer or per output channel (max-abs, detached).
+  (fits two's complement), one scale per layer or per output channel (max-abs, detached);
+  with ``B_w = 1``, binary weights ``sign(w)`` in {-1, +1} with the scale ``mean|w|``.
 * :class:`ActQuantizer`: unsigned ``B_x``-bit integers in ``[0, 2^B_x - 1]`` over a clipping
   range ``[0, alpha]``; ``alpha`` is calibrated from the first batch it sees (a percentile
   of the input) and then learned (PACT / LSQ-style gradient) unless ``learn=False``.
@@ -57,9 +58,32 @@ class _ActQuant(torch.autograd.Function):
         return gx, ga, None
 
 
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` forward, identity backward."""
     return _RoundSTE.apply(x)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``x >= 0``, else ``-1`` forward; identity backward."""
+    return _SignSTE.apply(x)
+
+
+def binary_cells(q: torch.Tensor) -> torch.Tensor:
+    """The 1-bit macro integer that stores a binary weight ``q`` in {-1, +1}: ``(q - 1) / 2``
+    in {-1, 0} (two's complement with one bit: the cell holds ``b = (1 - q) / 2``). The digital
+    periphery then forms ``q . x = sum(x) + 2 (c . x)`` from the macro's product ``c . x``
+    (:meth:`sddhr.nn.layers.IMCLayer.hardware_product`)."""
+    return (q - 1.0) * 0.5
 
 
 class WeightQuantizer(nn.Module):
@@ -69,7 +93,12 @@ class WeightQuantizer(nn.Module):
     ``step_scale < 1`` spends the integer range on the bulk of the weights and clips the
     largest ones: a chip's error is a roughly fixed number of weight LSBs, so a finer step
     raises the signal-to-noise ratio of every weight (see docs/RESULTS.md for the measured
-    choice of the training default)."""
+    choice of the training default).
+
+    ``bits = 1``: binary weights ``q = sign(w)`` in {-1, +1} (``sign(0) = +1``) with the step
+    ``s = mean|w|`` per output channel (or per layer), the scale that minimises
+    ``|w - s q|^2``; ``step_scale`` does not apply (nothing is clipped). On the macro a binary
+    weight is one cell (:func:`binary_cells`)."""
 
     MAX_STEP_SCALE = 4.0
 
@@ -85,8 +114,9 @@ class WeightQuantizer(nn.Module):
 
     @bits.setter
     def bits(self, value: int) -> None:
-        if not 2 <= int(value) <= 8:
-            raise SpecError(f"weight quantiser bits must be in 2..8 (symmetric two's complement), got {value}")
+        if not 1 <= int(value) <= 8:
+            raise SpecError(f"weight quantiser bits must be in 1..8 (1: binary +-1; 2..8: symmetric two's "
+                            f"complement), got {value}")
         self._bits = int(value)
 
     @property
@@ -105,11 +135,20 @@ class WeightQuantizer(nn.Module):
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        """The largest integer weight (1 for binary weights)."""
+        return max(2 ** (self.bits - 1) - 1, 1)
+
+    @property
+    def binary(self) -> bool:
+        return self.bits == 1
 
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """Per-channel (shape ``(out, 1, ...)``) or per-layer step, detached."""
         w = w.detach()
+        if self.binary:
+            m = w.abs().reshape(w.shape[0], -1).mean(1).view(-1, *([1] * (w.dim() - 1))) \
+                if self.per_channel else w.abs().mean()
+            return torch.clamp(m, min=1e-12)
         if self.per_channel:
             m = w.abs().reshape(w.shape[0], -1).amax(1).view(-1, *([1] * (w.dim() - 1)))
         else:
@@ -119,6 +158,8 @@ class WeightQuantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.scale(w)
+        if self.binary:
+            return sign_ste(w / s), s
         q = torch.clamp(round_ste(w / s), -self.qmax, self.qmax)
         return q, s
 
