@@ -12,6 +12,8 @@ from ..config import HardwareSpec, SpecError
 from ..hardware import input_planes, n_segments, weight_planes
 from .spec import EnergySpec
 
+COMPONENTS = ("read", "readout", "adc", "driver", "digital")  # energy components, in table order
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -81,10 +83,12 @@ class LayerCost:
     energy_driver_j: float
     energy_digital_j: float
     timing: LayerTiming
+    energy_readout_j: float = 0.0  # column readout channels' bias (one channel per conversion)
 
     @property
     def energy_j(self) -> float:
-        return self.energy_read_j + self.energy_adc_j + self.energy_driver_j + self.energy_digital_j
+        return (self.energy_read_j + self.energy_readout_j + self.energy_adc_j + self.energy_driver_j
+                + self.energy_digital_j)
 
     @property
     def energy_per_vector_j(self) -> float:
@@ -117,7 +121,7 @@ class LayerCost:
 
     def components_j(self) -> dict[str, float]:
         return {
-            "read": self.energy_read_j, "adc": self.energy_adc_j,
+            "read": self.energy_read_j, "readout": self.energy_readout_j, "adc": self.energy_adc_j,
             "driver": self.energy_driver_j, "digital": self.energy_digital_j,
         }
 
@@ -206,6 +210,7 @@ def layer_cost(
         energy_driver_j=driver * energy.driver_energy_per_row_j,
         energy_digital_j=conversions * energy.digital_energy_per_conversion_j,
         timing=timing,
+        energy_readout_j=conversions * energy.readout_energy_per_conversion_j,
     )
 
 
@@ -225,7 +230,7 @@ class NetworkCost:
         if int(self.inferences) != self.inferences or self.inferences < 1:
             raise SpecError(f"inferences must be a positive integer, got {self.inferences!r}")
         self.components = {
-            c: sum(layer.components_j()[c] for layer in self.layers) for c in ("read", "adc", "driver", "digital")
+            c: sum(layer.components_j()[c] for layer in self.layers) for c in COMPONENTS
         }
 
     @property
@@ -281,7 +286,8 @@ class NetworkCost:
         """Printable per-layer table (energies per inference) with a total row."""
         hdr = (
             f"{'layer':<14}{'M':>8}{'K':>7}{'out':>6}{'seg':>5}{'tiles':>6}{'conv':>12}{'rows/conv':>10}"
-            f"{'read':>10}{'adc':>10}{'driver':>10}{'digital':>10}{'E/inf':>10}{'time/inf':>10}{'TOPS/W':>9}"
+            f"{'read':>10}{'readout':>10}{'adc':>10}{'driver':>10}{'digital':>10}{'E/inf':>10}{'time/inf':>10}"
+            f"{'TOPS/W':>9}"
         )
         inf = self.inferences
 

@@ -23,6 +23,10 @@ class EnergySpec(BaseModel):
     name: str = "custom"
     read_model: Literal["resistive", "capacitive"] = "resistive"
     v_read_v: float = Field(0.1, gt=0, le=5, description="read / compute voltage, V")
+    read_supply_v: float | None = Field(
+        None, gt=0, le=5,
+        description="supply the read charge is drawn from, V (None: v_read_v, an ideal dedicated read supply)",
+    )
     t_read_s: float = Field(5e-9, gt=0, le=1e-3, description="column read (current integration) time per cycle, s")
     cell_cap_f: float = Field(0.0, ge=0, le=1e-12, description="capacitive model: cell capacitor, F")
     adc_fom_walden_j: float = Field(5e-15, ge=0, le=1e-9, description="Walden FoM, J per conversion step")
@@ -39,6 +43,9 @@ class EnergySpec(BaseModel):
     digital_energy_per_conversion_j: float = Field(
         30e-15, ge=0, le=1e-9, description="shift-and-add / accumulate energy per conversion output, J"
     )
+    readout_bias_a: float = Field(
+        0.0, ge=0, le=1e-3, description="static bias current of one column readout channel during t_read, A"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EnergySpec:
@@ -49,7 +56,22 @@ class EnergySpec(BaseModel):
             )
         if self.read_model == "capacitive" and self.cell_cap_f <= 0:
             raise ValueError("cell_cap_f must be > 0 F when read_model is 'capacitive'")
+        if self.read_supply_v is not None and self.read_supply_v < self.v_read_v:
+            raise ValueError(
+                f"read_supply_v ({self.read_supply_v} V) must be >= v_read_v ({self.v_read_v} V): a supply "
+                "cannot deliver a higher read voltage"
+            )
         return self
+
+    @property
+    def supply_v(self) -> float:
+        """Voltage the read charge and the readout bias are drawn from: ``read_supply_v`` or ``v_read_v``."""
+        return self.v_read_v if self.read_supply_v is None else self.read_supply_v
+
+    @property
+    def readout_energy_per_conversion_j(self) -> float:
+        """Column readout channel's bias energy per column read: ``I_bias * V_supply * t_read``."""
+        return self.readout_bias_a * self.supply_v * self.t_read_s
 
     @property
     def adcs_per_macro(self) -> int:
@@ -70,11 +92,18 @@ class EnergySpec(BaseModel):
         return self.adc_time_per_bit_s * adc_bits
 
     def cell_energies_j(self, device: DeviceSpec, level: float = 1.0) -> tuple[float, float]:
-        """Read energy of one active cell per cycle, ``(weight bit 1 / P, weight bit 0 / AP)``, J."""
+        """Read energy of one active cell per cycle, ``(weight bit 1 / P, weight bit 0 / AP)``, J.
+
+        The energy taken from the supply is the supply voltage times the charge the cell
+        passes: resistive ``V_supply * V_read * E[G] * t_read`` (the bitline is clamped at
+        ``V_read``, the current comes from ``V_supply``), capacitive ``V_supply * C_cell *
+        V_read`` for a cell whose product is 1. With ``read_supply_v`` unset ``V_supply =
+        V_read`` (the ``V_read^2`` forms).
+        """
         if self.read_model == "capacitive":
-            return self.cell_cap_f * self.v_read_v**2, 0.0
+            return self.supply_v * self.cell_cap_f * self.v_read_v, 0.0
         g_p, g_ap = _mean_conductances(device, check_level(level))
-        k = self.v_read_v**2 * self.t_read_s
+        k = self.supply_v * self.v_read_v * self.t_read_s
         return k * g_p, k * g_ap
 
     def to_json(self) -> str:
@@ -172,6 +201,80 @@ ENERGY_PRESETS: dict[str, EnergySpec] = {
         digital_energy_per_conversion_j=50e-15,  # Horowitz ISSCC 2014, 45 nm, ~16b add + shift
     ),
 }
+
+
+# ---------------------------------------------------------------- published macros
+# Presets of two published IMC macros (docs/ENERGY.md, "Predicted vs published"). Every
+# parameter names its source: the paper (with where in it), or "assumed, order of
+# magnitude: reason". No parameter is chosen to reproduce a published total.
+
+
+def _deaville2025() -> EnergySpec:
+    """P. Deaville, B. Zhang, N. Verma, "A Fully Row/Column-Parallel MRAM In-Memory Computing
+    Macro With Memory-Resistance Boosting and Weighted Multi-Column ADC Readout", IEEE JSSC
+    60(5), 2025 (abstract: 256 x 512 array, foundry MRAM, 22 nm FD-SOI, cascode-based
+    feedback readout, 6-b SAR ADC fed by several weighted columns, 19.5-41.6 1b-TOPS/W).
+    Use with ``preset("mram-22nm").replace(column={"rows": 256, "adc_bits": 6})``."""
+    return EnergySpec(
+        name="mram-22nm-deaville2025",
+        read_model="resistive",
+        # Read bias across the cell: as mram-22nm-imc (assumed, order of magnitude: STT-MRAM
+        # reads at ~0.1-0.2 V to avoid read disturb).
+        v_read_v=0.1,
+        # The cascode feedback readout (abstract) holds the bitline at V_read and passes the
+        # cell current on from the supply, so the charge is drawn at the supply voltage.
+        # 0.8 V: assumed, order of magnitude: the nominal core supply of 22 nm FD-SOI logic.
+        read_supply_v=0.8,
+        t_read_s=5e-9,  # as mram-22nm-imc (assumed, order of magnitude: eMRAM sensing of a few ns)
+        adc_fom_walden_j=5e-15,  # as mram-22nm-imc: SAR ~1-10 fJ/conv-step (Murmann, ADC survey)
+        adc_fom_schreier_db=175.0,  # as mram-22nm-imc: below the survey's ~180-185 dB envelope
+        adc_time_per_bit_s=1e-9,  # as mram-22nm-imc (modelling choice; timing only)
+        # One ADC per group of columns (abstract: "single multi-column ADC"); the group size
+        # is not in the abstract: 8 assumed as in mram-22nm-imc (timing only).
+        columns_per_adc=8,
+        columns_per_macro=512,  # abstract: 256 (rows) x 512 (columns)
+        n_macros=1,  # the published figure is one macro's
+        # Wordline C V^2: mram-22nm-imc's estimate (~0.12 fF per cell at 0.8 V) over 512 cells.
+        driver_energy_per_row_j=40e-15,
+        # Per-column feedback amplifier bias: assumed, order of magnitude: a uA-class bias per
+        # channel (its energy is < 1 % of the cell currents here).
+        readout_bias_a=5e-6,
+        digital_energy_per_conversion_j=30e-15,  # as mram-22nm-imc (not in the macro comparison)
+    )
+
+
+def _jia2020(name: str, vdd: float) -> EnergySpec:
+    """H. Jia, H. Valavi, Y. Tang, J. Zhang, N. Verma, "A Programmable Heterogeneous
+    Microprocessor Based on Bit-Scalable In-Memory Computing", IEEE JSSC 55(9), 2020: 65 nm,
+    590-kb charge-domain IMC array (2304 rows x 256 columns, one 8-b SAR ADC per column),
+    1b-TOPS/W 192 | 400 at VDD 1.2 | 0.85 V for the MAC hardware (abstract; Table II).
+    Use with ``preset("mram-22nm").replace(column={"rows": 2304, "adc_bits": 8})``."""
+    scale = (vdd / 1.2) ** 2  # dynamic C V^2 energy from the 1.2 V figures (assumed: CMOS switching)
+    return EnergySpec(
+        name=name,
+        # Multiplying bit cell: a metal-fringe capacitor per cell driven to VDD when the
+        # cell's 1-b product is 1 (charge-domain compute, abstract). ~1.2 fF: order of
+        # magnitude from Valavi et al., IEEE JSSC 2019 (the same group's bit cell).
+        read_model="capacitive",
+        cell_cap_f=1.2e-15,
+        v_read_v=vdd,  # abstract: VDD 1.2 | 0.85 V; the capacitor swings rail to rail
+        t_read_s=10e-9,  # modelling choice (timing only; not a throughput model of the chip)
+        # 65 nm SAR ~5-50 fJ/conv-step at 1.2 V (Murmann's survey, order of magnitude), scaled by V^2.
+        adc_fom_walden_j=10e-15 * scale,
+        adc_fom_schreier_db=175.0,
+        adc_time_per_bit_s=2e-9,  # modelling choice (timing only)
+        columns_per_adc=1,  # one ADC per column: 256 ADCs for 256 columns
+        columns_per_macro=256,  # 590 kb = 2304 rows x 256 columns
+        n_macros=1,  # the published figure is the one array's
+        # Input line across the 256 columns: ~50 fF (~0.2 fF per cell, as sram-charge-65nm;
+        # assumed, order of magnitude) charged to VDD per active row.
+        driver_energy_per_row_j=50e-15 * vdd**2,
+        digital_energy_per_conversion_j=50e-15 * scale,  # as sram-charge-65nm; outside the MAC figure
+    )
+
+
+ENERGY_PRESETS.update({e.name: e for e in (
+    _deaville2025(), _jia2020("sram-65nm-jia2020", 1.2), _jia2020("sram-65nm-jia2020-0v85", 0.85))})
 
 
 def energy_preset(name: str) -> EnergySpec:
