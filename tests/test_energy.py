@@ -350,3 +350,132 @@ def test_from_json_and_spec_files_errors_name_the_file(tmp_path):
             load_energy_spec(tmp_path / name)
     with pytest.raises(SpecError, match="neither a preset .* nor a file"):
         load_energy_spec(tmp_path / "missing.json")
+
+
+# ----------------------------------------------------------------- supply, readout, published macros
+
+
+def test_read_charge_drawn_at_the_supply_closed_form():
+    """Resistive: V_supply * V_read * G * t_read per active cell (hand numbers, level 0)."""
+    e = MRAM.replace(read_supply_v=0.8, v_read_v=0.1, t_read_s=5e-9)
+    d = BASE.device  # R_P 4 kOhm, TMR 1.5, R_T 1.5 kOhm
+    g_p, g_ap = 1 / (4000.0 + 1500.0), 1 / (4000.0 * 2.5 + 1500.0)
+    assert (d.r_p_ohm, d.tmr, d.r_t_ohm) == (4000.0, 1.5, 1500.0)
+    e_p, e_ap = e.cell_energies_j(d, level=0.0)
+    assert e_p == pytest.approx(0.8 * 0.1 * 5e-9 * g_p, rel=1e-9)  # 72.7 fJ
+    assert e_ap == pytest.approx(0.8 * 0.1 * 5e-9 * g_ap, rel=1e-9)
+    assert e_p == pytest.approx(72.727e-15, rel=1e-4)
+    # unset supply: the V_read^2 form, i.e. 8x less here
+    assert MRAM.replace(v_read_v=0.1, t_read_s=5e-9).cell_energies_j(d, 0.0)[0] == pytest.approx(e_p / 8)
+    # a whole layer: all inputs 1, all weights P -> conversions * N * e_p at level 0
+    x, w = torch.full((2, 256), 15), torch.full((3, 256), -1)
+    lc = layer_cost(x, w, BASE, e, level=0.0)
+    assert lc.energy_read_j == pytest.approx(lc.conversions * 256 * e_p, rel=1e-9)
+
+
+def test_capacitive_read_at_a_supply_closed_form():
+    sram = energy_preset("sram-charge-65nm").replace(v_read_v=0.5, read_supply_v=1.0, cell_cap_f=2e-15)
+    assert sram.cell_energies_j(BASE.device) == (pytest.approx(1.0 * 2e-15 * 0.5), 0.0)  # Q = C V_read at 1 V
+
+
+def test_readout_bias_energy_closed_form():
+    e = MRAM.replace(readout_bias_a=5e-6, read_supply_v=0.8, t_read_s=5e-9)
+    assert e.readout_energy_per_conversion_j == pytest.approx(20e-15)  # 5 uA * 0.8 V * 5 ns
+    x, w = torch.randint(0, 16, (3, 300)), torch.randint(-8, 8, (4, 300))
+    lc = layer_cost(x, w, BASE, e)
+    assert lc.conversions == 3 * 4 * 2 * 4 * 4
+    assert lc.energy_readout_j == pytest.approx(lc.conversions * 20e-15)
+    assert lc.components_j()["readout"] == lc.energy_readout_j
+    assert lc.energy_j == pytest.approx(sum(lc.components_j().values()))
+    # off by default: the existing presets' numbers are unchanged
+    assert layer_cost(x, w, BASE, MRAM).energy_readout_j == 0.0
+    assert MRAM.read_supply_v is None and MRAM.supply_v == MRAM.v_read_v
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [({"read_supply_v": 0.05, "v_read_v": 0.1}, "read_supply_v"), ({"read_supply_v": 0.0}, "read_supply_v"),
+     ({"read_supply_v": 9.0}, "read_supply_v"), ({"readout_bias_a": -1e-6}, "readout_bias_a"),
+     ({"readout_bias_a": 1.0}, "readout_bias_a")],
+)
+def test_new_terms_validation_names_parameter(changes, field):
+    with pytest.raises(SpecError, match=field):
+        make_energy_spec(changes)
+
+
+PUBLISHED = ("mram-22nm-deaville2025", "sram-65nm-jia2020", "sram-65nm-jia2020-0v85")
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_presets_load_and_validate(name):
+    from sddhr.energy import load_energy_spec
+
+    e = load_energy_spec(name)
+    assert e.name == name and make_energy_spec(e.model_dump()) == e
+    assert EnergySpec.from_json(e.to_json()) == e
+
+
+def test_published_presets_geometry():
+    mram, jia, jia85 = (energy_preset(n) for n in PUBLISHED)
+    assert (mram.columns_per_macro, mram.read_supply_v, mram.read_model) == (512, 0.8, "resistive")
+    assert (jia.columns_per_macro, jia.columns_per_adc, jia.v_read_v) == (256, 1, 1.2)
+    assert jia85.v_read_v == 0.85
+    # the 0.85 V preset is the 1.2 V one with every C V^2 term scaled by (0.85 / 1.2)^2
+    s = (0.85 / 1.2) ** 2
+    assert jia85.adc_energy_per_conversion_j(8) - 0.5 * 10 ** ((6.02 * 8 + 1.76 - 175) / 10) == pytest.approx(
+        s * (jia.adc_energy_per_conversion_j(8) - 0.5 * 10 ** ((6.02 * 8 + 1.76 - 175) / 10)))
+    assert jia85.driver_energy_per_row_j == pytest.approx(s * jia.driver_energy_per_row_j)
+    assert jia85.cell_energies_j(BASE.device)[0] == pytest.approx(s * jia.cell_energies_j(BASE.device)[0])
+
+
+def test_published_dense_prediction_closed_form():
+    """Jia preset, dense data: 2N ops per conversion over N C V^2 + N E_drv / C_macro + E_adc."""
+    from sddhr.energy.published import MACROS, full_array_cost, macro_hardware, macro_tops_per_w_1b
+
+    m = next(m for m in MACROS if m.energy == "sram-65nm-jia2020")
+    e = energy_preset(m.energy)
+    n = 2304
+    e_conv = n * 1.2e-15 * 1.2**2 + n * 50e-15 * 1.2**2 / 256 + e.adc_energy_per_conversion_j(8)
+    lc = full_array_cost(macro_hardware(m), e, "dense", vectors=3)
+    assert lc.conversions == 3 * 256 and lc.p_hits == 3 * 256 * n
+    assert macro_tops_per_w_1b(lc) == pytest.approx(2 * n / e_conv / 1e12, rel=1e-9)
+
+
+def test_published_prediction_mram_closed_form():
+    """Deaville preset, dense data, per conversion: N cells at V_sup V_read G_P t (mean G at
+    level 1), the bias, the ADC and the wordlines (one per active row per 512 columns)."""
+    from sddhr.energy.published import MACROS, full_array_cost, macro_hardware, macro_tops_per_w_1b
+
+    m = MACROS[0]
+    e = energy_preset(m.energy)
+    spec = macro_hardware(m)
+    g_p = CellModel(spec.device, 1.0).mean_g["P"]
+    n = 256
+    e_conv = (n * 0.8 * 0.1 * 5e-9 * g_p + 5e-6 * 0.8 * 5e-9 + e.adc_energy_per_conversion_j(6)
+              + n * 40e-15 / 512)
+    lc = full_array_cost(spec, e, "dense", vectors=2)
+    assert macro_tops_per_w_1b(lc) == pytest.approx(2 * n / e_conv / 1e12, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_1b_normalisation_does_not_depend_on_precision(name):
+    from sddhr.energy.published import MACROS, full_array_cost, macro_hardware, macro_tops_per_w_1b
+
+    m = next(m for m in MACROS if m.energy == name)
+    e = energy_preset(name)
+    one = macro_tops_per_w_1b(full_array_cost(macro_hardware(m, 1), e, "dense", vectors=2))
+    four = macro_tops_per_w_1b(full_array_cost(macro_hardware(m, 4), e, "dense", vectors=2))
+    assert four == pytest.approx(one, rel=1e-9)
+
+
+def test_published_table_command(capsys):
+    from sddhr.energy.published import compare, main
+
+    main([])
+    out = capsys.readouterr().out
+    for name in PUBLISHED:
+        assert f"`{name}`" in out
+    assert "19.5-41.6" in out and "| 192 " in out and "| 400 " in out
+    rows = compare("mram-22nm-imc")  # only the resistive macro is priced with a resistive preset
+    assert [r["macro"].energy for r in rows] == ["mram-22nm-deaville2025"]
+    assert rows[0]["predicted"]["random"] > compare()[0]["predicted"]["random"]
