@@ -10,10 +10,12 @@ two's-complement ``B_w``-bit weights (docs/MODEL.md). Per input vector the macro
 so ``conversions = M * B_x * S * out * B_w`` exactly. Energy components (J):
 
 * **read**: every conversion drives its active rows (input bit 1) at ``V_read`` for
-  ``t_read``; a cell in state P (weight bit 1) draws ``V^2 * E[G_P] * t_read``, an AP cell
-  (bit 0) ``V^2 * E[G_AP] * t_read`` (``CellModel.mean_g`` at the variation level). The
-  ``capacitive`` read model (charge-domain SRAM) charges ``C_cell * V^2`` per active cell
-  storing 1 and nothing for 0.
+  ``t_read``; a cell in state P (weight bit 1) draws ``V_sup * V_read * E[G_P] * t_read``
+  from the supply, an AP cell (bit 0) ``V_sup * V_read * E[G_AP] * t_read``
+  (``CellModel.mean_g`` at the variation level; ``V_sup`` is ``read_supply_v``, or
+  ``V_read`` when unset). The ``capacitive`` read model (charge-domain SRAM) charges
+  ``V_sup * C_cell * V_read`` per active cell storing 1 and nothing for 0.
+* **readout**: each column readout channel's bias, ``I_bias * V_sup * t_read`` per conversion.
 * **adc**: ``E_adc(B) = FoM_W * 2^B + 0.5 * 10^((6.02 B + 1.76 - FoM_S) / 10)`` per
   conversion (Walden term plus an optional Schreier / thermal-noise floor; both grow with
   B, so more bits never cost less).
@@ -33,8 +35,9 @@ macros are left over, ``replicas = n_macros // tiles`` copies process input vect
 parallel. Layers run one after another. 1-bit ops: ``2 * K * out * B_x * B_w`` per input
 vector (a 1b x 1b multiply and an add per cell per cycle). See docs/ENERGY.md.
 
-Modules: :mod:`.spec` (:class:`EnergySpec`, presets, loading a spec file) and :mod:`.cost`
-(timing, activity counts, per-layer and per-network costs).
+Modules: :mod:`.spec` (:class:`EnergySpec`, presets, loading a spec file), :mod:`.cost`
+(timing, activity counts, per-layer and per-network costs) and :mod:`.published`
+(predicted vs published 1b-TOPS/W of two published macros: ``python -m sddhr.energy.published``).
 """
 
 from .cost import LayerCost, LayerTiming, NetworkCost, layer_cost, layer_timing, network_cost
