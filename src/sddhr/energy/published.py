@@ -63,8 +63,10 @@ MACROS: tuple[PublishedMacro, ...] = (
 
 
 # Jia et al. JSSC 2020, Table I: energy per column per cycle (1b x 1b), J, by supply: the
-# ADC, and the compute array ("CiM": cells, capacitors, row and column drivers). Used only to
-# compare components, never to set a parameter.
+# ADC, and the compute array ("CiM": cells, capacitors, row and column drivers), as
+# reproduced in the CiMLoop tests of this macro (Andrulis et al., ISPASS 2024); their sums
+# give the published 192 | 400 1b-TOPS/W. Used only to compare components, never to set a
+# parameter.
 JIA2020_TABLE_I_J: dict[str, dict[str, float]] = {
     "sram-65nm-jia2020": {"adc": 3.56e-12, "cim": 20.4e-12},
     "sram-65nm-jia2020-0v85": {"adc": 1.79e-12, "cim": 9.7e-12},
