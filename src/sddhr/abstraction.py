@@ -1,8 +1,9 @@
 """The statistical abstraction: P(code | k, n) tables, their moments, composition, validation.
 
-For a column with ``n`` active rows of which ``k`` hold a P cell, the readout is
-``u = sum of k i.i.d. c_P + sum of (n - k) i.i.d. c_AP`` (see :mod:`sddhr.device`), and the
-ADC maps it to a code. The table ``prob[n, k, code]`` is computed
+For a column with ``n`` active rows of which ``k`` hold a bit-1 ("P") cell, the readout is
+``u = sum of k i.i.d. c_P + sum of (n - k) i.i.d. c_AP`` (the cells' statistics come from
+the spec's technology, :func:`sddhr.technology.cell_model`), and the ADC maps it to a code.
+The table ``prob[n, k, code]`` is computed
 
 * ``exact``: each cell's distribution is binned on a lattice of spacing ``h`` (an eighth
   of the smaller per-cell sigma, or of its central width when a heavy tail inflates the
@@ -36,8 +37,8 @@ from tqdm import tqdm
 
 from ._io import atomic_path
 from .config import HardwareSpec, SpecError, check_level, make_spec
-from .device import CellModel
 from .hardware import code_values, input_planes, n_segments, plane_weights, weight_planes
+from .technology import CellTechnology, cell_model
 
 METHODS = ("exact", "gaussian")
 
@@ -175,7 +176,7 @@ def _gaussian_rows(mu, var, spec: HardwareSpec) -> np.ndarray:
 class _Lattice:
     """Per-cell distributions binned on a common centred lattice, with their DFTs."""
 
-    def __init__(self, cm: CellModel, rows: int, max_len: int = 1 << 16, negligible_var: float = 0.0,
+    def __init__(self, cm: CellTechnology, rows: int, max_len: int = 1 << 16, negligible_var: float = 0.0,
                  extra_var: float = 0.0):
         # a state whose variance is negligible (see build_table) is treated as exact
         sds = {s: math.sqrt(cm.var(s)) if cm.var(s) > negligible_var else 0.0 for s in ("P", "AP")}
@@ -244,7 +245,7 @@ def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec
     return rows / rows.sum(1, keepdims=True)
 
 
-def _single_cell_rows(cm: CellModel, spec: HardwareSpec) -> np.ndarray:
+def _single_cell_rows(cm: CellTechnology, spec: HardwareSpec) -> np.ndarray:
     """Rows (k = 0, k = 1) of n = 1: one AP or one P cell."""
     t = _thresholds(spec)
     rows = []
@@ -283,7 +284,7 @@ def build_table(
         raise SpecError(f"method must be one of {METHODS}, got {method!r}")
     level = check_level(level)
     n_rows, n_codes = spec.column.rows, spec.column.n_codes
-    cm = CellModel(spec.device, level, spec.column.calibrated)
+    cm = cell_model(spec.device, level, spec.column.calibrated)
     m_p, m_ap, v_p, v_ap = cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
     # a per-cell variance so small that even N cells spread by less than 1e-6 of a step
     # (e.g. a tiny but non-zero level) is treated as zero: the codes are then exact
@@ -350,10 +351,11 @@ def sample_column_codes(
     spec: HardwareSpec, level: float, k: int, n: int, samples: int, rng: np.random.Generator,
     chunk: int = 1 << 22,
 ) -> np.ndarray:
-    """Brute force: draw ``samples`` fresh columns (k P cells, n - k AP cells), sum, read
-    (every readout source drawn as the readout equation has it: a fresh chip's ADC gain and
-    offset and fresh temporal noise per sample, :func:`readout_samples`), digitise."""
-    cm = CellModel(spec.device, level, spec.column.calibrated)
+    """Brute force: draw ``samples`` fresh columns (k bit-1 cells, n - k bit-0 cells, each
+    from its technology's :meth:`~sddhr.technology.CellTechnology.sample`), sum, read (every
+    readout source drawn as the readout equation has it: a fresh chip's ADC gain and offset
+    and fresh temporal noise per sample, :func:`readout_samples`), digitise."""
+    cm = cell_model(spec.device, level, spec.column.calibrated)
     col = spec.column
     codes = np.empty(samples, dtype=np.int64)
     per = max(1, chunk // max(n, 1))
@@ -362,8 +364,7 @@ def sample_column_codes(
         u = np.zeros(m)
         for state, count in (("P", k), ("AP", n - k)):
             if count:
-                r = cm.mtj(state).sample(rng, (m, count)) + cm.dist_t.sample(rng, (m, count))
-                u += cm.contribution(1.0 / r).sum(1)
+                u += cm.sample(state, rng, (m, count)).sum(1)
         if col.noisy:
             u = readout_samples(u, n, col, rng)
         codes[s0 : s0 + m] = np.clip(np.round(u / col.step), 0, col.n_codes - 1)

@@ -23,14 +23,23 @@ DEFAULT_PRESET = "mram-22nm"
 
 
 def _base_spec(args) -> HardwareSpec:
-    """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`)."""
+    """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`); with
+    ``--cell-csv``, its device replaced by the measured (empirical) cell of that CSV."""
     if getattr(args, "spec_file", None):
         data = read_json(args.spec_file, "--spec-file", "hardware spec")
         try:
-            return make_spec(data)
+            spec = make_spec(data)
         except SpecError as err:
             raise SpecError(f"--spec-file {args.spec_file}: {err}") from None
-    return preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+    else:
+        spec = preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+    if getattr(args, "cell_csv", None):
+        from .technology import empirical_spec
+
+        cell = empirical_spec(args.cell_csv)
+        spec = spec.replace(device=cell.model_dump(), name=f"empirical-{Path(args.cell_csv).stem}")
+    return spec
+
 
 
 def _spec_changes(args) -> dict:
@@ -57,6 +66,8 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hardware")
     g.add_argument("--preset", help=f"hardware preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
     g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset)")
+    g.add_argument("--cell-csv", help="measured cell: CSV with columns state (1 / 0) and one of g_siemens, g_us, "
+                                      "q_coulomb, q_fc; replaces the preset's device (samples embedded in the spec)")
     g.add_argument("--rows", type=int, help="rows per column N")
     g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
     g.add_argument("--full-scale", type=float, help="ADC full scale in counts (default N)")
@@ -158,7 +169,7 @@ def _train_config_from_args(args):
         raise SpecError(f"{args.config}: data must be a mapping (name, data_dir, ...), got {data['data']!r}")
     if args.no_augment:
         data.setdefault("data", {})["augment"] = False
-    if args.preset is not None or args.spec_file:  # a named base spec replaces the config's hardware
+    if args.preset is not None or args.spec_file or args.cell_csv:  # a named base spec replaces the config's hardware
         data["hardware"] = _spec_from_args(args).model_dump()
     data, note = inherit_from_checkpoint(data)
     changes = _spec_changes(args)
@@ -228,7 +239,7 @@ def _cmd_demo(args) -> int:
 
     check_device(args.device)
     check_writable(args.out)
-    run_demo(args.out, quick=args.quick, device=args.device)
+    run_demo(args.out, quick=args.quick, device=args.device, spec=_spec_from_args(args))
     return 0
 
 
@@ -386,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", help=f"hardware preset, any technology ({', '.join(sorted(PRESETS))}; default "
+                                    f"{DEFAULT_PRESET}); the levels follow its cell spread (docs/MODEL.md)")
+    p.add_argument("--cell-csv", help="measured cell (CSV, as for abstraction) in place of the preset's device")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("explore", help="sweep operating points: accuracy vs energy / throughput (Pareto)")

@@ -2,7 +2,12 @@
 
 A :class:`HardwareSpec` describes one bit-scalable in-memory-computing macro:
 
-* :class:`DeviceSpec`  - the 1T-1MTJ bit cell (resistances in ohms, relative sigmas),
+* ``device``           - the bit cell, one spec class per technology (:data:`CellSpec`, chosen
+  by its ``technology`` field; :mod:`sddhr.technology` implements each):
+  :class:`DeviceSpec` (``mram``: 1T-1MTJ, resistances in ohms; the default, and what a spec
+  without a ``technology`` field is), :class:`SramChargeSpec` (``sram-cd``: charge-domain
+  SRAM, capacitor mismatch), :class:`ReramBinarySpec` (``reram-binary``: two-state ReRAM,
+  lognormal conductances), :class:`EmpiricalCellSpec` (``empirical``: measured samples),
 * :class:`ColumnSpec`  - rows per column, the ADC (bits, full scale) and its calibration,
 * :class:`MacroSpec`   - weight / activation bit widths.
 
@@ -15,9 +20,20 @@ allowed range.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, TypeVar
+import math
+from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 #: largest accepted variation level (0 = no variation, 1 = nominal sigmas)
 MAX_LEVEL = 100.0
@@ -33,15 +49,24 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Boltzmann constant, J/K (the kT/C noise of a charge-domain cell)
+K_BOLTZMANN = 1.380649e-23
+
+
 class DeviceSpec(_Spec):
-    """MTJ + access transistor. P state stores weight bit 1, AP state stores 0.
+    """The ``mram`` technology: MTJ + access transistor. P state stores weight bit 1, AP state
+    stores 0.
 
     Resistance distributions are parameterised by their mean (ohm) and relative
     standard deviation; at variation level ``v`` the relative sigma is ``v * sigma_rel``.
     ``lognormal`` matches that mean and sigma exactly; ``truncnormal`` is a normal with
     that mean and sigma truncated to positive resistances.
+
+    ``technology`` is never written out (a spec without it is MRAM), so MRAM specs, tables
+    and checkpoints keep the JSON they had before technologies were plug-ins.
     """
 
+    technology: Literal["mram"] = Field("mram", exclude=True, description="cell technology (see CellSpec)")
     r_p_ohm: float = Field(4000.0, gt=0, le=1e9, description="mean P-state MTJ resistance, ohm")
     tmr: float = Field(1.5, gt=0, le=100, description="tunnel magnetoresistance ratio (R_AP-R_P)/R_P")
     r_t_ohm: float = Field(1500.0, ge=0, le=1e9, description="mean access-transistor on-resistance, ohm")
@@ -53,6 +78,127 @@ class DeviceSpec(_Spec):
     @property
     def r_ap_ohm(self) -> float:
         return self.r_p_ohm * (1.0 + self.tmr)
+
+
+class SramChargeSpec(_Spec):
+    """The ``sram-cd`` technology: a charge-domain SRAM bit cell (Jia et al., IEEE JSSC 2020).
+
+    The cell's 1-b product charges its local capacitor: a cell whose product is 1 puts the
+    charge ``C V`` on the column, one whose product is 0 puts none. The static error is the
+    capacitor's mismatch: ``C ~ N(c_unit, (v sigma_c_rel c_unit)^2)`` at variation level ``v``
+    (normal, Pelgrom-type; a bit-0 cell contributes exactly 0). Temporal noise is the
+    column's ``read_noise_counts`` (the preset sets it to :attr:`ktc_noise_counts`)."""
+
+    technology: Literal["sram-cd"] = "sram-cd"
+    c_unit_ff: float = Field(1.0, gt=0, le=1e4, description="unit (bit-cell) capacitance, fF")
+    sigma_c_rel: float = Field(0.003, ge=0, le=1, description="relative sigma of a unit capacitor at level 1")
+    v_swing_v: float = Field(1.0, gt=0, le=10, description="voltage on a cell capacitor whose product is 1, V")
+    temperature_k: float = Field(300.0, gt=0, le=1000, description="temperature of the kT/C noise, K")
+
+    @property
+    def ktc_noise_counts(self) -> float:
+        """kT/C noise of one cell capacitor, sd in counts (one count = ``c_unit V``):
+        ``sqrt(k T / C) / V``."""
+        return math.sqrt(K_BOLTZMANN * self.temperature_k / (self.c_unit_ff * 1e-15)) / self.v_swing_v
+
+
+class ReramBinarySpec(_Spec):
+    """The ``reram-binary`` technology: a two-state (binary) 1T1R ReRAM cell read by its
+    current. Low-resistance state LRS stores weight bit 1, high-resistance state HRS stores 0;
+    each cell's conductance is lognormal with the given mean and relative sigma (times the
+    variation level ``v``), drawn once per cell."""
+
+    technology: Literal["reram-binary"] = "reram-binary"
+    g_lrs_us: float = Field(100.0, gt=0, le=1e6, description="mean LRS (bit 1) conductance, uS")
+    g_hrs_us: float = Field(10.0, gt=0, le=1e6, description="mean HRS (bit 0) conductance, uS")
+    sigma_lrs_rel: float = Field(0.15, ge=0, le=2, description="relative sigma of the LRS conductance at level 1")
+    sigma_hrs_rel: float = Field(0.35, ge=0, le=2, description="relative sigma of the HRS conductance at level 1")
+    v_read_v: float = Field(0.2, gt=0, le=10, description="read voltage, V")
+
+    @model_validator(mode="after")
+    def _lrs_above_hrs(self):
+        if self.g_lrs_us <= self.g_hrs_us:
+            raise ValueError(f"g_lrs_us ({self.g_lrs_us:g}) must exceed g_hrs_us ({self.g_hrs_us:g}): "
+                             "the LRS (bit 1) conducts more")
+        return self
+
+
+#: the columns a measured cell CSV may hold its samples in: name -> (readout, factor to SI)
+CELL_UNITS = {"g_siemens": ("current", 1.0), "g_us": ("current", 1e-6),
+              "q_coulomb": ("charge", 1.0), "q_fc": ("charge", 1e-15)}
+#: fewest / most samples per state of an empirical cell
+MIN_CELL_SAMPLES, MAX_CELL_SAMPLES = 10, 200_000
+
+
+def cell_samples_problem(values) -> str | None:
+    """What makes ``values`` unfit to describe one state of an empirical cell (too few or too
+    many samples, one not finite, all equal: no variation), or None."""
+    n = len(values)
+    if n < MIN_CELL_SAMPLES:
+        return f"need at least {MIN_CELL_SAMPLES} samples, got {n}"
+    if n > MAX_CELL_SAMPLES:
+        return f"at most {MAX_CELL_SAMPLES} samples, got {n}"
+    bad = next((v for v in values if not math.isfinite(v)), None)
+    if bad is not None:
+        return f"samples must be finite, got {bad}"
+    lo, hi = min(values), max(values)
+    if hi - lo <= 1e-12 * max(abs(lo), abs(hi)):
+        return f"the {n} samples are all equal ({lo:g}): no variation; give measurements of several cells"
+    return None
+
+
+class EmpiricalCellSpec(_Spec):
+    """The ``empirical`` technology: a cell defined by measured samples of its contribution
+    per state (conductances or charges of many cells), embedded in the spec so that tables
+    and checkpoints carry them. The distribution is the samples' empirical distribution; at
+    variation level ``v`` every sample's deviation from its state's mean is scaled by ``v``
+    (level 1 = as measured). Built from a CSV by :func:`sddhr.technology.empirical_spec`."""
+
+    technology: Literal["empirical"] = "empirical"
+    unit: Literal["g_siemens", "g_us", "q_coulomb", "q_fc"] = Field(
+        description="what the samples are: conductance (g_*, current readout) or charge (q_*, charge readout)")
+    samples_bit1: tuple[float, ...] = Field(description="measured samples of cells storing bit 1, in `unit`")
+    samples_bit0: tuple[float, ...] = Field(description="measured samples of cells storing bit 0, in `unit`")
+    source: str = Field("", max_length=500, description="where the samples came from (file name; informational)")
+
+    @field_validator("samples_bit1", "samples_bit0")
+    @classmethod
+    def _enough_samples(cls, v):
+        problem = cell_samples_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _bit1_above_bit0(self):
+        m1, m0 = (math.fsum(s) / len(s) for s in (self.samples_bit1, self.samples_bit0))
+        if m1 <= m0:
+            raise ValueError(f"the bit-1 samples' mean ({m1:g}) must exceed the bit-0 samples' mean ({m0:g})")
+        return self
+
+    @property
+    def readout(self) -> str:
+        return CELL_UNITS[self.unit][0]
+
+
+def _technology_tag(value) -> str:
+    if isinstance(value, dict):
+        return value.get("technology", "mram")
+    return getattr(value, "technology", "mram")
+
+
+#: spec class of each technology, by its ``technology`` name
+TECHNOLOGY_SPECS: dict[str, type[_Spec]] = {
+    "mram": DeviceSpec, "sram-cd": SramChargeSpec, "reram-binary": ReramBinarySpec, "empirical": EmpiricalCellSpec,
+}
+
+#: the ``device`` part of a :class:`HardwareSpec`: one of :data:`TECHNOLOGY_SPECS`, chosen by
+#: its ``technology`` field (absent = ``mram``)
+CellSpec = Annotated[
+    Union[tuple(Annotated[cls, Tag(name)] for name, cls in TECHNOLOGY_SPECS.items())],  # noqa: UP007
+    Discriminator(_technology_tag, custom_error_type="technology",
+                  custom_error_message=f"unknown technology; valid: {', '.join(TECHNOLOGY_SPECS)}"),
+]
 
 
 class ColumnSpec(_Spec):
@@ -133,7 +279,7 @@ class MacroSpec(_Spec):
 
 class HardwareSpec(_Spec):
     name: str = "custom"
-    device: DeviceSpec = DeviceSpec()
+    device: CellSpec = DeviceSpec()
     column: ColumnSpec = ColumnSpec()
     macro: MacroSpec = MacroSpec()
 
@@ -149,10 +295,16 @@ class HardwareSpec(_Spec):
         return make_spec(data)
 
     def replace(self, **changes) -> HardwareSpec:
-        """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated."""
+        """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated. A
+        ``device`` dict of another technology (or with fields the current one lacks)
+        replaces the device instead of being merged into it."""
         data = self.model_dump()
         for key, val in changes.items():
-            if isinstance(val, dict) and isinstance(data.get(key), dict):
+            if key == "device" and isinstance(val, dict) and (
+                    _technology_tag(val) != self.device.technology and "technology" in val
+                    or not set(val) <= set(type(self.device).model_fields)):
+                data[key] = val
+            elif isinstance(val, dict) and isinstance(data.get(key), dict):
                 data[key].update(val)
             else:
                 data[key] = val
@@ -163,9 +315,13 @@ def validation_message(err: ValidationError, what: str) -> str:
     """One line naming every invalid field (dotted path), what is wrong and the value given."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        # the technology tag pydantic puts after "device" (device.mram.r_p_ohm) is left out
+        path = [p for i, p in enumerate(e["loc"]) if not (i and e["loc"][i - 1] == "device" and p in TECHNOLOGY_SPECS)]
+        loc = ".".join(str(p) for p in path)
         msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg} (got {e.get('input')!r})" if loc else msg)
+        got = repr(e.get("input"))
+        got = got if len(got) <= 80 else got[:60] + f"... ({len(got)} characters)"
+        parts.append(f"{loc}: {msg} (got {got})" if loc else msg)
     return f"invalid {what}: " + "; ".join(parts)
 
 
@@ -197,6 +353,19 @@ PRESETS: dict[str, HardwareSpec] = {
         name="mram-22nm-noisy",
         column=ColumnSpec(read_noise_counts=0.005, adc_noise_lsb=0.3, adc_offset_lsb=0.5, adc_gain_rel=0.01),
     ),
+    # charge-domain SRAM (65 nm, as Jia et al., IEEE JSSC 2020): a ~1 fF metal-fringe bit-cell
+    # capacitor, mismatch 0.3 % (Pelgrom-type matching of small capacitors, order of magnitude),
+    # 1 V swing, and the kT/C noise of that capacitor at 300 K as the temporal read noise
+    # (0.002 counts per active cell). Column and macro as mram-22nm, so that technologies
+    # compare on one geometry. docs/MODEL.md, "Technologies", gives the sources.
+    "sram-cd-65nm": HardwareSpec(
+        name="sram-cd-65nm", device=SramChargeSpec(),
+        column=ColumnSpec(read_noise_counts=round(SramChargeSpec().ktc_noise_counts, 4)),
+    ),
+    # binary 1T1R ReRAM read by its current: LRS 100 uS (10 kOhm), HRS 10 uS (HRS/LRS ratio 10),
+    # lognormal spreads of 15 % (LRS) and 35 % (HRS) after one set / reset pulse: orders of
+    # magnitude of published HfOx arrays, not one measurement (docs/MODEL.md, "Technologies").
+    "reram-binary": HardwareSpec(name="reram-binary", device=ReramBinarySpec()),
 }
 
 

@@ -1,4 +1,6 @@
-"""The 1T-1MTJ bit cell: resistance distributions, cell conductance statistics, fitting.
+"""The ``mram`` technology: the 1T-1MTJ bit cell's resistance distributions, its cell
+conductance statistics (:class:`CellModel`, the MRAM implementation of
+:class:`sddhr.technology.CellTechnology`), and fitting it to measured resistances.
 
 A cell in state P (weight bit 1) or AP (bit 0) conducts ``G = 1 / (R_MTJ + R_T)`` when
 its input bit is 1. The column readout normalises each active cell to counts,
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 from scipy import optimize, special, stats
 
 from .config import DeviceSpec, SpecError, _format_validation, check_level
+from .technology import CellTechnology, register_technology
 
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(96)
 _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()  # expectation over a standard normal
@@ -185,17 +188,23 @@ def _conductance_moments(a: ResistanceDist, b: ResistanceDist) -> tuple[float, f
     return 1.0 / m + e1, max(float(np.sum(w * d * d)) - e1 * e1, 0.0)
 
 
-class CellModel:
-    """Statistics of the normalised cell contribution ``c`` at one variation level."""
+@register_technology("mram")
+class CellModel(CellTechnology):
+    """Statistics of the normalised cell contribution ``c`` of an MRAM cell at one variation
+    level (the ``mram`` technology; its signal is the conductance, read as a current)."""
+
+    readout = "current"
 
     def __init__(self, device: DeviceSpec, level: float, calibrated: bool = True):
-        self.device = device
-        self.level = check_level(level)
-        self.calibrated = calibrated
+        if not isinstance(device, DeviceSpec):
+            raise SpecError(f"CellModel is the mram technology, got a {getattr(device, 'technology', device)!r} "
+                            "device; use sddhr.technology.cell_model for any technology")
+        super().__init__(device, level, calibrated)
         self.dist_p, self.dist_ap, self.dist_t = resistance_dists(device, self.level)
         (g_p, v_p), (g_ap, v_ap) = (_conductance_moments(d, self.dist_t) for d in (self.dist_p, self.dist_ap))
         self.mean_g = {"P": g_p, "AP": g_ap}
         self.var_g = {"P": v_p, "AP": v_ap}
+        self.mean_signal, self.var_signal = self.mean_g, self.var_g
         if calibrated:
             self.g_p_ref, self.g_ap_ref = g_p, g_ap
         else:
@@ -237,28 +246,17 @@ class CellModel:
         tail = np.where(np.isinf(s)[..., None], 0.0, tail)
         return tail @ _GH_WEIGHTS
 
-    def binned_pmf(self, state: str, offsets: np.ndarray, h: float, scale: float = 1.0) -> tuple[np.ndarray, float]:
-        """The distribution of ``scale * c`` (``c`` a cell in ``state``) binned on a lattice:
-        mass of the bins ``[mu + o - h/2, mu + o + h/2)`` for each offset ``o`` of ``offsets``
-        (any order; ``mu = scale * E[c]``), from the exact CDF, normalised. Returns the pmf and
-        the binning's mean offset ``sum pmf * offsets`` (binned mean minus true mean). A cell
-        without variation is a unit mass at the offset nearest 0.
+    def sample(self, state: str, rng: np.random.Generator, size) -> np.ndarray:
+        """``c`` of fresh cells in ``state``: R_MTJ, then R_T, drawn from ``rng`` (numpy)."""
+        return self.contribution(1.0 / (self.mtj(state).sample(rng, size) + self.dist_t.sample(rng, size)))
 
-        The one lattice helper of the exact column tables (sums of cells,
-        :mod:`sddhr.abstraction`) and the effective-weight sampler (sums of shift-weighted
-        cells, :mod:`sddhr.nn.backends.weight_sampler`).
-        """
-        offsets = np.asarray(offsets, dtype=np.float64)
-        if self.var(state) == 0:
-            pmf = np.zeros(offsets.shape)
-            pmf[np.argmin(np.abs(offsets))] = 1.0
-        else:
-            mu = scale * self.mean(state)
-            hi = self.cdf(state, (mu + offsets + h / 2) / scale)
-            lo = self.cdf(state, (mu + offsets - h / 2) / scale)
-            pmf = np.clip(hi - lo if scale > 0 else lo - hi, 0, None)
-            pmf /= pmf.sum()
-        return pmf, float(pmf @ offsets)
+    def sample_cells(self, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c_P, c_AP)`` of a chip's cells: R_P, R_AP, R_T of every cell drawn in that order
+        (float64, CPU)."""
+        r_p = self.dist_p.sample_torch(shape, generator)
+        r_ap = self.dist_ap.sample_torch(shape, generator)
+        r_t = self.dist_t.sample_torch(shape, generator)
+        return self.contribution(1.0 / (r_p + r_t)), self.contribution(1.0 / (r_ap + r_t))
 
 
 @dataclass
@@ -345,6 +343,10 @@ def fit_device(path: str | Path, base: DeviceSpec | None = None,
     (The KS p-values use parameters estimated from the same data, so they are optimistic.)
     """
     base = base or DeviceSpec()
+    if not isinstance(base, DeviceSpec):
+        raise SpecError(f"fit-device fits the mram cell (R_P, R_AP, R_T), the base spec's technology is "
+                        f"{base.technology!r}: give an mram preset, or use --cell-csv for measured samples of "
+                        "another technology")
     data = read_resistance_csv(path) if data is None else data
     for state in ("P", "AP"):
         if len(data[state]) < 2:

@@ -6,7 +6,8 @@ call.
 Conventions (see ``docs/MODEL.md``):
 
 * A column sums the normalised contributions ``c`` of its active cells:
-  ``u = sum_i x_i c_i`` (``c = 1`` for an ideal P cell, ``0`` for an ideal AP cell).
+  ``u = sum_i x_i c_i`` (``c = 1`` for an ideal bit-1 cell, ``0`` for an ideal bit-0 cell;
+  the cells' statistics and draws come from the spec's technology, :mod:`sddhr.technology`).
 * ADC: ``code = clip(round(u / step), 0, 2**B_adc - 1)``, digital value ``code * step``.
 * Weights: ``B_w``-bit two's complement, bit plane ``j`` weighs ``2**j`` (MSB: ``-2**(B_w-1)``),
   each plane in its own column. Activations: unsigned ``B_x``-bit, one plane per cycle.
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from .config import ColumnSpec, HardwareSpec, SpecError, check_level
-from .device import CellModel
+from .technology import cell_model
 
 
 def code_values(column: ColumnSpec) -> np.ndarray:
@@ -241,9 +242,10 @@ def adc_errors(spec: HardwareSpec, seed: int, layer_id: int, out: int, k: int, d
 class ChipInstance:
     """A chip drawn from the process: ``(spec, variation level, seed)``.
 
-    Every cell of layer ``layer_id`` (shape ``(B_w, out, K)``) gets its R_P, R_AP and R_T
-    drawn once, from a generator seeded by ``(seed, layer_id)``; the draws are made in
-    float64 on the CPU, so the same instance is the same on every device. Its columns'
+    Every cell of layer ``layer_id`` (shape ``(B_w, out, K)``) is drawn once in both states
+    by the spec's technology (:meth:`~sddhr.technology.CellTechnology.sample_cells`; MRAM:
+    its R_P, R_AP and R_T), from a generator seeded by ``(seed, layer_id)``; the draws are
+    made in float64 on the CPU, so the same instance is the same on every device. Its columns'
     static ADC errors (:meth:`adc_errors`) come from a separate stream of the same seed.
     """
 
@@ -251,18 +253,12 @@ class ChipInstance:
         self.spec = spec
         self.level = check_level(level)
         self.seed = int(seed)
-        self.cell_model = CellModel(spec.device, self.level, spec.column.calibrated)
+        self.cell_model = cell_model(spec.device, self.level, spec.column.calibrated)
 
     def cells(self, layer_id: int, out: int, k: int, device=None, dtype=torch.float32):
         """Normalised contributions ``(c_P, c_AP)``, each (B_w, out, K), of one layer's cells."""
         gen = torch.Generator().manual_seed(layer_seed(self.seed, layer_id))
-        shape = (self.spec.macro.w_bits, out, k)
-        cm = self.cell_model
-        r_p = cm.dist_p.sample_torch(shape, gen)
-        r_ap = cm.dist_ap.sample_torch(shape, gen)
-        r_t = cm.dist_t.sample_torch(shape, gen)
-        c_p = cm.contribution(1.0 / (r_p + r_t))
-        c_ap = cm.contribution(1.0 / (r_ap + r_t))
+        c_p, c_ap = self.cell_model.sample_cells((self.spec.macro.w_bits, out, k), gen)
         return c_p.to(device=device, dtype=dtype), c_ap.to(device=device, dtype=dtype)
 
     def adc_errors(self, layer_id: int, out: int, k: int, device=None):

@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from ...device import CellModel
 from ...hardware import ChipInstance, effective_weights, programmed, weight_bit_planes
+from ...technology import CellTechnology, cell_model
 from .base import Backend, register
 from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
@@ -22,7 +22,7 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
     bit-true one for sparse inputs)."""
     col = layer.spec.column
     if layer.conversions_lossless(w_int):
-        cm = CellModel(layer.spec.device, level, col.calibrated)
+        cm = cell_model(layer.spec.device, level, col.calibrated)
         n = min(col.rows, layer.rows_per_output()) / 2.0
         sd = math.sqrt(n / 2.0 * (cm.var("P") + cm.var("AP")))
         if sd >= 2.0 * col.step:
@@ -104,13 +104,13 @@ class ResampledBackend(Backend):
 
     def __init__(self, mode):
         super().__init__(mode)
-        self._cell_model: CellModel | None = None
+        self._cell_model: CellTechnology | None = None
 
     def effective_weights(self, layer, w_int):
         warn_if_adc_matters(layer, w_int, self.mode.level, "the resampled S-DDHR variant")
         warn_if_noise_dropped(layer, "the resampled S-DDHR variant")
         if self._cell_model is None:
-            self._cell_model = CellModel(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
+            self._cell_model = cell_model(layer.spec.device, self.mode.level, layer.spec.column.calibrated)
         return get_weight_sampler(self._cell_model, layer.spec.macro.w_bits, w_int.device).sample(w_int)
 
 

@@ -62,8 +62,8 @@ import torch
 from scipy import special
 
 from ...abstraction import ColumnTable, readout_var
-from ...device import CellModel
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
+from ...technology import CellTechnology, cell_model
 from ..column_stats import check_table_matches, get_table
 from ..geometry import chunks
 from .base import Backend, register, tf32
@@ -84,7 +84,7 @@ class FaithfulTables:
     moments), ``r`` (ADC mean slope), ``u`` (``V_T - R^2 V_e``), ``g`` (``E_T - mu``); and
     their Binomial(n, p) averages over k (:meth:`n_only`), as float32 tensors per device."""
 
-    def __init__(self, table: ColumnTable, cells: CellModel):
+    def __init__(self, table: ColumnTable, cells: CellTechnology):
         col = table.spec.column
         et, vt = (np.nan_to_num(a) for a in table.moments())
         self.n1 = et.shape[0]
@@ -165,7 +165,7 @@ def faithful_tables(table: ColumnTable, level: float) -> FaithfulTables:
     if key in _TABLES:
         _TABLES.move_to_end(key)
         return _TABLES[key][1]
-    ft = FaithfulTables(table, CellModel(spec.device, level, spec.column.calibrated))
+    ft = FaithfulTables(table, cell_model(spec.device, level, spec.column.calibrated))
     _TABLES[key] = (table, ft)  # the table is kept alive so that its id cannot be reused
     while len(_TABLES) > _MAX_CACHED:
         _TABLES.popitem(last=False)

@@ -23,7 +23,8 @@ class EffectiveWeightSampler:
     the distribution of its integer value v. For each v in ``[-2^(B_w-1), 2^(B_w-1))`` that
     distribution is computed once: every cell's contribution ``s_j 2^j c`` is binned on a
     common lattice (spacing 1/16 of the smaller cell standard deviation) from the exact
-    cell CDF (:meth:`sddhr.device.CellModel.cdf`), the B_w pmfs are convolved (FFT), the
+    cell CDF of the spec's technology (:meth:`sddhr.technology.CellTechnology.binned_pmf`:
+    any technology, the empirical one's step CDF included), the B_w pmfs are convolved (FFT), the
     binning's mean offset is removed, and the quantile function is tabulated at 4097
     standard-normal quantiles ``z`` in [-8, 8]. A draw is ``Q_v(z)`` for ``z ~ N(0, 1)``,
     linearly interpolated. Lattice variance error ~ 1/3072 of the smallest cell variance;
@@ -103,7 +104,7 @@ _WEIGHT_SAMPLERS: OrderedDict[tuple, EffectiveWeightSampler] = OrderedDict()
 
 
 def get_weight_sampler(cm, w_bits: int, device) -> EffectiveWeightSampler:
-    """The :class:`EffectiveWeightSampler` of a cell model and weight width, cached."""
+    """The :class:`EffectiveWeightSampler` of a technology's cell model and weight width, cached."""
     key = (cm.device.model_dump_json(), cm.calibrated, cm.level, int(w_bits), str(torch.device(device)))
     if key in _WEIGHT_SAMPLERS:
         _WEIGHT_SAMPLERS.move_to_end(key)
