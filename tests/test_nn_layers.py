@@ -119,7 +119,7 @@ def test_weight_quantizer_per_channel_and_per_layer():
     q, s = WeightQuantizer(bits=3, per_channel=False)(w)
     assert float(s) == pytest.approx(2.0 / 3)
     with pytest.raises(SpecError):
-        WeightQuantizer(bits=1)
+        WeightQuantizer(bits=9)
 
 
 # ----------------------------------------------------------------------------------- ideal

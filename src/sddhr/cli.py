@@ -41,7 +41,6 @@ def _base_spec(args) -> HardwareSpec:
     return spec
 
 
-
 def _spec_changes(args) -> dict:
     """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
     column, macro = {}, {}
@@ -130,6 +129,7 @@ TRAIN_FLAGS = {
 EVAL_FLAGS = {
     "levels": "levels", "instances": "instances", "first_seed": "first_seed", "impl": "impl",
     "batch_size": "batch_size", "data": "data.name", "data_dir": "data.data_dir", "test_subset": "data.test_subset",
+    "redundancy": "redundancy", "recalibrate": "recalibrate",
 }
 EXPLORE_FLAGS = {
     "rows": "rows", "adc_bits": "adc_bits", "w_bits": "w_bits", "x_bits": "x_bits", "levels": "levels",
@@ -321,6 +321,10 @@ def _add_eval_args(p, e):
     p.add_argument("--data", choices=e.DATASETS, help="test data set (default: the training one)")
     p.add_argument("--data-dir")
     p.add_argument("--test-subset", type=int)
+    d = p.add_argument_group("deployment options (report them apart from plain S-DDHR)")
+    d.add_argument("--redundancy", type=int, help="copies of every IMC layer per chip, outputs averaged (default 1)")
+    d.add_argument("--recalibrate", type=int, metavar="IMAGES",
+                   help="re-estimate batch-norm statistics on each chip from this many unlabelled training images")
     p.add_argument("--out", required=True, help="results folder (results.sqlite keeps every finished evaluation: "
                                                  "rerun the command to complete an interrupted one)")
     p.add_argument("--device", default="cpu")

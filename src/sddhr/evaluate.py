@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._io import atomic_write_text
 from .config import Level, SpecError, validated
 from .nn import IMPLS
+from .nn.mode import MAX_COPIES
 from .train import DataConfig
 
 
@@ -41,6 +42,13 @@ class EvalConfig(BaseModel):
     impl: Literal[IMPLS] = "bit_true"
     batch_size: int = Field(1000, ge=1, le=1 << 20)
     data: DataConfig | None = Field(None, description="test data (default: each model's training data)")
+    # deployment options, reported apart from plain S-DDHR (docs/RESULTS.md)
+    redundancy: int = Field(1, ge=1, le=MAX_COPIES,
+                            description="copies of every IMC layer on each chip (independent columns), outputs "
+                                        "averaged digitally; 1: none")
+    recalibrate: int = Field(0, ge=0, le=100000,
+                             description="per-chip recalibration: re-estimate every batch-norm's statistics on "
+                                         "each chip from this many unlabelled training images (0: off)")
 
 
 def make_eval_config(data: dict | EvalConfig) -> EvalConfig:

@@ -35,7 +35,7 @@ from .config import HardwareSpec, SpecError
 from .data import DataError
 from .evaluate import EvalConfig, save_results
 from .executors import Executor, SerialExecutor, available_cpus, make_executor
-from .nn import Mode, set_spec, using_mode
+from .nn import Mode, recalibrated_norms, set_spec, using_mode
 from .runlock import run_lock
 from .store import ResultsStore, fingerprint, model_identity
 from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
@@ -98,12 +98,12 @@ class Job:
     seed: int = 0
     checkpoint: str | None = None  # where the model comes from (for executors that reload it)
 
-    def mode(self, impl: str) -> Mode:
+    def mode(self, impl: str, copies: int = 1) -> Mode:
         if self.kind == "float":
             return Mode.float()
         if self.kind == "ideal":
             return Mode.ideal()
-        return Mode.instance(self.level, self.seed, impl)
+        return Mode.instance(self.level, self.seed, impl, copies)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,11 +123,32 @@ def plan_jobs(name: str, cfg: EvalConfig, train_cfg: TrainConfig | None = None,
     return jobs
 
 
-def run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device="cpu") -> dict:
-    """Accuracy of ``model`` on ``split`` in the job's mode; the model's own mode is kept."""
+def load_calibration(trained_on: DataConfig, images: int) -> torch.Tensor:
+    """The unlabelled images of per-chip recalibration: the first ``images`` training
+    images, normalised as in training (no augmentation; labels unused)."""
+    from .data import load_dataset
+
+    split = load_dataset(trained_on.name, "train", trained_on.data_dir, subset=images)
+    return torch.cat([x for x, _ in split.batches(4096, shuffle=False, augment=False)])
+
+
+def run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device="cpu", calibration=None) -> dict:
+    """Accuracy of ``model`` on ``split`` in the job's mode; the model's own mode is kept.
+    Chips (``instance`` / ``own``) get ``cfg.redundancy`` copies of every layer, and with
+    ``cfg.recalibrate`` their batch-norm statistics re-estimated on ``calibration`` (images,
+    see :func:`load_calibration`) in the chip's mode first."""
     model.eval()
-    with using_mode(model, job.mode(cfg.impl)):
-        acc = evaluate_accuracy(model, split, cfg.batch_size, device)
+    chip = job.kind in ("instance", "own")
+    with using_mode(model, job.mode(cfg.impl, cfg.redundancy if chip else 1)):
+        if chip and cfg.recalibrate:
+            if calibration is None:
+                raise SpecError("run_job: recalibrate is set but no calibration images were given")
+            batches = [calibration[i : i + cfg.batch_size].to(device) for i in range(0, len(calibration),
+                                                                                     cfg.batch_size)]
+            with recalibrated_norms(model, batches):
+                acc = evaluate_accuracy(model, split, cfg.batch_size, device)
+        else:
+            acc = evaluate_accuracy(model, split, cfg.batch_size, device)
     return {"model": job.model, "kind": job.kind, "level": job.level, "seed": job.seed, "accuracy": acc}
 
 
@@ -164,10 +185,15 @@ def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: T
     log_levels = progress and not sys.stderr.isatty()
     last_seed = cfg.first_seed + cfg.instances - 1
     rows = []
+    calibration = None
+    if cfg.recalibrate:
+        if train_cfg is None:
+            raise SpecError("recalibrate needs the model's training data config (train_cfg)")
+        calibration = load_calibration(train_cfg.data, cfg.recalibrate)
     bar = tqdm(total=sum(j.kind == "instance" for j in jobs), desc=f"evaluate {name}",
                disable=None if progress else True, leave=False, delay=0.5)
     for job in jobs:
-        rows.append(run_job(model, job, test_split, cfg, device))
+        rows.append(run_job(model, job, test_split, cfg, device, calibration))
         if job.kind != "instance":
             continue
         bar.update(1)
@@ -221,6 +247,11 @@ def _cached_split(test_json: str, trained_json: str):
     return load_test_split(DataConfig.model_validate_json(test_json), DataConfig.model_validate_json(trained_json))
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_calibration(trained_json: str, images: int) -> torch.Tensor:
+    return load_calibration(DataConfig.model_validate_json(trained_json), images)
+
+
 def one_line(err: BaseException) -> str:
     return "; ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())
 
@@ -232,7 +263,9 @@ def run_job_from_checkpoint(task: Task) -> dict:
     t0 = time.perf_counter()
     model = _cached_model(task.job.checkpoint, task.spec, task.device)
     split = _cached_split(task.test_data, task.trained_on)
-    row = run_job(model, task.job, split, EvalConfig.model_validate_json(task.eval_config), task.device)
+    cfg = EvalConfig.model_validate_json(task.eval_config)
+    calibration = _cached_calibration(task.trained_on, cfg.recalibrate) if cfg.recalibrate else None
+    row = run_job(model, task.job, split, cfg, task.device, calibration)
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -415,5 +448,6 @@ def _run_on(executor, workers, ray_address, tasks: list[Task], finished) -> None
             ex.close()
 
 
-__all__ = ["Job", "SplitCache", "Task", "collect", "compare", "evaluate_checkpoint", "load_splits", "load_test_split",
+__all__ = ["Job", "SplitCache", "Task", "collect", "compare", "evaluate_checkpoint", "load_calibration", "load_splits",
+           "load_test_split",
            "plan_jobs", "run_job", "run_job_from_checkpoint", "sweep", "eval_data_for"]

@@ -26,6 +26,9 @@ from .geometry import Conv2dColumns, LinearColumns, chunks
 from .mode import Mode
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
 
+#: the cells and ADCs of copy ``c`` of a layer (redundancy) are seeded as layer ``layer_id + c * COPY_STRIDE``
+COPY_STRIDE = 1 << 20
+
 
 class IMCLayer(nn.Module):
     """What :class:`IMCLinear` and :class:`IMCConv2d` share: spec, quantisers, mode and
@@ -47,7 +50,8 @@ class IMCLayer(nn.Module):
         self.layer_id = int(layer_id)
         self._lossless_key: tuple | None = None  # weights_key() of the cached check
         self._lossless = False
-        self._cells_cache: tuple | None = None  # (key, (c_P, c_AP)) of the last chip drawn
+        self._cells_cache: dict[int, tuple] = {}  # copy -> (key, (c_P, c_AP)) of the last chip drawn
+        self._copy = 0  # which copy of the layer's columns a chip backend is computing (redundancy)
         self._warned: set[str] = set()
         self.mode = Mode.ideal()
 
@@ -147,22 +151,30 @@ class IMCLayer(nn.Module):
     def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
         return w_int.reshape(w_int.shape[0], -1)
 
+    def cell_layer_id(self) -> int:
+        """The id that seeds this layer's cells and ADCs on a chip: ``layer_id`` for the
+        first copy of its columns, ``layer_id + c * COPY_STRIDE`` for copy ``c``."""
+        return self.layer_id + self._copy * COPY_STRIDE
+
     def chip_cells(self, level: float, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells on chip ``(level, seed)``
-        (:meth:`sddhr.hardware.ChipInstance.cells`); the last chip's draw is kept, so that
-        switching modes on the same chip (bit-true / fast, evaluation / float) draws nothing."""
+        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells (the current copy's) on
+        chip ``(level, seed)`` (:meth:`sddhr.hardware.ChipInstance.cells`); each copy's last
+        draw is kept, so that switching modes on the same chip (bit-true / fast, evaluation /
+        float) draws nothing."""
         key = (self.spec.to_json(), float(level), int(seed), str(device))
-        if self._cells_cache is None or self._cells_cache[0] != key:
-            self._cells_cache = None  # free the old draw first
+        cached = self._cells_cache.get(self._copy)
+        if cached is None or cached[0] != key:
+            self._cells_cache.pop(self._copy, None)  # free the old draw first
             chip = ChipInstance(self.spec, level, seed)
-            self._cells_cache = (key, chip.cells(self.layer_id, self.weight.shape[0], self.rows_per_output(),
-                                                 device=device))
-        return self._cells_cache[1]
+            self._cells_cache[self._copy] = (key, chip.cells(self.cell_layer_id(), self.weight.shape[0],
+                                                             self.rows_per_output(), device=device))
+        return self._cells_cache[self._copy][1]
 
     def chip_adc(self, seed: int, device):
-        """Static ADC ``(gain, offset)`` of this layer's columns on chip ``seed``, each
-        (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`; independent of the level)."""
-        return adc_errors(self.spec, seed, self.layer_id, self.weight.shape[0], self.rows_per_output(), device)
+        """Static ADC ``(gain, offset)`` of this layer's columns (the current copy's) on chip
+        ``seed``, each (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`; independent of
+        the level)."""
+        return adc_errors(self.spec, seed, self.cell_layer_id(), self.weight.shape[0], self.rows_per_output(), device)
 
     def weights_key(self) -> tuple:
         """Changes whenever the quantised weights may change (in-place updates included)."""
@@ -198,6 +210,20 @@ class IMCLayer(nn.Module):
         """The backend's product times the scales ``sx * sw`` (shaped like ``lin(x_int, w_int)``),
         no grad. Backends linear in the weights get the scales folded into their matrix."""
         backend = self.backend
+        copies = self._mode.copies
+        if copies > 1:  # redundancy: the same layer on `copies` column sets of the chip, averaged
+            y = None
+            try:
+                for c in range(copies):
+                    self._copy = c
+                    yc = self._one_product(backend, x_int, w_int, sx, sw)
+                    y = yc if y is None else y.add_(yc)
+            finally:
+                self._copy = 0
+            return y.div_(copies)
+        return self._one_product(backend, x_int, w_int, sx, sw)
+
+    def _one_product(self, backend, x_int, w_int, sx, sw):
         if self.wq.binary:
             return self._binary_product(backend, x_int, w_int, sx, sw)
         with full_precision(x_int.device):

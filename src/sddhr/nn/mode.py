@@ -8,7 +8,9 @@ Kinds and their parameters:
 
 ``float``       plain floating point, no quantisation;
 ``ideal``       bit-true macro without variation (the ADC still rounds / clips);
-``instance``    one frozen chip: ``level``, ``seed``, ``impl`` (``bit_true`` or ``fast``);
+``instance``    one frozen chip: ``level``, ``seed``, ``impl`` (``bit_true`` or ``fast``) and
+                ``copies`` (redundancy: each layer programmed onto that many sets of columns
+                of the chip, their outputs averaged digitally; 1 = none);
 ``stochastic``  the distribution of chips (S-DDHR): ``level``, ``variant`` and an optional
                 column ``table``;
 ``noise``       Gaussian weight noise of ``noise_std`` x max|w_int| per layer (the generic
@@ -27,6 +29,8 @@ KINDS = ("float", "ideal", "instance", "stochastic", "noise")
 VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip")
 IMPLS = ("bit_true", "fast")
 MAX_NOISE_STD = 10.0
+#: most copies of a layer on one chip (redundancy)
+MAX_COPIES = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +47,7 @@ class Mode:
     impl: Literal["bit_true", "fast"] = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0
+    copies: int = 1
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -60,11 +65,13 @@ class Mode:
         if not 0.0 <= std <= MAX_NOISE_STD:
             raise SpecError(f"noise_std must be in [0, {MAX_NOISE_STD:g}] (relative to max|w|), got {std:g}")
         object.__setattr__(self, "noise_std", std)
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or not 1 <= self.copies <= MAX_COPIES:
+            raise SpecError(f"copies (redundancy) must be an integer in 1..{MAX_COPIES}, got {self.copies!r}")
         object.__setattr__(self, "level", check_level(self.level))
         object.__setattr__(self, "seed", int(self.seed))
 
     def _fields(self):
-        return (self.kind, self.level, self.seed, self.variant, self.impl, id(self.table), self.noise_std)
+        return (self.kind, self.level, self.seed, self.variant, self.impl, id(self.table), self.noise_std, self.copies)
 
     def __eq__(self, other):
         return isinstance(other, Mode) and self._fields() == other._fields()
@@ -81,8 +88,10 @@ class Mode:
         return cls("ideal")
 
     @classmethod
-    def instance(cls, level: float, seed: int, impl: str = "bit_true") -> Mode:
-        return cls("instance", level=level, seed=seed, impl=impl)
+    def instance(cls, level: float, seed: int, impl: str = "bit_true", copies: int = 1) -> Mode:
+        """Chip ``seed`` at ``level``; ``copies > 1``: every layer on that many column sets of
+        the chip (independent cells and ADCs), outputs averaged (:meth:`IMCLayer.hardware_product`)."""
+        return cls("instance", level=level, seed=seed, impl=impl, copies=copies)
 
     @classmethod
     def stochastic(cls, level: float = 1.0, variant: str = "faithful", table: ColumnTable | None = None) -> Mode:
@@ -108,7 +117,8 @@ class Mode:
 
     def describe(self) -> str:
         if self.kind == "instance":
-            return f"instance(level={self.level:g}, seed={self.seed}, {self.impl})"
+            red = f", {self.copies} copies" if self.copies > 1 else ""
+            return f"instance(level={self.level:g}, seed={self.seed}, {self.impl}{red})"
         if self.kind == "stochastic":
             src = "table" if self.table is not None else "spec"
             return f"stochastic(level={self.level:g}, {self.variant}, from {src})"

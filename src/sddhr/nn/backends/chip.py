@@ -59,20 +59,19 @@ class _FrozenChip(Backend):
 
     def __init__(self, mode):
         super().__init__(mode)
-        self._programmed_key: tuple | None = None
-        self._contributions: torch.Tensor | None = None  # (B_w, out, K_g)
-        self._effective: torch.Tensor | None = None  # (out, K_g)
+        self._programmed: dict[int, tuple] = {}  # copy -> (key, contributions (B_w, out, K_g), effective (out, K_g))
 
     def programmed(self, layer, w_int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int``."""
+        """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int`` (on the
+        layer's current copy of its columns)."""
         cells = layer.chip_cells(self.mode.level, self.mode.seed, w_int.device)
         key = (layer.weights_key(), id(cells[0]))
-        if key != self._programmed_key:
+        kept = self._programmed.get(layer._copy)
+        if kept is None or kept[0] != key:
             bw = layer.spec.macro.w_bits
             contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *cells)
-            self._contributions, self._effective = contrib, effective_weights(contrib, bw)
-            self._programmed_key = key
-        return self._contributions, self._effective
+            kept = self._programmed[layer._copy] = (key, contrib, effective_weights(contrib, bw))
+        return kept[1], kept[2]
 
 
 @register("instance", "bit_true")
