@@ -68,6 +68,10 @@ class EffectiveWeightSampler:
                     pmf, shift = cm.binned_pmf(s, t, h, scale=a)  # shift: binned minus true mean
                     comp[(j, s)] = (a * cm.mean(s), shift, np.fft.rfft(np.fft.ifftshift(pmf)))
             for row, v in enumerate(np.mod(values, 2**w_bits)):
+                picked = [states[(int(v) >> j) & 1] for j in range(w_bits)]
+                if all(sds[s] == 0 for s in picked):  # every cell exact (e.g. a cell state without spread)
+                    q[row] = sum(a * cm.mean(s) for a, s in zip(scales, picked))
+                    continue
                 spec_prod, mu_sum, shift_sum = 1.0, 0.0, 0.0
                 for j in range(w_bits):
                     mu, shift, phi = comp[(j, states[(int(v) >> j) & 1])]
