@@ -65,6 +65,8 @@ def test_compare_test_subset_keeps_each_models_data(tmp_path, capsys):
         (["train", "--preset", "nope"], "valid presets"),
         (["train", "--data", "svhn"], "svhn"),
         (["train", "--level", "1000"], "level"),
+        (["train", "--adc-gain", "0.5"], "column.adc_gain_rel"),
+        (["train", "--read-noise", "-1"], "column.read_noise_counts"),
     ],
 )
 def test_bad_flags_exit_2_with_named_parameter(tmp_path, capsys, argv, needle, monkeypatch):
@@ -171,3 +173,12 @@ def test_evaluate_and_compare_are_one_command():
     b = parser.parse_args(["compare", "r", "--out", "o"])
     assert a.func is b.func and {k: v for k, v in vars(a).items() if k != "command"} == {
         k: v for k, v in vars(b).items() if k != "command"}
+
+
+def test_noise_source_flags_reach_the_saved_spec(tmp_path):
+    run = tmp_path / "r"
+    assert main(["train", "--recipe", "conventional", "--arch", "mlp", *TINY, "--read-noise", "0.02", "--adc-noise",
+                 "0.3", "--adc-offset", "0.5", "--adc-gain", "0.01", "--out", str(run)]) == 0
+    col = json.loads((run / "config.json").read_text())["hardware"]["column"]
+    assert (col["read_noise_counts"], col["adc_noise_lsb"], col["adc_offset_lsb"], col["adc_gain_rel"]) == \
+        (0.02, 0.3, 0.5, 0.01)

@@ -44,7 +44,9 @@ def _base_spec(args) -> HardwareSpec:
 def _spec_changes(args) -> dict:
     """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
     column, macro = {}, {}
-    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts")):
+    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts"),
+                      ("read_noise", "read_noise_counts"), ("adc_noise", "adc_noise_lsb"),
+                      ("adc_offset", "adc_offset_lsb"), ("adc_gain", "adc_gain_rel")):
         if getattr(args, flag, None) is not None:
             column[key] = getattr(args, flag)
     if getattr(args, "uncalibrated", False):
@@ -71,6 +73,10 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
     g.add_argument("--full-scale", type=float, help="ADC full scale in counts (default N)")
     g.add_argument("--uncalibrated", action="store_true", help="nominal (uncalibrated) ADC references")
+    g.add_argument("--read-noise", type=float, help="temporal read noise sd per active row, counts (docs/MODEL.md)")
+    g.add_argument("--adc-noise", type=float, help="temporal ADC input noise sd, LSB")
+    g.add_argument("--adc-offset", type=float, help="static per-column ADC offset sd over columns, LSB")
+    g.add_argument("--adc-gain", type=float, help="static per-column ADC gain error sd, relative")
     g.add_argument("--w-bits", type=int, help="weight bits B_w")
     g.add_argument("--x-bits", type=int, help="activation bits B_x")
 
