@@ -120,7 +120,8 @@ def test_train_from_a_table_file(tmp_path, capsys):
     assert saved["table"] == str(table) and saved["level"] == 4.0 and saved["variant"] == "exact"
     # a table of another column: refused before training, naming --table
     bad = tmp_path / "bad"
-    assert main(["train", "--recipe", "sddhr", "--table", str(table), *tiny[:-4], "--out", str(bad)]) == 2
+    assert main(["train", "--recipe", "sddhr", "--table", str(table), *tiny[:-4], "--rows", "32",
+                 "--out", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "--table" in err and "rows" in err and "Traceback" not in err and not bad.exists()
     # only with recipe sddhr, variant exact / composed

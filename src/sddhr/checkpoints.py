@@ -139,17 +139,20 @@ INHERITED = ("arch", "width", "keep_digital", "hardware", "data.name", "data.dat
 def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
     """Complete a config dict that has ``init_from``: every field of :data:`INHERITED` that
     ``data`` does not set is taken from the checkpoint's config; with a ``table`` and no
-    ``level``, the table's level is taken. Returns the new dict and a one-line note (empty
-    when nothing was looked up)."""
+    ``level`` (``hardware``), the table's level (hardware spec) is taken. Returns the new
+    dict and a one-line note (empty when nothing was looked up)."""
     if not isinstance(data.get("data") or {}, dict):
         raise SpecError(f"training config: data must be a mapping (name, data_dir, ...), got {data['data']!r}")
     data = {**data, "data": dict(data.get("data") or {})}
     notes = []
-    if data.get("table") and data.get("recipe") == "sddhr" and "level" not in data:
-        level = read_table(data["table"]).level
-        if level == level:
-            data["level"] = level
-            notes.append(f"level {level:g} from --table")
+    if data.get("table") and data.get("recipe") == "sddhr" and ("level" not in data or "hardware" not in data):
+        table = read_table(data["table"])
+        if "level" not in data and table.level == table.level:
+            data["level"] = table.level
+            notes.append(f"level {table.level:g} from --table")
+        if "hardware" not in data:  # e.g. a table fitted to measurements (sddhr fit-column): its readout sources
+            data["hardware"] = json.loads(table.spec.to_json())
+            notes.append(f"hardware {table.spec.name} from --table")
     if data.get("init_from"):
         parent = checkpoint_meta(load_checkpoint(data["init_from"]), data["init_from"])[0]
         parent = json.loads(parent.model_dump_json())

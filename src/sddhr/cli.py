@@ -388,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the fitted hardware spec (JSON)")
     p.set_defaults(func=_cmd_fit_device)
 
+    from .fit import add_command as add_fit_column  # sddhr fit-column (its flags live with the fit)
+
+    add_fit_column(sub, add_spec_args, _spec_from_args, e.METHODS)
+
     p = sub.add_parser("train", help=f"train a network with a recipe ({', '.join(e.RECIPES)})")
     _add_train_args(p, e)
     p.set_defaults(func=_cmd_train)

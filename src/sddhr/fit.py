@@ -194,7 +194,7 @@ def write_measurements(meas: Measurements, path: str | Path) -> Path:
     for c, g, k, n, code in zip(meas.column, meas.group, meas.k, meas.n, meas.code):
         r = rep.get(int(g), 0)
         rep[int(g)] = r + 1
-        lines.append(f"{'c%d' % c if c >= 0 else 'c0'},p{g},{r},{k},{n},{code}")
+        lines.append(f"c{max(int(c), 0)},p{g},{r},{k},{n},{code}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -387,9 +387,9 @@ class _Likelihood:
         inner = np.sort(np.stack([self.max_lo[idx], self.min_hi[idx], np.where(clipped, m, zhat),
                                   m - 2.5 * ss, m + 2.5 * ss], 1), axis=1)
         edges = np.concatenate([a[:, None], np.clip(inner, a[:, None], b[:, None]), b[:, None]], 1)  # [G, 7]
-        half = np.diff(edges, axis=1) / 2  # [G, 3]
+        half = np.diff(edges, axis=1) / 2  # [G, 6]
         mid = (edges[:, :-1] + edges[:, 1:]) / 2
-        z = (mid[:, :, None] + half[:, :, None] * _NODES[None, None, :]).reshape(len(idx), -1)  # [G, 60]: 6 pieces of 10 nodes
+        z = (mid[:, :, None] + half[:, :, None] * _NODES[None, None, :]).reshape(len(idx), -1)  # [G, 60]
         with np.errstate(divide="ignore"):
             logw = (np.log(half)[:, :, None] + np.log(_WEIGHTS)[None, None, :]).reshape(len(idx), -1)
         logw -= 0.5 * ((z - m[:, None]) / ss[:, None]) ** 2 + np.log(ss * math.sqrt(2 * math.pi))[:, None]
