@@ -207,7 +207,8 @@ class ColumnSpec(_Spec):
     ``full_scale_counts`` (default: ``rows``) is the ADC range in units of one ideal
     count; ``step = full_scale / 2**adc_bits``. ``calibrated`` selects the readout's
     reference conductances: the mean cell conductances at the variation level (True) or
-    ``1 / (mean R_MTJ + mean R_T)`` (False).
+    ``1 / (mean R_MTJ + mean R_T)`` (False); only MRAM's differ (the other technologies keep
+    their mean signal at every level, so both choices give their mean signals).
     """
 
     rows: int = Field(256, ge=1, le=4096, description="rows activated per conversion N")

@@ -365,4 +365,4 @@ def empirical_spec(path: str | Path) -> EmpiricalCellSpec:
     col, samples = read_cell_csv(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return EmpiricalCellSpec(unit=col, samples_bit1=samples["P"], samples_bit0=samples["AP"],
-                             source=f"{Path(path).name} sha256:{digest}")
+                             source=f"{Path(path).name[:200]} sha256:{digest}")
