@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from sddhr.abstraction import build_table, validate_table
+from sddhr.abstraction import build_table, tv_noise_bound, validate_table
 from sddhr.config import (
     EmpiricalCellSpec,
     ReramBinarySpec,
@@ -301,12 +301,40 @@ def test_mram_chip_cells_are_the_resistance_draws_as_before(level):
 # --------------------------------------------------------------------------- downstream
 
 
+def own_column_codes(spec, level, k, n, samples, rng) -> np.ndarray:
+    """Independent brute force from the spec's numbers: numpy's own normal / lognormal / choice
+    draws of each cell's signal, normalised, summed, read noise added, digitised."""
+    d, col = spec.device, spec.column
+    u = np.sqrt(n) * col.read_noise_counts * rng.standard_normal(samples)
+    if isinstance(d, SramChargeSpec):
+        u += (1.0 + level * d.sigma_c_rel * rng.standard_normal((samples, k))).sum(1) if k else 0.0
+    elif isinstance(d, ReramBinarySpec):
+        for count, g, rel in ((k, d.g_lrs_us, d.sigma_lrs_rel), (n - k, d.g_hrs_us, d.sigma_hrs_rel)):
+            s2 = math.log1p((level * rel) ** 2)
+            if count:
+                draws = rng.lognormal(math.log(g) - s2 / 2, math.sqrt(s2), (samples, count))
+                u += ((draws - d.g_hrs_us) / (d.g_lrs_us - d.g_hrs_us)).sum(1)
+    else:
+        x1, x0 = np.array(d.samples_bit1), np.array(d.samples_bit0)
+        for count, x in ((k, x1), (n - k, x0)):
+            if count:
+                draws = x.mean() + level * (rng.choice(x, (samples, count)) - x.mean())
+                u += ((draws - x0.mean()) / (x1.mean() - x0.mean())).sum(1)
+    return np.clip(np.floor(u / col.step + 0.5), 0, col.n_codes - 1).astype(int)
+
+
 @pytest.mark.parametrize("tech,level", [("sram-cd", 30.0), ("reram-binary", 1.0), ("empirical", 1.0)])
 def test_column_table_against_monte_carlo_and_cell_moments(tech, level, cell_csv):
     spec = tech_spec(tech, cell_csv, rows=16, adc_bits=6, full_scale_counts=16.0)  # step 0.25
     table = build_table(spec, level, "exact", progress=False)
-    report = validate_table(table, samples=20_000, seed=3)
+    report = validate_table(table, samples=20_000, seed=3)  # the library's own samplers
     assert report.max_tv <= report.bound, report.summary()
+    rng = np.random.default_rng(11)
+    for k, n in [(0, 1), (1, 1), (3, 5), (8, 16), (16, 16)]:  # and an independent brute force
+        codes = own_column_codes(spec, level, k, n, 20_000, rng)
+        hist = np.bincount(codes, minlength=spec.column.n_codes) / codes.size
+        tv = 0.5 * np.abs(hist - table.prob[n, k]).sum()
+        assert tv <= tv_noise_bound(table.prob[n, k], codes.size, 1e-6), (tech, k, n, tv)
     # moments of the digital output: the summed cell moments (+ readout noise), and the
     # rounding's step^2 / 12 where the spread covers several steps (Sheppard)
     m_p, v_p, m_ap, v_ap = truth(spec, level)
