@@ -155,3 +155,19 @@ def test_fit_column_cli_then_train_from_the_table_and_evaluate_on_true_chips(tmp
                  "--test-subset", "32", "--executor", "serial", "--out", str(res)]) == 0
     results = json.loads((res / "results.json").read_text())
     assert "sd" in json.dumps(results) or results
+
+
+def test_goodness_of_fit_against_the_exported_table():
+    from sddhr.fit import goodness_of_fit
+
+    spec = true_spec()
+    # every conversion with all 64 rows active: the (k, n) points repeat, so the per-point TV is defined too
+    meas = simulate_measurements(spec, 3.0, seed=4, columns=32, patterns=30, repeats=1, min_rows=64)
+    fit = fit_column(meas, SPEC)
+    right = goodness_of_fit(fit, meas, build_table(fit.fitted_spec(), fit.estimate["level"], "gaussian"),
+                            min_samples=10)
+    assert right["points"] > 20 and right["over"] <= 1
+    assert right["pit_n"] == len(meas) and 0 <= right["pit_ks"] < 0.1
+    wrong = goodness_of_fit(fit, meas, build_table(SPEC, 0.5, "gaussian"), min_samples=10)  # no noise, level 0.5
+    assert wrong["pit_p"] < 1e-6 and wrong["loglik"] < right["loglik"] and wrong["over"] > 10
+    assert "randomised PIT" in fit.summary()

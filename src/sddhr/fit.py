@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from ._io import atomic_path, atomic_write_text, check_writable, os_error_message
 from .config import MAX_LEVEL, ColumnSpec, HardwareSpec, SpecError
@@ -244,9 +244,9 @@ def _log_between(a, b):
     flip = a > 0
     lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
     lh, ll = special.log_ndtr(hi), special.log_ndtr(lo)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # both ends in one far tail: nan -> the floor
         out = lh + np.log(-np.expm1(np.minimum(ll - lh, 0.0)))
-    return np.maximum(out, _LOG_FLOOR)
+    return np.fmax(out, _LOG_FLOOR)
 
 
 def _cells(device, level2: float, calibrated: bool) -> tuple[float, float, float, float]:
@@ -463,10 +463,13 @@ class ColumnFit:
                      + f"; fitted in {self.seconds:.2f} s ({self.evaluations} likelihood evaluations)")
         if self.gof:
             g = self.gof
-            lines.append(f"fit quality against the table ({g['method']}): {g['points']} (k, n) points with >= "
-                         f"{g['min_samples']} conversions (one per group): largest TV {g['max_tv']:.4f} at "
-                         f"(k={g['worst'][0]}, n={g['worst'][1]}) (its sampling bound {g['worst_bound']:.4f}); "
-                         f"{g['over']} over their bound; table log-likelihood {g['loglik']:.2f}")
+            lines.append(f"fit quality against the exported table ({g['method']}): log-likelihood {g['loglik']:.2f}; "
+                         f"randomised PIT of {g['pit_n']} conversions (one per group) vs uniform: KS D = "
+                         f"{g['pit_ks']:.4f}, p = {g['pit_p']:.3g} (optimistic: fitted parameters)")
+            if g["points"]:
+                lines.append(f"  per (k, n) with >= {g['min_samples']} conversions ({g['points']} points): worst TV "
+                             f"{g['worst_tv']:.4f} at (k={g['worst'][0]}, n={g['worst'][1]}) against its sampling "
+                             f"bound {g['worst_bound']:.4f}; {g['over']} over their bound")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -537,32 +540,32 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
         raise SpecError("--fix: every parameter is fixed; nothing to fit")
     idx = [PARAMS.index(p) for p in free]
     base = np.array([fix.get(p, 0.0) ** 2 for p in PARAMS])
-    uppers = np.array([_upper(p) for p in free])
-    floors = np.array([{"level": 1e-3, "read_noise_counts": 1e-5, "adc_noise_lsb": 1e-4, "adc_offset_lsb": 1e-4,
-                        "adc_gain_rel": 1e-6}[p] for p in free])
-
-    def phi_of(log_sigma):
-        phi = base.copy()
-        phi[idx] = np.exp(2 * np.asarray(log_sigma))
-        return phi
-
-    bounds = list(zip(np.log(floors), np.log(uppers)))
     typical = {"level": 1.0, "read_noise_counts": 0.02, "adc_noise_lsb": 0.3, "adc_offset_lsb": 0.3,
                "adc_gain_rel": 0.01}
+    # the optimiser works on the variances in units of a typical value (x = sigma^2 / typical^2,
+    # bounded by the spec's ranges): at 0 their gradient does not vanish, so a parameter
+    # that passes near 0 is not trapped there (as on a log scale)
+    unit = np.array([typical[p] ** 2 for p in free])
+    bounds = [(0.0, _upper(p) ** 2 / typical[p] ** 2) for p in free]
+
+    def phi_of(x):
+        phi = base.copy()
+        phi[idx] = np.asarray(x) * unit
+        return phi
 
     def minimise(lk, x0):
         f = lambda x: -lk.total(phi_of(x))  # noqa: E731
         res = optimize.minimize(f, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
         return optimize.minimize(f, res.x, method="Nelder-Mead", bounds=bounds,
-                                 options={"xatol": 1e-3, "fatol": 1e-4, "maxfev": 400})
+                                 options={"xatol": 1e-4, "fatol": 1e-4, "maxfev": 400})
 
     # stage 1: every conversion on its own (closed form, fast): several starts
     single = lik if not repeats else _Likelihood(
         Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec)
     best = None
     for s in range(max(1, starts)):
-        scale = (1.0, 0.25, 4.0)[s % 3]
-        x0 = np.log([min(typical[p] * (scale if p == "level" else 1 / math.sqrt(scale)), _upper(p) / 2) for p in free])
+        scale = (1.0, 0.1, 10.0)[s % 3]
+        x0 = np.array([scale if p == "level" else 1 / scale for p in free])
         res = minimise(single, x0)
         if best is None or res.fun < best.fun:
             best = res
@@ -570,14 +573,10 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
         x0 = best.x.copy()
         for j, p in enumerate(free):
             if p in ("read_noise_counts", "adc_noise_lsb", "adc_offset_lsb"):
-                x0[j] = max(x0[j], math.log(typical[p]) - 1)
+                x0[j] = max(x0[j], 0.1)
         best = minimise(lik, x0)
     evaluations = lik.evaluations + (single.evaluations if single is not lik else 0)
-    sigma = np.exp(best.x)
-    at_floor = sigma <= floors * 1.5
-    sigma[at_floor] = 0.0
-    phi_hat = base.copy()
-    phi_hat[idx] = sigma**2
+    phi_hat = phi_of(best.x)
     ll = lik.total(phi_hat)
     # Wald intervals on the variance scale: observed information (and the sandwich over columns)
     scales = np.array([max(phi_hat[i], (typical[PARAMS[i]] * 0.05) ** 2) for i in idx])
@@ -654,7 +653,15 @@ def goodness_of_fit(fit: ColumnFit, meas: Measurements, table, min_samples: int 
         p = table.prob[nn, kk]
         tv[(int(kk), int(nn))] = 0.5 * float(np.abs(hist - p).sum())
         bounds[(int(kk), int(nn))] = tv_noise_bound(p, int(sel.sum()), alpha / max(len(use), 1))
-    out = {"method": table.method, "min_samples": min_samples, "points": len(tv), "loglik": loglik}
+    # randomised probability integral transform of each group's first conversion: uniform
+    # on [0, 1] under the table (Kolmogorov-Smirnov; with fitted parameters the p-value is optimistic)
+    cdf = np.cumsum(table.prob[n, k], axis=1)
+    f_hi = cdf[np.arange(len(code)), code]
+    f_lo = np.where(code > 0, cdf[np.arange(len(code)), np.maximum(code - 1, 0)], 0.0)
+    pit = f_lo + np.random.default_rng(0).random(len(code)) * (f_hi - f_lo)
+    ks = stats.kstest(np.clip(pit, 0, 1), "uniform")
+    out = {"method": table.method, "min_samples": min_samples, "points": len(tv), "loglik": loglik,
+           "pit_ks": float(ks.statistic), "pit_p": float(ks.pvalue), "pit_n": int(len(code))}
     if tv:
         worst = max(tv, key=lambda key: tv[key] / bounds[key])
         out.update(max_tv=max(tv.values()), worst=list(worst), worst_tv=tv[worst], worst_bound=bounds[worst],
