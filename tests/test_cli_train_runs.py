@@ -116,3 +116,32 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert main(["train", "--recipe", "conventional", *TINY, "--epochs", "1", "--tensorboard",
                  "--out", str(tmp_path / "r")]) == 2
     assert "pip install" in _err(capsys) and not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_checkpoint_from_before_the_mlp_default_width_changed_still_loads(tmp_path):
+    """Runs saved with ``width: null`` when the MLP default was 784-256-128-10 (width 64) are
+    rebuilt at their own width (read off the weights), and fine-tunes inherit it."""
+    import json
+
+    import torch
+
+    from sddhr.checkpoints import CHECKPOINT, load_model
+    from sddhr.cli import main
+    from sddhr.models import MLP_WIDTH, build_model
+
+    assert build_model("mlp", (1, 8, 8))[1].out_features == 4 * MLP_WIDTH
+    run = tmp_path / "old"
+    assert main(["train", "--recipe", "float", "--arch", "mlp", "--width", "64", "--data", "digits",
+                 "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+                 "--out", str(run)]) == 0
+    ck = torch.load(run / CHECKPOINT, weights_only=True)
+    cfg = json.loads(ck["config"])
+    cfg["width"] = None  # as saved before the change
+    ck["config"] = json.dumps(cfg)
+    torch.save(ck, run / CHECKPOINT)
+    model, train_cfg, _ = load_model(run)
+    assert train_cfg.width == 64 and model[1].out_features == 256
+    ft = tmp_path / "ft"
+    assert main(["train", "--recipe", "conventional", "--init-from", str(run), "--train-subset", "64",
+                 "--test-subset", "32", "--epochs", "1", "--max-steps", "1", "--out", str(ft)]) == 0
+    assert load_model(ft)[1].width == 64

@@ -106,6 +106,10 @@ def checkpoint_meta(ck: dict, path) -> tuple[TrainConfig, tuple[int, int, int], 
         raise SpecError(f"{path}: the checkpoint's in_shape / classes are not integers") from None
     if len(in_shape) != 3 or min(in_shape) < 1 or classes < 1:
         raise SpecError(f"{path}: the checkpoint's in_shape {in_shape} / classes {classes} are invalid")
+    if cfg.arch == "mlp" and cfg.width is None:  # the default width changed: read it off the weights
+        first = ck["model"].get("1.weight") if isinstance(ck.get("model"), dict) else None
+        if isinstance(first, torch.Tensor) and first.dim() == 2 and first.shape[0] % 4 == 0:
+            cfg = cfg.model_copy(update={"width": int(first.shape[0]) // 4})
     return cfg, in_shape, classes
 
 
