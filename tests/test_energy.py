@@ -479,3 +479,22 @@ def test_published_table_command(capsys):
     rows = compare("mram-22nm-imc")  # only the resistive macro is priced with a resistive preset
     assert [r["macro"].energy for r in rows] == ["mram-22nm-deaville2025"]
     assert rows[0]["predicted"]["random"] > compare()[0]["predicted"]["random"]
+
+
+def test_read_energy_follows_the_cell_technology():
+    """The resistive read energy of a ReRAM cell is V_sup V_read E[G] t_read with the
+    technology's mean conductances; a charge-readout cell needs the capacitive model."""
+    from sddhr.config import SpecError, preset
+    from sddhr.energy import energy_preset
+    from sddhr.technology import cell_model
+
+    e = energy_preset("mram-22nm-imc")
+    dev = preset("reram-binary").device
+    g = cell_model(dev, 1.0).mean_signal
+    k = e.supply_v * e.v_read_v * e.t_read_s
+    assert e.cell_energies_j(dev, 1.0) == pytest.approx((k * g["P"], k * g["AP"]), rel=1e-12)
+    with pytest.raises(SpecError, match="capacitive"):
+        e.cell_energies_j(preset("sram-cd-65nm").device, 1.0)
+    cap = energy_preset("sram-charge-65nm")
+    assert cap.cell_energies_j(preset("sram-cd-65nm").device, 1.0) == pytest.approx(
+        (cap.supply_v * cap.cell_cap_f * cap.v_read_v, 0.0))

@@ -12,7 +12,7 @@ so ``conversions = M * B_x * S * out * B_w`` exactly. Energy components (J):
 * **read**: every conversion drives its active rows (input bit 1) at ``V_read`` for
   ``t_read``; a cell in state P (weight bit 1) draws ``V_sup * V_read * E[G_P] * t_read``
   from the supply, an AP cell (bit 0) ``V_sup * V_read * E[G_AP] * t_read``
-  (``CellModel.mean_g`` at the variation level; ``V_sup`` is ``read_supply_v``, or
+  (the cell technology's mean conductances at the variation level; ``V_sup`` is ``read_supply_v``, or
   ``V_read`` when unset). The ``capacitive`` read model (charge-domain SRAM) charges
   ``V_sup * C_cell * V_read`` per active cell storing 1 and nothing for 0.
 * **readout**: each column readout channel's bias, ``I_bias * V_sup * t_read`` per conversion.

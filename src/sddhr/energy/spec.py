@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config import DeviceSpec, SpecError, check_level
-from ..device import CellModel
+from ..technology import cell_model
 
 
 class EnergySpec(BaseModel):
@@ -128,9 +128,13 @@ class EnergySpec(BaseModel):
 
 
 @lru_cache(maxsize=64)
-def _mean_conductances(device: DeviceSpec, level: float) -> tuple[float, float]:
-    cm = CellModel(device, level)
-    return float(cm.mean_g["P"]), float(cm.mean_g["AP"])
+def _mean_conductances(device, level: float) -> tuple[float, float]:
+    """Mean conductance (S) of a cell storing 1 / 0, from the spec's cell technology."""
+    cm = cell_model(device, level)
+    if cm.signal_unit != "S":
+        raise SpecError(f"the resistive read model needs a current-readout cell; technology {cm.name!r} reads "
+                        "charge: use an energy preset with read_model 'capacitive'")
+    return float(cm.mean_signal["P"]), float(cm.mean_signal["AP"])
 
 
 def make_energy_spec(data: dict | EnergySpec) -> EnergySpec:
