@@ -153,8 +153,8 @@ def test_fit_column_cli_then_train_from_the_table_and_evaluate_on_true_chips(tmp
     res = tmp_path / "res"
     assert main(["evaluate", str(run), "--spec-file", str(true_file), "--levels", "2", "--instances", "2",
                  "--test-subset", "32", "--executor", "serial", "--out", str(res)]) == 0
-    results = json.loads((res / "results.json").read_text())
-    assert "sd" in json.dumps(results) or results
+    summary = json.loads((res / "results.json").read_text())["summary"]
+    assert [(s["level"], s["n"]) for s in summary] == [(2.0, 2)] and 0 <= summary[0]["mean"] <= 1
 
 
 def test_goodness_of_fit_against_the_exported_table():
@@ -169,5 +169,5 @@ def test_goodness_of_fit_against_the_exported_table():
     assert right["points"] > 20 and right["over"] <= 1
     assert right["pit_n"] == len(meas) and 0 <= right["pit_ks"] < 0.1
     wrong = goodness_of_fit(fit, meas, build_table(SPEC, 0.5, "gaussian"), min_samples=10)  # no noise, level 0.5
-    assert wrong["pit_p"] < 1e-6 and wrong["loglik"] < right["loglik"] and wrong["over"] > 10
+    assert wrong["pit_p"] < 1e-3 and right["pit_p"] > 0.01 and wrong["loglik"] < right["loglik"] and wrong["over"] > 10
     assert "randomised PIT" in fit.summary()
