@@ -15,4 +15,6 @@ if __name__ == "__main__":
             if rc != 0:
                 sys.exit(rc)
         w = world()
-        print(json.dumps({"rank": w.rank, "size": w.size, "seed": rank_seed(0, 0, w.rank)}), flush=True)
+        # one write per line: the ranks share the pipe, and print() writes the text and the newline apart
+        sys.stdout.write(json.dumps({"rank": w.rank, "size": w.size, "seed": rank_seed(0, 0, w.rank)}) + "\n")
+        sys.stdout.flush()

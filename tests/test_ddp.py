@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -41,7 +42,8 @@ def two_ranks(tmp_path_factory):
                            os.path.join(os.path.dirname(__file__), "ddp_driver.py"), json.dumps(runs)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    # each rank's {"rank": ...} record, wherever the other rank's output cut into its line
+    ranks = [json.loads(m) for m in re.findall(r'\{"rank": [^{}]*\}', proc.stdout)]
     return root, ranks, proc.stdout
 
 
