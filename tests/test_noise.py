@@ -238,3 +238,53 @@ def test_stochastic_variants_run_with_noise(variant):
             with torch.no_grad():
                 sds.append(float(layer(x).std(0).mean()))
     assert sds[1] > 1.2 * sds[0], sds
+
+
+def test_fast_chip_models_static_adc_errors():
+    """The fast (linear-ADC) chip reads each conversion as (1 + g) u + o step (the readout
+    equation without rounding or clipping): against that equation evaluated conversion by
+    conversion (explicit loops over segments, input planes and weight planes, with the chip's
+    own cells and static ADC errors), for a Linear and a grouped Conv2d; a chip without the
+    static errors is far from it (the match is the errors being modelled)."""
+    spec = noisy_spec(rows=16, adc_bits=6, adc_offset_lsb=0.8, adc_gain_rel=0.05)
+    g = torch.Generator().manual_seed(3)
+    cases = [(IMCLinear(40, 5, bias=False, spec=spec), torch.randint(-7, 8, (5, 40), generator=g).float(),
+              torch.randint(0, 16, (6, 40), generator=g).float()),
+             (IMCConv2d(6, 4, 3, padding=1, groups=2, bias=False, spec=spec),
+              torch.randint(-7, 8, (4, 3, 3, 3), generator=g).float(),
+              torch.randint(0, 16, (2, 6, 4, 4), generator=g).float())]
+    step, pw = spec.column.step, [1.0, 2.0, 4.0, -8.0]
+    for layer, w, x in cases:
+        w.view(w.shape[0], -1)[:, 0] = 7  # max |w| = 7 per output: the quantiser keeps the integers
+        helpers.program_layer(layer, w.numpy())
+        with torch.no_grad():
+            layer.mode = Mode.instance(3.0, 5, impl="fast")
+            fast = layer(x)
+            mats, fold = layer.matrices(x)
+            wf = w.reshape(w.shape[0], -1)
+            per = wf.shape[0] // len(mats)
+            chip = ChipInstance(spec, 3.0, 5)
+            c_p, c_ap = chip.cells(layer.layer_id, wf.shape[0], wf.shape[1])
+            gain, off = adc_errors(spec, 5, layer.layer_id, wf.shape[0], wf.shape[1])
+            bits = torch.stack([((wf.long() % 16) >> j) & 1 for j in range(4)]).double()
+            cells = (bits * c_p.double() + (1 - bits) * c_ap.double())  # (B_w, out, K)
+            ys = []
+            for gi, xm in enumerate(mats):
+                y = torch.zeros(xm.shape[0], per, dtype=torch.float64)
+                for o in range(per):
+                    oo = gi * per + o
+                    for si, a in enumerate(range(0, xm.shape[1], 16)):
+                        b_ = min(a + 16, xm.shape[1])
+                        for b in range(4):
+                            xb = ((xm[:, a:b_].long() >> b) & 1).double()
+                            for j in range(4):
+                                u = xb @ cells[j, oo, a:b_]
+                                v = (1 + gain[j, oo, si].double()) * u + off[j, oo, si].double() * step
+                                y[:, o] += 2**b * pw[j] * v
+                ys.append(y)
+            ref = fold(torch.cat(ys, 1)).float()
+            layer.set_spec(spec.replace(column={"adc_offset_lsb": 0.0, "adc_gain_rel": 0.0}))
+            layer.mode = Mode.instance(3.0, 5, impl="fast")
+            plain = layer(x)
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=2e-3)
+        assert float((plain - ref).abs().max()) > 1.0

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ...hardware import ChipInstance, effective_weights, programmed, weight_bit_planes
+from ...hardware import ChipInstance, effective_weights, plane_weights, programmed, weight_bit_planes
 from ...technology import CellTechnology, cell_model
 from .base import Backend, register
 from .simple import digitised_conversions
@@ -37,19 +37,42 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
     )
 
 
-def warn_if_noise_dropped(layer, what: str) -> None:
+def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> None:
     """Warn once per layer when a linear-ADC form runs on a spec with readout noise sources
-    (temporal read / ADC noise, static ADC offset / gain), which it does not model."""
+    it does not model: temporal read / ADC noise, and (unless ``static_modelled``) the static
+    ADC offset / gain."""
     col = layer.spec.column
-    if not col.noisy:
+    names = ("read_noise_counts", "adc_noise_lsb") + (() if static_modelled else ("adc_offset_lsb", "adc_gain_rel"))
+    on = [f"{name}={getattr(col, name):g}" for name in names if getattr(col, name) > 0]
+    if not on:
         return
-    on = [f"{name}={getattr(col, name):g}" for name in
-          ("read_noise_counts", "adc_noise_lsb", "adc_offset_lsb", "adc_gain_rel") if getattr(col, name) > 0]
     layer.warn_once(
         "linear-adc-noise",
         f"{type(layer).__name__} (layer {layer.layer_id}): {what} does not model the spec's readout noise "
         f"({', '.join(on)}); use the bit-true chip (impl='bit_true') or the 'faithful' / 'exact' S-DDHR variants",
     )
+
+
+def static_adc_product(layer, x_int, contributions, gain, offset) -> torch.Tensor:
+    """A chip's product in the linear-ADC form with its columns' static ADC errors: each
+    conversion reads ``(1 + g) u + o step`` (no rounding), so the chip acts as the effective
+    weights ``sum_j s_j 2^j (1 + g_j,seg(i)) c_ij`` plus, per output, the offsets of all its
+    conversions, ``(2^B_x - 1) step sum_{j,s} s_j 2^j o_js`` (every segment is converted in
+    every input plane, active rows or not). ``gain``, ``offset``: (B_w, out, S) or None."""
+    spec = layer.spec
+    rows = spec.column.rows
+    bw, out, k = contributions.shape
+    pw = torch.tensor(plane_weights(bw), dtype=contributions.dtype, device=contributions.device).view(-1, 1, 1)
+    if gain is not None:
+        seg = torch.arange(k, device=contributions.device) // rows
+        contributions = contributions * (1.0 + gain.to(contributions.dtype))[:, :, seg]
+    w_eff = (pw * contributions).sum(0)
+    shape = (out, *layer.weight.shape[1:])
+    y = layer.lin(x_int, w_eff.view(shape))
+    if offset is not None:
+        const = (2.0**spec.macro.x_bits - 1) * spec.column.step * (pw * offset.to(contributions.dtype)).sum((0, 2))
+        y = y + layer.out_scale(const.to(y.dtype))
+    return y
 
 
 class _FrozenChip(Backend):
@@ -87,12 +110,20 @@ class ChipBitTrueBackend(_FrozenChip):
 @register("instance", "fast")
 class ChipFastBackend(_FrozenChip):
     """One chip with the ADC treated as linear: the chip acts as the perturbed weight
-    matrix ``sum_j s_j 2^j c_j`` (one product; drops the ADC's rounding and clipping)."""
+    matrix ``sum_j s_j 2^j c_j`` (one product; drops the ADC's rounding and clipping). Its
+    columns' static ADC gain and offset are modelled exactly in that form
+    (:func:`static_adc_product`); temporal noise is not."""
 
     def effective_weights(self, layer, w_int):
         warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
-        warn_if_noise_dropped(layer, "a fast chip instance")
+        warn_if_noise_dropped(layer, "a fast chip instance", static_modelled=True)
+        if layer.spec.column.static_adc_errors:
+            return None  # the offsets add a constant: product() below
         return self.programmed(layer, w_int)[1].view(w_int.shape).clone()
+
+    def product(self, layer, x_int, w_int):
+        gain, offset = layer.chip_adc(self.mode.seed, w_int.device)
+        return static_adc_product(layer, x_int, self.programmed(layer, w_int)[0], gain, offset)
 
 
 @register("stochastic", "resampled")
