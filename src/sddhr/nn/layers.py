@@ -224,28 +224,24 @@ class IMCLayer(nn.Module):
         return self._one_product(backend, x_int, w_int, sx, sw)
 
     def _one_product(self, backend, x_int, w_int, sx, sw):
-        if self.wq.binary:
-            return self._binary_product(backend, x_int, w_int, sx, sw)
+        """One copy's product. Binary weights ``q`` in {-1, +1} reach the backend as the cells
+        the macro holds, ``c = (q - 1) / 2``; the periphery forms ``sum(x) + 2 (c . x)`` (with
+        effective cells ``c_eff``, the effective weight is ``2 c_eff + 1``)."""
+        binary = self.wq.binary
+        w_hw = binary_cells(w_int) if binary else w_int
         with full_precision(x_int.device):
             scale = sx * sw  # weight-shaped (or a scalar)
-            w_eff = backend.effective_weights(self, w_int)
+            w_eff = backend.effective_weights(self, w_hw)
             if w_eff is not None:
-                return self.lin(x_int, w_int * scale if w_eff is w_int else w_eff.mul_(scale))
-            y = backend.product(self, x_int, w_int).to(x_int.dtype)
-            return y.mul_(sx * self.out_scale(sw))
-
-    def _binary_product(self, backend, x_int, q, sx, sw):
-        """Binary weights ``q`` in {-1, +1}: the macro holds ``c = (q - 1) / 2`` (one cell per
-        weight) and the periphery forms ``sum(x) + 2 (c . x)``; with the backend's effective
-        cells ``c_eff``, the effective weight is ``2 c_eff + 1``."""
-        c = binary_cells(q)
-        with full_precision(x_int.device):
-            scale = sx * sw
-            c_eff = backend.effective_weights(self, c)
-            if c_eff is not None:
-                return self.lin(x_int, q * scale if c_eff is c else c_eff.mul_(2.0).add_(1.0).mul_(scale))
-            y = backend.product(self, x_int, c).to(x_int.dtype).mul_(2.0)
-            y += self.lin(x_int, torch.ones_like(c))
+                if w_eff is w_hw:  # the integers themselves (ideal macro)
+                    return self.lin(x_int, w_int * scale)
+                if binary:
+                    w_eff.mul_(2.0).add_(1.0)
+                return self.lin(x_int, w_eff.mul_(scale))
+            y = backend.product(self, x_int, w_hw).to(x_int.dtype)
+            if binary:  # sum(x) per output: one output channel (per group) broadcasts over the rest
+                ones = torch.ones_like(w_hw if self.groups > 1 else w_hw[:1])
+                y.mul_(2.0).add_(self.lin(x_int, ones))
             return y.mul_(sx * self.out_scale(sw))
 
 

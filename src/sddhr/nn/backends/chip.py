@@ -53,26 +53,24 @@ def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> No
     )
 
 
-def static_adc_product(layer, x_int, contributions, gain, offset) -> torch.Tensor:
-    """A chip's product in the linear-ADC form with its columns' static ADC errors: each
-    conversion reads ``(1 + g) u + o step`` (no rounding), so the chip acts as the effective
-    weights ``sum_j s_j 2^j (1 + g_j,seg(i)) c_ij`` plus, per output, the offsets of all its
+def static_adc_linear(layer, contributions, gain, offset):
+    """A chip in the linear-ADC form with its columns' static ADC errors: each conversion
+    reads ``(1 + g) u + o step`` (no rounding), so the chip acts as the effective weights
+    ``sum_j s_j 2^j (1 + g_j,seg(i)) c_ij`` (out, K_g) plus, per output, the offsets of all its
     conversions, ``(2^B_x - 1) step sum_{j,s} s_j 2^j o_js`` (every segment is converted in
-    every input plane, active rows or not). ``gain``, ``offset``: (B_w, out, S) or None."""
+    every input plane, active rows or not; None without offsets). ``gain``, ``offset``:
+    (B_w, out, S) or None."""
     spec = layer.spec
-    rows = spec.column.rows
-    bw, out, k = contributions.shape
-    pw = torch.tensor(plane_weights(bw), dtype=contributions.dtype, device=contributions.device).view(-1, 1, 1)
+    bw, _, k = contributions.shape
     if gain is not None:
-        seg = torch.arange(k, device=contributions.device) // rows
+        seg = torch.arange(k, device=contributions.device) // spec.column.rows
         contributions = contributions * (1.0 + gain.to(contributions.dtype))[:, :, seg]
-    w_eff = (pw * contributions).sum(0)
-    shape = (out, *layer.weight.shape[1:])
-    y = layer.lin(x_int, w_eff.view(shape))
+    w_eff = effective_weights(contributions, bw)
+    const = None
     if offset is not None:
-        const = (2.0**spec.macro.x_bits - 1) * spec.column.step * (pw * offset.to(contributions.dtype)).sum((0, 2))
-        y = y + layer.out_scale(const.to(y.dtype))
-    return y
+        pw = torch.tensor(plane_weights(bw), dtype=offset.dtype, device=offset.device).view(-1, 1, 1)
+        const = (2.0**spec.macro.x_bits - 1) * spec.column.step * (pw * offset).sum((0, 2))
+    return w_eff, const
 
 
 class _FrozenChip(Backend):
@@ -112,18 +110,38 @@ class ChipFastBackend(_FrozenChip):
     """One chip with the ADC treated as linear: the chip acts as the perturbed weight
     matrix ``sum_j s_j 2^j c_j`` (one product; drops the ADC's rounding and clipping). Its
     columns' static ADC gain and offset are modelled exactly in that form
-    (:func:`static_adc_product`); temporal noise is not."""
+    (:func:`static_adc_linear`); temporal noise is not."""
+
+    def __init__(self, mode):
+        super().__init__(mode)
+        self._linear: dict[int, tuple] = {}  # copy -> (contributions, effective weights, offsets)
+
+    def linear_chip(self, layer, w_int):
+        """``(effective weights (out, K_g), per-output offsets or None)`` of the chip's current
+        copy (:func:`static_adc_linear`), kept while its programmed contributions are."""
+        contrib, eff = self.programmed(layer, w_int)
+        kept = self._linear.get(layer._copy)
+        if kept is None or kept[0] is not contrib:
+            gain, offset = layer.chip_adc(self.mode.seed, w_int.device)
+            if gain is None and offset is None:
+                kept = (contrib, eff, None)
+            else:
+                kept = (contrib, *static_adc_linear(layer, contrib, gain, offset))
+            self._linear[layer._copy] = kept
+        return kept[1], kept[2]
 
     def effective_weights(self, layer, w_int):
         warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
         warn_if_noise_dropped(layer, "a fast chip instance", static_modelled=True)
-        if layer.spec.column.static_adc_errors:
+        eff, const = self.linear_chip(layer, w_int)
+        if const is not None:
             return None  # the offsets add a constant: product() below
-        return self.programmed(layer, w_int)[1].view(w_int.shape).clone()
+        return eff.view(w_int.shape).clone()
 
     def product(self, layer, x_int, w_int):
-        gain, offset = layer.chip_adc(self.mode.seed, w_int.device)
-        return static_adc_product(layer, x_int, self.programmed(layer, w_int)[0], gain, offset)
+        eff, const = self.linear_chip(layer, w_int)
+        y = layer.lin(x_int, eff.view(w_int.shape))
+        return y if const is None else y.add_(layer.out_scale(const.to(y.dtype)))
 
 
 @register("stochastic", "resampled")
