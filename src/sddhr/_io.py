@@ -238,24 +238,35 @@ def check_writable(path: str | Path, *, is_file: bool = False, min_free_bytes: i
     return path
 
 
+@contextlib.contextmanager
+def reading(path, what: str, label: str | None = None) -> Iterator[None]:
+    """Read errors inside the block as one-line :class:`SpecError` s: text that is not UTF-8
+    (``"<label>: the <what> is not UTF-8 text (byte N)"``, ``label`` defaulting to the path)
+    and an ``OSError`` (:func:`os_error_message`)."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{label or path}: the {what} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise SpecError(os_error_message(err, path, "read")) from None
+
+
 def read_json(path, flag: str, what: str) -> dict:
     """A JSON object from ``path``; a missing, unreadable, non-UTF-8 or malformed file, or
     one that is not an object, is a :class:`SpecError` naming ``flag`` and the file."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{flag}: file not found: {path}")
+    with reading(path, what, f"{flag}: {path}"):
+        text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{flag}: {path}: the {what} is not UTF-8 text (byte {err.start})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SpecError(f"{flag}: {path}: not valid JSON ({err})") from None
-    except OSError as err:
-        raise SpecError(os_error_message(err, path, "read")) from None
     if not isinstance(data, dict):
         raise SpecError(f"{flag}: {path}: the {what} must be a JSON object, got {type(data).__name__}")
     return data
 
 
 __all__ = ["TMP_TAG", "atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable", "clean_orphans",
-           "make_dirs", "os_error_message", "pid_alive", "read_json", "spec_error", "temp_name"]
+           "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error", "temp_name"]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from ._io import check_writable, os_error_message, read_json
+from ._io import check_writable, os_error_message, read_json, reading
 from .config import PRESETS, HardwareSpec, SpecError, check_device, make_spec, preset
 
 DEFAULT_PRESET = "mram-22nm"
@@ -106,12 +106,8 @@ def _cmd_fit_device(args) -> int:
     base = preset(args.preset)
     if args.out:
         check_writable(args.out, is_file=True)
-    try:
+    with reading(args.csv, "measurement file"):
         data = read_resistance_csv(args.csv)
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{args.csv}: the measurement file is not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise SpecError(os_error_message(err, args.csv, "read")) from None
     fit = fit_device(args.csv, base=base.device, data=data)
     print(fit.summary())
     if args.out:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text, os_error_message
+from ._io import atomic_write_text, reading
 from .config import HardwareSpec, SpecError
 
 #: the CSV columns: required, then optional
@@ -67,7 +67,7 @@ def read_measurements(path: str | Path, spec: HardwareSpec) -> Measurements:
     ks, ns, codes, cols, pats = [], [], [], [], []
     seen: dict[tuple, tuple] = {}
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with reading(path, "measurement file"), path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             names = [f.strip() for f in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in names]
@@ -123,12 +123,8 @@ def read_measurements(path: str | Path, spec: HardwareSpec) -> Measurements:
                 codes.append(code)
                 cols.append(cid)
                 pats.append(gid)
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: the measurement file is not UTF-8 text (byte {err.start})") from None
     except csv.Error as err:
         raise SpecError(f"{path}: not a valid CSV file ({err})") from None
-    except OSError as err:
-        raise SpecError(os_error_message(err, path, "read")) from None
     if not ks:
         raise SpecError(f"{path}: no conversions (the file has a header but no rows)")
     m = len(ks)

@@ -151,14 +151,10 @@ def read_table(path: str):
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        from ._io import spec_error
+    from ._io import reading
 
-        raise spec_error(err, path, "read") from None
+    with reading(path, what):
+        return path.read_text(encoding="utf-8")
 
 
 def load_config_file(path: str | Path) -> dict:
