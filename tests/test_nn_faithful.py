@@ -217,3 +217,63 @@ def test_static_adc_errors_are_coherent_like_the_cells(case):
     ref = chip_moments(layer, x, w, 1.0)
     for form in ("fast", "k"):
         assert_bar(*moments(layer, x, w, 1.0, form), ref, f"{case.__name__} static ADC errors, {form}")
+
+
+def spatial_case(spec, seed=3):
+    """A grouped 3x3 Conv2d on 8x8 inputs (64 positions per output channel), one dense,
+    one sparse and one half-dense image."""
+    g = torch.Generator().manual_seed(seed)
+    layer = IMCConv2d(8, 6, 3, padding=1, groups=2, bias=False, spec=spec)
+    w = torch.randint(-7, 8, (6, 4, 3, 3), generator=g).float()
+    x = torch.randint(0, 16, (3, 8, 8, 8), generator=g).float()
+    x[1] *= torch.rand(8, 8, 8, generator=g) < 0.4
+    x[2, :, :4] = 0
+    return layer, x, w
+
+
+def chip_outputs(layer, x_int, w_int, level, chips=CHIPS):
+    """Every bit-true chip's output, (chips, *output shape)."""
+    mats, fold = layer.matrices(x_int)
+    wf = w_int.reshape(w_int.shape[0], -1).long()
+    per = wf.shape[0] // len(mats)
+    ys = []
+    for s in range(chips):
+        chip = ChipInstance(layer.spec, level, 1000 + s)
+        ys.append(fold(torch.cat([chip.matmul(xm.long(), wf[g * per : (g + 1) * per], layer_id=g)
+                                  for g, xm in enumerate(mats)], 1)).double())
+    return torch.stack(ys)
+
+
+@pytest.mark.parametrize("spec_kw,level", [(FINE, 6.0), (COARSE, 6.0)])
+def test_a_channels_positions_share_the_chips_static_error(spec_kw, level):
+    """On a chip one set of cells serves every position of a conv output channel, so the
+    spatial mean of an output channel (what batch norm's offset and global pooling see)
+    varies over chips by far more than independent outputs would give. Reference: the
+    variance over 300 bit-true chips of each (image, channel)'s spatial mean. Faithful's
+    predicted shared variance and the spread of its draws must match it (median ratio in
+    [0.8, 1.25]) with every output's own spread unchanged; independent draws (shared=False)
+    fall short by more than 5x."""
+    layer, x, w = spatial_case(spec_of(**spec_kw))
+    ys = chip_outputs(layer, x, w, level)
+    ref = ys.mean((-2, -1)).var(0)  # (images, channels)
+    layer.mode = Mode.stochastic(level, "faithful")
+    with torch.no_grad():
+        _, _, shared = layer.backend.moments(layer, x, w, shared=True)
+        assert 0.8 <= float((shared.double() / ref).median()) <= 1.25
+        for on in (True, False):
+            layer.backend.shared = on
+            torch.manual_seed(0)
+            draws = torch.stack([layer.backend.product(layer, x, w).double() for _ in range(CHIPS)])
+            ratio = float((draws.mean((-2, -1)).var(0) / ref).median())
+            live = ys.std(0) > 1e-9
+            elem = float((draws.std(0)[live] / ys.std(0)[live]).median())
+            assert 0.91 <= elem <= 1.10, f"shared={on}: element sd ratio {elem:.3f}"
+            if on:
+                assert 0.8 <= ratio <= 1.25, f"spatial-mean variance ratio {ratio:.3f}"
+            else:
+                assert ratio < 0.2, f"independent draws: spatial-mean variance ratio {ratio:.3f}"
+    # a Linear layer has no positions: nothing shared, the same draws as before
+    lin, xl, wl = linear_case(spec_of(**spec_kw))
+    lin.mode = Mode.stochastic(level, "faithful")
+    with torch.no_grad():
+        assert lin.backend.moments(lin, xl, wl, shared=True)[2] is None

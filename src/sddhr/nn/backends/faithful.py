@@ -49,6 +49,12 @@ static ADC offset ``o`` and gain ``g`` are shared by its ``B_x`` conversions (an
 image): their covariance between two conversions of one column,
 ``R_b R_b' (sigma_o^2 step^2 + sigma_g^2 mu_b mu_b')``, is added like the cells' cross terms
 (the same conversion's part is in ``V_T``).
+
+Sharing (:meth:`FaithfulBackend.product`): one chip's cells serve every position of a
+convolution's output channel, so the static error's spatial mean per (image, channel) has
+the variance ``V_sh`` of :func:`_shared_static_var`; each output is drawn with that part
+shared across the channel's positions (a new draw per image: every image sees a new chip)
+and keeps its own variance. Linear layers have no positions: their draws are independent.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import special
 
 from ...abstraction import ColumnTable, readout_var
@@ -226,14 +233,76 @@ def _integer_products(device: torch.device, x_bits: int, w_bits: int):
     return tf32(device, True)
 
 
+
+def _spatial_sums(layer, xc: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per (sample, group, input row of a window): ``sum_p weight_p x_ip`` over the output
+    positions ``p`` of a convolution, ``x_ip`` the input that row ``i`` (channel, tap) sees
+    at ``p`` (zero padding). ``weight`` (nc, G, Ho, Wo). Returns (nc, G, C_g kh kw) in the
+    order of ``weight.view(out, -1)``: the weight gradient of the layer's convolution with
+    ``weight`` as the output gradient, one group per (sample, group) so that samples stay
+    apart (no unfold)."""
+    nc, c, h, w = xc.shape
+    g = layer.groups
+    ho, wo = weight.shape[-2:]
+    shape = (nc * g, c // g, *layer.kernel_size)
+    gw = torch.ops.aten.convolution_backward(
+        weight.reshape(1, nc * g, ho, wo).to(torch.float32), xc.reshape(1, nc * c, h, w).to(torch.float32),
+        xc.new_empty(shape, dtype=torch.float32), None, list(layer.stride), list(layer.padding),
+        list(layer.dilation), False, [0, 0], nc * g, [False, True, False])[1]
+    return gw.reshape(nc, g, -1)
+
+
+def _shared_static_var(layer, xc, f, rb, n, w2, ft: FaithfulTables, p: float) -> torch.Tensor:
+    """The variance of the spatial mean of one chunk's static (chip-fixed) error, per
+    (sample, output channel): (nc, out). With ``e_p ~ sqrt(f_p) sum_i D_i x_ip`` (``D_i``
+    the weight's cell error, ``Var D_i = s4 v_AP + (v_P - v_AP) w2_i``, ``f_p`` the ADC
+    slope factor of position ``p``), ``mean_p e_p = sum_i D_i S_i / P`` with ``S_i = sum_p
+    sqrt(f_p) x_ip``, so its variance is ``sum_i Var(D_i) S_i^2 / P^2`` - the part of each
+    output's variance that every position of the output channel shares. A column's static
+    ADC offset and gain are shared by every position too (their per-position part of the
+    fast form, averaged over positions before squaring)."""
+    bw = layer.spec.macro.w_bits
+    s4 = (4.0**bw - 1) / 3.0
+    nc, g, npos = f.shape
+    out = layer.out_channels
+    ho, wo = layer.out_hw(*xc.shape[-2:])
+    s = _spatial_sums(layer, xc, f.clamp(min=0).sqrt().view(nc, g, ho, wo)).div_(npos)
+    v = (w2.reshape(g, out // g, -1) * (ft.v_p - ft.v_ap)).add_(s4 * ft.v_ap)
+    shared = torch.einsum("ngk,gok->ngo", s.square_(), v)  # (nc, G, out / G)
+    col = layer.spec.column
+    if col.adc_offset_lsb or col.adc_gain_rel:
+        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+        m = p * ft.m_p + (1.0 - p) * ft.m_ap
+        p2 = [2.0**b for b in range(len(rb))]
+        s1 = sum(p2[b] * rb[b] for b in range(len(p2))).mean(-1)  # (nc, G, S)
+        t1 = sum(p2[b] * rb[b] * n[b] for b in range(len(p2))).mean(-1) * m
+        shared.add_((so2 * s1 * s1 + sg2 * t1 * t1).sum(2, keepdim=True), alpha=s4)
+    return shared.reshape(nc, out)
+
+
+def _f_terms(n, npair, rb, p2, pairs):
+    """Per segment: ``X2 = sum_i x_i^2`` and ``f``'s numerator ``sum_{b,b'} 2^(b+b') R_b R_b'
+    N_bb'`` from the plane (pair) counts."""
+    x2 = torch.zeros_like(n[0])
+    num = torch.zeros_like(n[0])
+    for b in range(len(p2)):
+        x2.add_(n[b], alpha=p2[b] ** 2)
+        num.addcmul_(rb[b] * rb[b], n[b], value=p2[b] ** 2)
+    for q, (b, c) in enumerate(pairs):
+        x2.add_(npair[q], alpha=2 * p2[b] * p2[c])
+        num.addcmul_(rb[b] * rb[c], npair[q], value=2 * p2[b] * p2[c])
+    return x2, num
+
+
 @register("stochastic", "faithful")
 class FaithfulBackend(Backend):
     """Chip-faithful S-DDHR (see the module docstring): the fast form, or the k form where
     the ADC's rounding depends on each conversion's k; ``form`` ('auto', 'fast', 'k') forces
     one (tests, benchmarks). ``last_form`` / ``last_z`` record the latest choice."""
 
-    def __init__(self, mode, form: str = "auto", threshold: float = Z_THRESHOLD):
+    def __init__(self, mode, form: str = "auto", threshold: float = Z_THRESHOLD, shared: bool = True):
         super().__init__(mode)
+        self.shared = shared
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         self.form = form
@@ -249,8 +318,10 @@ class FaithfulBackend(Backend):
             return faithful_tables(self.mode.table, self.mode.level)
         return faithful_tables(get_table(layer.spec, self.mode.level), self.mode.level)
 
-    def moments(self, layer, x_int, w_int, form: str | None = None):
-        """Per-output ``(mean, var)``, each shaped like ``layer.lin(x_int, w_int)``."""
+    def moments(self, layer, x_int, w_int, form: str | None = None, shared: bool = False):
+        """Per-output ``(mean, var)``, each shaped like ``layer.lin(x_int, w_int)``; with
+        ``shared``, also the variance of the spatial mean of each (sample, output channel)'s
+        static error, (samples, out), or None for a layer without positions (Linear)."""
         ft = self.tables(layer)
         bw = layer.spec.macro.w_bits
         p = float(weight_bit_planes(w_int, bw).mean()) if w_int.numel() else 0.5
@@ -262,13 +333,53 @@ class FaithfulBackend(Backend):
             self.last_z = z
             form = "k" if z > self.threshold else "fast"
         self.last_form = form
+        sh = None
+        if shared and getattr(layer, "kernel_size", None) is not None:
+            sh = torch.empty(x_int.shape[0], layer.out_channels, dtype=torch.float32, device=x_int.device)
         if form == "k":
-            return self._k_form(layer, x_int, w_int, ft)
-        return self._fast_form(layer, x_int, w_int, ft, nt, counts)
+            out = self._k_form(layer, x_int, w_int, ft)
+            if sh is not None:
+                self._shared_k(layer, x_int, w_int, ft, nt, counts, sh)
+        else:
+            out = self._fast_form(layer, x_int, w_int, ft, nt, counts, sh)
+        return (*out, sh) if shared else out
 
     def product(self, layer, x_int, w_int):
-        mean, var = self.moments(layer, x_int, w_int)
-        return mean.add_(var.clamp_(min=0).sqrt_().mul_(torch.randn_like(var)))
+        """One draw per output: ``mean + sd (sqrt(rho) z_c + sqrt(1 - rho) z)``, ``z_c`` one
+        normal per (sample, output channel) shared by the channel's positions and ``rho`` the
+        static part's share (the spatial-mean variance of the static error over the squared
+        mean sd, from the model); so
+        each output keeps its variance and the output channel's spatial mean gets the
+        chip's. ``shared=False`` at construction: every output independent (ablation)."""
+        if self.shared:
+            mean, var, sh = self.moments(layer, x_int, w_int, shared=True)
+        else:
+            (mean, var), sh = self.moments(layer, x_int, w_int), None
+        if sh is None:
+            return mean.add_(var.clamp_(min=0).sqrt_().mul_(torch.randn_like(var)))
+        nb, nout = sh.shape
+        sd = var.clamp_(min=0).sqrt_()
+        sbar = sd.view(nb, nout, -1).mean(-1).square_().clamp_(min=1e-30)
+        rho = sh.div_(sbar).clamp_(0.0, 1.0).view(nb, nout, 1, 1)  # Var(mean_p sd_p z_c) = sh
+        z = torch.randn_like(var).mul_((1.0 - rho).sqrt_()).addcmul_(rho.sqrt_(), torch.randn_like(rho))
+        return mean.add_(sd.mul_(z))
+
+    def _shared_k(self, layer, x_int, w_int, ft, nt, counts, out):
+        """:func:`_shared_static_var` for the k form (``f`` from the n counts, as the fast form)."""
+        bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
+        w2 = square_code(w_int, bw, signed=True)
+        p2 = [2.0**b for b in range(bx)]
+        pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
+        if counts is None:
+            counts = []
+            for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
+                n, npair = _plane_counts(layer, x_int[sl])
+                counts.append((sl, n, npair, _lookup(nt, n)))
+        for sl, n, npair, looked in counts:
+            rb = looked[..., N_ONLY.index("r")]
+            x2, num = _f_terms(n, npair, rb, p2, pairs)
+            f = num.sum(2).div_(x2.sum(2).clamp(min=1e-30))
+            out[sl] = _shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt["p"])
 
     # ---------------------------------------------------------------- switch
     def _phase_ratio(self, layer, x_int, nt):
@@ -291,7 +402,7 @@ class FaithfulBackend(Backend):
         return (0.0 if math.isnan(med) else med), counts
 
     # ---------------------------------------------------------------- fast form
-    def _fast_form(self, layer, x_int, w_int, ft, nt, counts=None):
+    def _fast_form(self, layer, x_int, w_int, ft, nt, counts=None, shared_out=None):
         bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
         dev = x_int.device
         s4 = (4.0**bw - 1) / 3.0
@@ -308,22 +419,15 @@ class FaithfulBackend(Backend):
         for sl, n, npair, looked in counts:
             xc = x_int[sl]
             rb = looked[..., ir]  # (bx, nc, G, S, P)
-            # X2 = sum_{i in s} x_i^2 and f's numerator from the plane (pair) counts
-            x2 = torch.zeros_like(n[0])
-            num = torch.zeros_like(n[0])
-            for b in range(bx):
-                x2.add_(n[b], alpha=p2[b] ** 2)
-                num.addcmul_(rb[b] * rb[b], n[b], value=p2[b] ** 2)
-            if pairs:
-                for q, (b, c) in enumerate(pairs):
-                    x2.add_(npair[q], alpha=2 * p2[b] * p2[c])
-                    num.addcmul_(rb[b] * rb[c], npair[q], value=2 * p2[b] * p2[c])
+            x2, num = _f_terms(n, npair, rb, p2, pairs)
             col = layer.spec.column
             static = None
             if col.adc_offset_lsb or col.adc_gain_rel:
                 static = _static_adc_cross(layer, ft, rb, n, p2, nt["p"])
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
             f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
+            if shared_out is not None:
+                shared_out[sl] = _shared_static_var(layer, xc, f, rb, n, w2, ft, nt["p"])
             g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
             u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx))
             x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
@@ -342,7 +446,7 @@ class FaithfulBackend(Backend):
             mean = torch.add(c_mean, layer.grouped(lin1), alpha=ft.m_p - ft.m_ap)
             var = torch.addcmul(c_var, layer.grouped(lin2), a_var)
             del lin1, lin2
-            if len(counts) == 1:
+            if len(counts) == 1 and shared_out is None:
                 return mean.view(shape), var.view(shape)
             if mean_out is None:
                 mean_out = torch.empty((x_int.shape[0], *shape[1:]), dtype=torch.float32, device=dev)
