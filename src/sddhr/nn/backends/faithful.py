@@ -65,7 +65,6 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import special
 
 from ...abstraction import ColumnTable, readout_var
