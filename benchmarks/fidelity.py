@@ -5,7 +5,9 @@ Default layer (the issue's): an ``IMCLinear`` with K = 600 rows (3 segments at N
 (x ~ U{0..15}) and 8 sparse ones (15 % nonzero, U{1..15}); ``--kinds`` adds ``relu``
 (half zeros, |N(0, 4)| rounded: MSB planes much sparser than LSB planes). ``--vgg`` uses
 the 4th conv of a calibrated random VGG (width ``--width``) and 2 random images through it
-instead (``kind`` = ``vgg``).
+instead (``kind`` = ``vgg``); there each cell also gives, in braces, the median over (image,
+channel) of the sd ratio of the channel's spatial mean (the error all positions share; in
+the bar too).
 
 Per (ADC bits, level): ``--chips`` bit-true chips (:class:`sddhr.hardware.ChipInstance`,
 seeds 1000...) against ``--draws`` forward draws of each variant through the layer
@@ -118,15 +120,22 @@ def chip_outputs(layer, x, level, chips):
 
 
 def cell(samples, chips, sl):
-    """(median sd ratio, median |bias| / chip sd) over the outputs of input rows ``sl``."""
+    """(median sd ratio, median |bias| / chip sd) over the outputs of input rows ``sl``;
+    for a convolution also the median over (image, channel) of the sd ratio of the
+    channel's spatial mean (the part of a chip's error every position shares)."""
     cm, cs = chips.mean(0)[sl], chips.std(0)[sl]
     m, s = samples.mean(0)[sl], samples.std(0)[sl]
     ok = cs > 1e-9
-    return float((s / cs)[ok].median()), float(((m - cm).abs() / cs)[ok].median())
+    out = (float((s / cs)[ok].median()), float(((m - cm).abs() / cs)[ok].median()))
+    if samples.dim() == 5:
+        cs_sp, s_sp = chips[:, sl].mean((-2, -1)).std(0), samples[:, sl].mean((-2, -1)).std(0)
+        ok = cs_sp > 1e-9
+        out += (float((s_sp / cs_sp)[ok].median()),)
+    return out
 
 
-def passes(r, b):
-    return 0.91 <= r <= 1.10 and b <= 0.25
+def passes(r, b, sp=None):
+    return 0.91 <= r <= 1.10 and b <= 0.25 and (sp is None or 0.91 <= sp <= 1.10)
 
 
 def main(argv=None) -> int:
@@ -186,7 +195,8 @@ def main(argv=None) -> int:
     src = (f"4th conv of a random VGG width {args.width}, 2 images" if args.vgg else
            f"IMCLinear K = 600 (3 segments of N = 256), 64 outputs, layer seed {args.layer_seed}")
     lines = [f"{src}; 4b x 4b; {args.chips} bit-true chips vs {args.draws} draws per variant; "
-             "sd ratio (variant / chips) [median |mean bias| / chip sd], medians over outputs; "
+             "sd ratio (variant / chips) [median |mean bias| / chip sd], medians over outputs"
+             + (" {sd ratio of each (image, channel)'s spatial mean}" if args.vgg else "") + "; "
              f"* = outside the bar (0.91-1.10, <= 0.25); preset {args.preset}"
              + (" (temporal sources only)" if args.temporal_only else ""),
              "", "| variant | ADC | " + " | ".join(f"level {lv:g} ({' / '.join(kinds)})" for lv in levels) + " |",
@@ -198,10 +208,11 @@ def main(argv=None) -> int:
             for lv in levels:
                 parts = []
                 for kd in kinds:
-                    r, b = res[(v, adc, lv, kd)]
-                    ok = passes(r, b)
+                    got = res[(v, adc, lv, kd)]
+                    ok = passes(*got)
                     totals[v] = (totals.get(v, (0, 0))[0] + ok, totals.get(v, (0, 0))[1] + 1)
-                    parts.append(f"{r:.2f} [{b:.2f}]{'' if ok else '*'}")
+                    sp = f" {{{got[2]:.2f}}}" if len(got) > 2 else ""
+                    parts.append(f"{got[0]:.2f} [{got[1]:.2f}]{sp}{'' if ok else '*'}")
                 extra = meta[f"{v}|adc{adc}|L{lv:g}"]
                 tag = f" ({extra['form']})" if v == "faithful" else (" (warned)" if extra["warned"] else "")
                 cells.append(" / ".join(parts) + tag)
@@ -216,8 +227,9 @@ def main(argv=None) -> int:
     print(text)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "cells": {"|".join(map(str, k)): {"sd_ratio": r, "bias": b}
-                                                     for k, (r, b) in res.items()},
+            names = ("sd_ratio", "bias", "spatial_sd_ratio")
+            json.dump({"args": vars(args), "cells": {"|".join(map(str, k)): dict(zip(names, got))
+                                                     for k, got in res.items()},
                        "meta": meta, "report": text}, fh, indent=1)
     return 0
 
