@@ -1,11 +1,11 @@
 """Training-step and inference cost of every IMC mode, as ratios to float in the same run.
 
 A VGG-style CIFAR-size network (``models.build_model('vgg', (3, 32, 32))``, first layer
-digital) on synthetic data: forward + backward + SGD step per mode, medians over repeats
-after a warm-up step, with every column table / sampler built before timing. Modes are
-timed round-robin (one step of each per round) so that slow drifts of a shared machine
-hit them alike; the ratio of a mode is the median over rounds of (its step time / the
-float step time of the same round).
+digital; ``--arch resnet20`` for the ResNet-20) on synthetic data: forward + backward + SGD
+step per mode, medians over repeats after a warm-up step, with every column table /
+sampler built before timing. Modes are timed round-robin (one step of each per round) so
+that slow drifts of a shared machine hit them alike; the ratio of a mode is the median
+over rounds of (its step time / the float step time of the same round).
 
 Peak memory: each mode runs in a fresh subprocess; after a warm-up step the peak
 resident set size is reset (Linux ``/proc/self/clear_refs``), one more step runs, and the
@@ -41,6 +41,8 @@ from sddhr.nn import Mode, set_mode
 from sddhr.nn.column_stats import get_sampler, get_table
 
 TRAIN_MODES = ["float", "ideal", "instance-bit_true", "instance-fast", "exact", "composed", "resampled", "faithful"]
+#: faithful with every output drawn independently (no part shared across a conv's positions)
+EXTRA_MODES = ["faithful-independent"]
 EVAL_MODES = ["float", "ideal", "instance-bit_true", "instance-fast"]
 TARGETS = {"resampled": 1.3, "composed": 2.0, "faithful": 1.3}  # exact: 1.5 * B_x * B_w, set from the spec
 
@@ -55,7 +57,18 @@ def make_mode(name: str, level: float) -> Mode:
         "composed": Mode.stochastic(level, "composed"),
         "resampled": Mode.stochastic(level, "resampled"),
         "faithful": Mode.stochastic(level, "faithful"),
+        "faithful-independent": Mode.stochastic(level, "faithful"),
     }[name]
+
+
+def apply_mode(model, name: str, level: float) -> None:
+    """``set_mode``; for the faithful modes also whether draws share a conv channel's part."""
+    set_mode(model, make_mode(name, level))
+    if name.startswith("faithful"):
+        from sddhr.nn import imc_layers
+
+        for _, layer in imc_layers(model):
+            layer.backend.shared = name == "faithful"
 
 
 def setup(args):
@@ -63,7 +76,8 @@ def setup(args):
     device = torch.device(args.device)
     spec = preset("mram-22nm").replace(column={"rows": args.rows, "adc_bits": args.adc_bits},
                                        macro={"w_bits": args.bits, "x_bits": args.bits})
-    model = build_model("vgg", (3, 32, 32), spec=spec, width=args.width).to(device)
+    width = args.width if args.arch == "vgg" else None
+    model = build_model(args.arch, (3, 32, 32), spec=spec, width=width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -72,10 +86,10 @@ def setup(args):
 
 def prepare_tables(spec, level, device, modes):
     """Build the column table and the sampler outside the timed region."""
-    if {"exact", "composed", "faithful"} & set(modes):
+    if {"exact", "composed", "faithful", "faithful-independent"} & set(modes):
         t0 = time.perf_counter()
         get_sampler(get_table(spec, level), device)
-        if "faithful" in modes:
+        if any(m.startswith("faithful") for m in modes):
             from sddhr.nn.backends.faithful import faithful_tables
 
             faithful_tables(get_table(spec, level), level)
@@ -130,7 +144,7 @@ def run_timing(args) -> dict:
 
     def step_of(m):
         def fn():
-            set_mode(model, make_mode(m, args.level))
+            apply_mode(model, m, args.level)
             train_step(model, opt, x, y)
         return fn
 
@@ -176,7 +190,7 @@ def memory_child(args) -> dict:
     spec, model, opt, x, y, device = setup(args)
     mode = args.memory_child
     prepare_tables(spec, args.level, device, [mode])
-    set_mode(model, make_mode(mode, args.level))
+    apply_mode(model, mode, args.level)
     model.train()
     train_step(model, opt, x, y)  # warm-up: optimizer state, caches
     if device.type == "cuda":
@@ -204,7 +218,7 @@ def run_memory(args) -> dict:
     for mode in ["float"] + [m for m in args.modes if m != "float"]:
         cmd = [sys.executable, __file__, "--memory-child", mode, "--batch", str(args.batch), "--width",
                str(args.width), "--rows", str(args.rows), "--adc-bits", str(args.adc_bits), "--bits",
-               str(args.bits), "--level", str(args.level), "--device", args.device]
+               str(args.bits), "--level", str(args.level), "--device", args.device, "--arch", args.arch]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -222,7 +236,8 @@ def report(args, res) -> str:
     bx = args.bits
     targets = dict(TARGETS, exact=1.5 * bx * bx)
     lines = [
-        f"VGG width {args.width}, batch {args.batch}, B_w = B_x = {bx}, N = {args.rows}, {args.adc_bits}-bit ADC, "
+        (f"VGG width {args.width}" if args.arch == "vgg" else "ResNet-20")
+        + f", batch {args.batch}, B_w = B_x = {bx}, N = {args.rows}, {args.adc_bits}-bit ADC, "
         f"level {args.level:g}; device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}; {args.repeats} rounds; load average at start "
         f"{res['loadavg_start']}, at end {res['loadavg_end']}",
@@ -253,7 +268,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every mode once)")
     p.add_argument("--width", type=int, default=64, help="VGG base width (64 = the reference network)")
-    p.add_argument("--modes", default=",".join(TRAIN_MODES), help=f"comma list of {TRAIN_MODES}")
+    p.add_argument("--arch", default="vgg", choices=["vgg", "resnet20"], help="network (resnet20: its own width)")
+    p.add_argument("--modes", default=",".join(TRAIN_MODES), help=f"comma list of {TRAIN_MODES + EXTRA_MODES}")
     p.add_argument("--eval-modes", default=",".join(EVAL_MODES), help="inference modes to time ('' for none)")
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--adc-bits", type=int, default=8)
@@ -268,8 +284,8 @@ def main(argv=None) -> int:
     args.modes = [m for m in args.modes.split(",") if m]
     args.eval_modes = [m for m in args.eval_modes.split(",") if m]
     for m in args.modes + args.eval_modes:
-        if m not in TRAIN_MODES:
-            p.error(f"unknown mode {m!r}; valid: {', '.join(TRAIN_MODES)}")
+        if m not in TRAIN_MODES + EXTRA_MODES:
+            p.error(f"unknown mode {m!r}; valid: {', '.join(TRAIN_MODES + EXTRA_MODES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
