@@ -232,7 +232,6 @@ def _integer_products(device: torch.device, x_bits: int, w_bits: int):
     return tf32(device, True)
 
 
-
 def _spatial_sums(layer, xc: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Per (sample, group, input row of a window): ``sum_p weight_p x_ip`` over the output
     positions ``p`` of a convolution, ``x_ip`` the input that row ``i`` (channel, tap) sees
@@ -345,11 +344,11 @@ class FaithfulBackend(Backend):
 
     def product(self, layer, x_int, w_int):
         """One draw per output: ``mean + sd (sqrt(rho) z_c + sqrt(1 - rho) z)``, ``z_c`` one
-        normal per (sample, output channel) shared by the channel's positions and ``rho`` the
+        normal per (sample, output channel) shared by the channel's positions, ``rho`` the
         static part's share (the spatial-mean variance of the static error over the squared
-        mean sd, from the model); so
-        each output keeps its variance and the output channel's spatial mean gets the
-        chip's. ``shared=False`` at construction: every output independent (ablation)."""
+        mean sd, from the model): each output keeps its variance and the channel's spatial
+        mean gets the chip's. ``shared=False`` at construction: every output independent
+        (ablation)."""
         if self.shared:
             mean, var, sh = self.moments(layer, x_int, w_int, shared=True)
         else:
