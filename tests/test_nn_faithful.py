@@ -58,19 +58,23 @@ def conv_case(spec, seed=0):
 
 
 def chip_moments(layer, x_int, w_int, level, chips=CHIPS):
-    """Per-output mean and sd over bit-true chips; the layer's explicit matrices (one per
-    group) only say which inputs meet which weights."""
+    """Per-output mean and sd over bit-true chips (:func:`chip_outputs`)."""
+    ys = chip_outputs(layer, x_int, w_int, level, chips)
+    return ys.mean(0), ys.std(0)
+
+
+def chip_outputs(layer, x_int, w_int, level, chips=CHIPS):
+    """Every bit-true chip's output, (chips, *output shape); the layer's explicit matrices
+    (one per group) only say which inputs meet which weights."""
     mats, fold = layer.matrices(x_int)
     wf = w_int.reshape(w_int.shape[0], -1).long()
     per = wf.shape[0] // len(mats)
     ys = []
     for s in range(chips):
         chip = ChipInstance(layer.spec, level, 1000 + s)
-        y = torch.cat([chip.matmul(xm.long(), wf[g * per : (g + 1) * per], layer_id=g) for g, xm in enumerate(mats)],
-                      1)
-        ys.append(fold(y).double())
-    ys = torch.stack(ys)
-    return ys.mean(0), ys.std(0)
+        ys.append(fold(torch.cat([chip.matmul(xm.long(), wf[g * per : (g + 1) * per], layer_id=g)
+                                  for g, xm in enumerate(mats)], 1)).double())
+    return torch.stack(ys)
 
 
 def fidelity(mean, var, ref_mean, ref_sd):
@@ -229,19 +233,6 @@ def spatial_case(spec, seed=3):
     x[1] *= torch.rand(8, 8, 8, generator=g) < 0.4
     x[2, :, :4] = 0
     return layer, x, w
-
-
-def chip_outputs(layer, x_int, w_int, level, chips=CHIPS):
-    """Every bit-true chip's output, (chips, *output shape)."""
-    mats, fold = layer.matrices(x_int)
-    wf = w_int.reshape(w_int.shape[0], -1).long()
-    per = wf.shape[0] // len(mats)
-    ys = []
-    for s in range(chips):
-        chip = ChipInstance(layer.spec, level, 1000 + s)
-        ys.append(fold(torch.cat([chip.matmul(xm.long(), wf[g * per : (g + 1) * per], layer_id=g)
-                                  for g, xm in enumerate(mats)], 1)).double())
-    return torch.stack(ys)
 
 
 @pytest.mark.parametrize("spec_kw,level", [(FINE, 6.0), (COARSE, 6.0)])
