@@ -52,7 +52,7 @@ image): their covariance between two conversions of one column,
 
 Sharing (:meth:`FaithfulBackend.product`): one chip's cells serve every position of a
 convolution's output channel, so the static error's spatial mean per (image, channel) has
-the variance ``V_sh`` of :func:`_shared_static_var`; each output is drawn with that part
+the variance ``V_sh`` of ``position_shared.shared_static_var``; each output is drawn with that part
 shared across the channel's positions (a new draw per image: every image sees a new chip)
 and keeps its own variance. Linear layers have no positions: their draws are independent.
 """
@@ -73,6 +73,7 @@ from ...technology import CellTechnology, cell_model
 from ..column_stats import check_table_matches, get_table
 from ..geometry import chunks
 from .base import Backend, register, tf32
+from .position_shared import shared_static_var
 
 #: the fast form's predicted (rounding bias / sd)^2 above which the k form runs (median
 #: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
@@ -232,52 +233,6 @@ def _integer_products(device: torch.device, x_bits: int, w_bits: int):
     return tf32(device, True)
 
 
-def _spatial_sums(layer, xc: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per (sample, group, input row of a window): ``sum_p weight_p x_ip`` over the output
-    positions ``p`` of a convolution, ``x_ip`` the input that row ``i`` (channel, tap) sees
-    at ``p`` (zero padding). ``weight`` (nc, G, Ho, Wo). Returns (nc, G, C_g kh kw) in the
-    order of ``weight.view(out, -1)``: the weight gradient of the layer's convolution with
-    ``weight`` as the output gradient, one group per (sample, group) so that samples stay
-    apart (no unfold)."""
-    nc, c, h, w = xc.shape
-    g = layer.groups
-    ho, wo = weight.shape[-2:]
-    shape = (nc * g, c // g, *layer.kernel_size)
-    gw = torch.ops.aten.convolution_backward(
-        weight.reshape(1, nc * g, ho, wo).to(torch.float32), xc.reshape(1, nc * c, h, w).to(torch.float32),
-        xc.new_empty(shape, dtype=torch.float32), None, list(layer.stride), list(layer.padding),
-        list(layer.dilation), False, [0, 0], nc * g, [False, True, False])[1]
-    return gw.reshape(nc, g, -1)
-
-
-def _shared_static_var(layer, xc, f, rb, n, w2, ft: FaithfulTables, p: float) -> torch.Tensor:
-    """The variance of the spatial mean of one chunk's static (chip-fixed) error, per
-    (sample, output channel): (nc, out). With ``e_p ~ sqrt(f_p) sum_i D_i x_ip`` (``D_i``
-    the weight's cell error, ``Var D_i = s4 v_AP + (v_P - v_AP) w2_i``, ``f_p`` the ADC
-    slope factor of position ``p``), ``mean_p e_p = sum_i D_i S_i / P`` with ``S_i = sum_p
-    sqrt(f_p) x_ip``, so its variance is ``sum_i Var(D_i) S_i^2 / P^2`` - the part of each
-    output's variance that every position of the output channel shares. A column's static
-    ADC offset and gain are shared by every position too (their per-position part of the
-    fast form, averaged over positions before squaring)."""
-    bw = layer.spec.macro.w_bits
-    s4 = (4.0**bw - 1) / 3.0
-    nc, g, npos = f.shape
-    out = layer.out_channels
-    ho, wo = layer.out_hw(*xc.shape[-2:])
-    s = _spatial_sums(layer, xc, f.clamp(min=0).sqrt().view(nc, g, ho, wo)).div_(npos)
-    v = (w2.reshape(g, out // g, -1) * (ft.v_p - ft.v_ap)).add_(s4 * ft.v_ap)
-    shared = torch.einsum("ngk,gok->ngo", s.square_(), v)  # (nc, G, out / G)
-    col = layer.spec.column
-    if col.adc_offset_lsb or col.adc_gain_rel:
-        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
-        m = p * ft.m_p + (1.0 - p) * ft.m_ap
-        p2 = [2.0**b for b in range(len(rb))]
-        s1 = sum(p2[b] * rb[b] for b in range(len(p2))).mean(-1)  # (nc, G, S)
-        t1 = sum(p2[b] * rb[b] * n[b] for b in range(len(p2))).mean(-1) * m
-        shared.add_((so2 * s1 * s1 + sg2 * t1 * t1).sum(2, keepdim=True), alpha=s4)
-    return shared.reshape(nc, out)
-
-
 def _f_terms(n, npair, rb, p2, pairs):
     """Per segment: ``X2 = sum_i x_i^2`` and ``f``'s numerator ``sum_{b,b'} 2^(b+b') R_b R_b'
     N_bb'`` from the plane (pair) counts."""
@@ -363,7 +318,7 @@ class FaithfulBackend(Backend):
         return mean.add_(sd.mul_(z))
 
     def _shared_k(self, layer, x_int, w_int, ft, nt, counts, out):
-        """:func:`_shared_static_var` for the k form (``f`` from the n counts, as the fast form)."""
+        """``shared_static_var`` for the k form (``f`` from the n counts, as the fast form)."""
         bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
         w2 = square_code(w_int, bw, signed=True)
         p2 = [2.0**b for b in range(bx)]
@@ -377,7 +332,7 @@ class FaithfulBackend(Backend):
             rb = looked[..., N_ONLY.index("r")]
             x2, num = _f_terms(n, npair, rb, p2, pairs)
             f = num.sum(2).div_(x2.sum(2).clamp(min=1e-30))
-            out[sl] = _shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt["p"])
+            out[sl] = shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt["p"])
 
     # ---------------------------------------------------------------- switch
     def _phase_ratio(self, layer, x_int, nt):
@@ -425,7 +380,7 @@ class FaithfulBackend(Backend):
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
             f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
             if shared_out is not None:
-                shared_out[sl] = _shared_static_var(layer, xc, f, rb, n, w2, ft, nt["p"])
+                shared_out[sl] = shared_static_var(layer, xc, f, rb, n, w2, ft, nt["p"])
             g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
             u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx))
             x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
