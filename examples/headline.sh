@@ -4,9 +4,9 @@
 #   bash examples/headline.sh cifar10 [DATA_DIR] [OUT]
 #   bash examples/headline.sh svhn    [DATA_DIR] [OUT]     (official train_32x32.mat / test_32x32.mat)
 # Environment knobs (defaults in brackets): EPOCHS_FLOAT, EPOCHS_CONV, EPOCHS_FT, LEVEL [10], INSTANCES [20],
-# IMPL [bit_true], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12 0.25 0.5"],
+# IMPL [bit_true for mnist, fast otherwise], WIDTH, TRAIN_SUBSET, TEST_SUBSET, DEVICE [cpu], NOISE_STDS ["0.03 0.06 0.12 0.25 0.5"],
 # VARIANTS [S-DDHR variants to train: "faithful exact composed resampled"], EXTRA [more train flags, e.g.
-# "--w-bits 3 --x-bits 3"], ARCH [mlp for mnist, vgg otherwise; resnet20 for the usual CIFAR network],
+# "--w-bits 3 --x-bits 3"], ARCH [mlp for mnist, resnet20 otherwise; vgg for the smaller VGG],
 # CHECK_CHIPS [3: bit-true chips per level of the fast-vs-bit-true check when IMPL=fast; 0 skips it].
 set -euo pipefail
 DS=${1:?data set: mnist, cifar10 or svhn}
@@ -15,16 +15,15 @@ OUT=${3:-runs/$DS}
 SDDHR=${SDDHR:-sddhr}
 LEVEL=${LEVEL:-10}
 INSTANCES=${INSTANCES:-20}
-IMPL=${IMPL:-bit_true}
 DEVICE=${DEVICE:-cpu}
 NOISE_STDS=${NOISE_STDS:-"0.03 0.06 0.12 0.25 0.5"}
 VARIANTS=${VARIANTS:-"faithful exact composed resampled"}
 if [ "$DS" = mnist ]; then
-  ARCH=${ARCH:-mlp}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-8}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
+  ARCH=${ARCH:-mlp}; IMPL=${IMPL:-bit_true}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-8}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
   KEEP=(--keep-digital)   # every layer on the IMC macro
   AUG=(--no-augment)
 else
-  ARCH=${ARCH:-vgg}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-15}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
+  ARCH=${ARCH:-resnet20}; IMPL=${IMPL:-fast}; EPOCHS_FLOAT=${EPOCHS_FLOAT:-15}; EPOCHS_CONV=${EPOCHS_CONV:-4}; EPOCHS_FT=${EPOCHS_FT:-2}
   KEEP=(--keep-digital first)   # normalised RGB input is signed: the first conv stays digital
   AUG=()
 fi
