@@ -81,6 +81,12 @@ class TrainConfig(_Cfg):
     init_from: str | None = Field(None, description="checkpoint to fine-tune from")
     data: DataConfig = Field(default_factory=DataConfig)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap (quick runs, tests)")
+    # training techniques (docs/RESULTS.md: measured, off by default)
+    level_ramp_epochs: int = Field(0, ge=0, le=10000, description="sddhr: the training level rises linearly to "
+                                   "`level` over this many first epochs (epoch e: level (e + 1) / (ramp + 1)); 0: off")
+    distill_from: str | None = Field(None, description="teacher checkpoint (e.g. the float model) for distillation")
+    distill_weight: float = Field(0.5, gt=0, le=1, description="share of the distillation term in the loss")
+    distill_temperature: float = Field(4.0, ge=1, le=20, description="softmax temperature of distillation")
 
     @field_validator("hardware", mode="before")
     @classmethod
@@ -97,6 +103,21 @@ class TrainConfig(_Cfg):
                              f"{' or '.join(TABLE_VARIANTS)}; got {got}")
         return self
 
+    @model_validator(mode="after")
+    def _ramp_needs_sddhr(self):
+        if self.level_ramp_epochs and (self.recipe != "sddhr" or self.table is not None):
+            raise ValueError("--level-ramp-epochs (level_ramp_epochs) needs recipe sddhr without --table (a table "
+                             f"holds one level); got recipe {self.recipe}" + (" with a table" if self.table else ""))
+        if self.level_ramp_epochs >= self.epochs:
+            raise ValueError(f"--level-ramp-epochs (level_ramp_epochs) must be below --epochs ({self.epochs}) so that "
+                             f"training ends at the level; got {self.level_ramp_epochs}")
+        return self
+
+    def level_at(self, epoch: int) -> float:
+        """The training level of ``epoch`` (0-based) under :attr:`level_ramp_epochs`."""
+        ramp = self.level_ramp_epochs
+        return self.level if epoch >= ramp else self.level * (epoch + 1) / (ramp + 1)
+
     def step_scale(self) -> float:
         """The weight quantiser's step scale of this run (:attr:`weight_step_scale` or the
         recipe's default)."""
@@ -104,8 +125,9 @@ class TrainConfig(_Cfg):
             return self.weight_step_scale
         return 1.0 if self.recipe in ("float", "conventional") else NOISY_STEP_SCALE
 
-    def train_mode(self, table=None) -> Mode:
-        """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`)."""
+    def train_mode(self, table=None, epoch: int | None = None) -> Mode:
+        """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`;
+        ``epoch``: at that epoch's level, see :meth:`level_at`)."""
         kind = RECIPE_MODES[self.recipe]
         if kind == "float":
             return Mode.float()
@@ -115,7 +137,8 @@ class TrainConfig(_Cfg):
             return Mode.instance(self.level, self.chip_seed, self.instance_impl)
         if kind == "noise":
             return Mode.noise(self.noise_std)
-        return Mode.stochastic(self.level, self.variant, table=table)
+        level = self.level if epoch is None else self.level_at(epoch)
+        return Mode.stochastic(level, self.variant, table=table)
 
 
 def make_config(data: dict | TrainConfig) -> TrainConfig:

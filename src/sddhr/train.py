@@ -94,13 +94,13 @@ def _norm_path(p: str | None) -> str | None:
 def resume_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
     """``setting: stored X, now Y`` for every setting that differs between a run's saved
     config and the one given to resume it. ``epochs`` may differ (a run can be extended);
-    ``init_from`` and ``table`` compare as resolved paths (relative = absolute)."""
+    ``init_from``, ``table`` and ``distill_from`` compare as resolved paths (relative = absolute)."""
     from .store import fingerprint_diff
 
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
     for d in (a, b):
         d.pop("epochs", None)
-        for key in ("init_from", "table"):
+        for key in ("init_from", "table", "distill_from"):
             d[key] = _norm_path(d.get(key))
     return fingerprint_diff(a, b, limit=8)
 
@@ -248,6 +248,11 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
         set_spec(model, cfg.hardware)  # fine-tuning may move the weights to other hardware
         set_weight_step_scale(model, cfg.step_scale())  # and quantise them with this run's step
     set_mode(model, cfg.train_mode(table))
+    teacher = None
+    if cfg.distill_from:
+        from .distill import distillation_loss, load_teacher
+
+        teacher = load_teacher(cfg.distill_from, in_shape, classes, device)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
@@ -271,6 +276,8 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
             seed_everything(rank_seed(cfg.seed, epoch, w.rank) if w.size > 1 else es)
             gen = torch.Generator().manual_seed(es)  # the same global batches on every rank
             lr = float(opt.param_groups[0]["lr"])
+            if cfg.level_ramp_epochs:
+                set_mode(model, cfg.train_mode(table, epoch))
             net.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             steps = math.ceil(len(train_split) / cfg.batch_size)
@@ -287,7 +294,12 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
                     x, y = shard(w, x, y)
                 x, y = x.to(device), y.to(device)
                 logits = net(x)
-                loss = loss_fn(logits, y)
+                if teacher is None:
+                    loss = loss_fn(logits, y)
+                else:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    loss = distillation_loss(logits, t_logits, y, cfg.distill_weight, cfg.distill_temperature)
                 opt.zero_grad(set_to_none=True)
                 # DDP averages the ranks' gradients: weight each rank's mean loss by its share
                 (loss * (len(y) * w.size / n_global) if w.size > 1 else loss).backward()
