@@ -60,3 +60,45 @@ def test_recipe_defaults_and_fine_tunes(tmp_path, tiny_splits):
     for run, c in (("conv", 1.0), ("sd", NOISY_STEP_SCALE)):
         model, _, _ = load_model(tmp_path / run)
         assert {layer.wq.step_scale for _, layer in imc_layers(model)} == {c}
+
+
+@pytest.mark.parametrize("mode", ["zero", "inward"])
+def test_clip_gradient_closed_form(mode):
+    """Forward as the clamp in both modes; backward g / s inside the range, and beyond it
+    0 (zero) or g / s only where a descent step moves the weight back inside (inward)."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 30, generator=gen, requires_grad=True)
+    g = torch.randn(4, 30, generator=gen)
+    q, s = WeightQuantizer(4, step_scale=0.35, clip_gradient=mode)(w)
+    (q * g).sum().backward()
+    wn, gn, sn = w.detach().numpy(), g.numpy(), s.numpy()
+    v = np.round(wn / sn)
+    np.testing.assert_array_equal(q.detach().numpy(), np.clip(v, -7, 7))
+    inside = np.abs(v) <= 7
+    keep = inside | (gn * v > 0) if mode == "inward" else inside
+    assert (~inside).sum() > 20 and (keep & ~inside).any() == (mode == "inward")
+    np.testing.assert_allclose(w.grad.numpy(), np.where(keep, gn / sn, 0.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode, final", [("zero", 7.0), ("inward", -7.0)])
+def test_a_clipped_weight_can_change_sign_only_with_the_inward_gradient(mode, final):
+    """Gradient descent towards q[1] = -7 from a weight clipped at +7: with the clamp's zero
+    gradient it never moves; with the inward gradient it re-enters the range and crosses."""
+    w = torch.tensor([[1.0, 0.9, 0.05]], requires_grad=True)
+    wq = WeightQuantizer(4, step_scale=0.35, clip_gradient=mode)
+    opt = torch.optim.SGD([w], lr=0.002)
+    for _ in range(300):
+        q, _ = wq(w)
+        loss = (q[0, 1] + 7.0) ** 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(wq(w)[0][0, 1]) == final
+
+
+def test_clip_gradient_is_validated_and_set_by_the_run_config():
+    with pytest.raises(SpecError, match="clip gradient"):
+        WeightQuantizer(4, clip_gradient="outward")
+    with pytest.raises(SpecError, match="clip_gradient"):
+        make_config({"clip_gradient": "outward"})
+    assert make_config({}).clip_gradient == "zero"

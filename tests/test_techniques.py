@@ -110,3 +110,17 @@ def test_a_teacher_for_other_data_is_refused(tmp_path, capsys):
                  "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "distill_from" in err and "7 classes" in err and not (tmp_path / "s").exists()
+
+
+def test_the_run_trains_with_its_clip_gradient(tmp_path):
+    """At step scale 0.35 about a third of the weights clip, so the inward gradient (which
+    lets them move) gives other weights than the clamp's zero gradient, from the same seed."""
+    def run(name, *extra):
+        assert main(["train", "--recipe", "noise", "--noise-std", "0.02", *TINY, "--epochs", "1", "--lr", "0.05",
+                     *extra, "--out", str(tmp_path / name)]) == 0
+        ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        return {k: v for k, v in ck["model"].items() if k.endswith("weight")}
+
+    zero, zero2, inward = run("z"), run("z2", "--clip-gradient", "zero"), run("i", "--clip-gradient", "inward")
+    assert all(torch.equal(zero[k], zero2[k]) for k in zero)
+    assert any(not torch.equal(zero[k], inward[k]) for k in zero)

@@ -124,8 +124,10 @@ TRAIN_FLAGS = {
     "recipe": "recipe", "arch": "arch", "width": "width", "keep_digital": "keep_digital", "level": "level",
     "variant": "variant", "table": "table", "chip_seed": "chip_seed", "instance_impl": "instance_impl",
     "noise_std": "noise_std", "weight_step_scale": "weight_step_scale", "level_ramp_epochs": "level_ramp_epochs",
+    "clip_gradient": "clip_gradient",
     "distill_from": "distill_from", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+    "weight_decay": "weight_decay",
     "seed": "seed", "init_from": "init_from", "max_steps": "max_steps_per_epoch", "data": "data.name",
     "data_dir": "data.data_dir", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
 }
@@ -289,6 +291,7 @@ def _add_train_args(p, e):
     p.add_argument("--weight-step-scale", type=float,
                    help="weight step / (max|w| / qmax), in (0, 4] (default: 1 for float / conventional, "
                         "0.35 for ddhr / sddhr / noise)")
+    p.add_argument("--clip-gradient", choices=("zero", "inward"), help="gradient of clipped weights (default zero)")
     p.add_argument("--level-ramp-epochs", type=int, help="sddhr: raise the level linearly over these first epochs")
     p.add_argument("--distill-from", help="teacher checkpoint (e.g. the float run) for distillation")
     p.add_argument("--distill-weight", type=float, help="share of the distillation loss, in (0, 1] (default 0.5)")
@@ -297,6 +300,7 @@ def _add_train_args(p, e):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=e.OPTIMIZERS)
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay, coupled (added to the gradient; default 5e-4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--init-from", help="checkpoint to fine-tune from (its network, data and hardware are "
                                        "taken unless given)")

@@ -26,7 +26,7 @@ from .data import DATASETS
 from .models import ARCHS
 from .nn import IMPLS, VARIANTS, Mode, check_table_matches
 from .nn.mode import MAX_NOISE_STD
-from .nn.quant import WeightQuantizer
+from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 
 #: weight step scale of the recipes trained under hardware noise (ddhr, sddhr, noise): measured
 #: on MNIST, all-IMC MLP, S-DDHR at level 10 from a float model (docs/RESULTS.md): 1 diverged
@@ -82,6 +82,8 @@ class TrainConfig(_Cfg):
     data: DataConfig = Field(default_factory=DataConfig)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap (quick runs, tests)")
     # training techniques (docs/RESULTS.md: measured, off by default)
+    clip_gradient: Literal[CLIP_GRADIENTS] = Field("zero", description="gradient of weights beyond the quantiser's "
+                                                   "clip: zero, or inward (only where it moves them back inside)")
     level_ramp_epochs: int = Field(0, ge=0, le=10000, description="sddhr: the training level rises linearly to "
                                    "`level` over this many first epochs (epoch e: level (e + 1) / (ramp + 1)); 0: off")
     distill_from: str | None = Field(None, description="teacher checkpoint (e.g. the float model) for distillation")

@@ -37,7 +37,7 @@ from .checkpoints import (  # noqa: F401  (re-exported)
     model_from_config,
 )
 from .config import SpecError, check_level, make_spec
-from .nn import set_mode, set_spec, set_weight_step_scale
+from .nn import set_clip_gradient, set_mode, set_spec, set_weight_step_scale
 from .recipes import (  # noqa: F401  (re-exported)
     NOISY_STEP_SCALE,
     OPTIMIZERS,
@@ -248,6 +248,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
         set_spec(model, cfg.hardware)  # fine-tuning may move the weights to other hardware
         set_weight_step_scale(model, cfg.step_scale())  # and quantise them with this run's step
     set_mode(model, cfg.train_mode(table))
+    set_clip_gradient(model, cfg.clip_gradient)
     teacher = None
     if cfg.distill_from:
         from .distill import distillation_loss, load_teacher

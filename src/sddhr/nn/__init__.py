@@ -9,6 +9,7 @@ from .convert import (
     imc_layers,
     recalibrated_norms,
     revert,
+    set_clip_gradient,
     set_mode,
     set_spec,
     set_weight_step_scale,
@@ -22,5 +23,5 @@ __all__ = [
     "IMPLS", "KINDS", "VARIANTS", "ActQuantizer", "Backend", "IMCConv2d", "IMCLayer", "IMCLinear", "Mode",
     "WeightQuantizer", "calibrate", "check_table_matches", "convert", "get_mode", "get_table", "imc_layers",
     "make_backend", "recalibrated_norms", "register", "revert", "round_ste", "set_mode", "set_spec",
-    "set_weight_step_scale", "using_mode",
+    "set_clip_gradient", "set_weight_step_scale", "using_mode",
 ]

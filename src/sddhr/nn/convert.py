@@ -128,6 +128,13 @@ def set_weight_step_scale(model: nn.Module, step_scale: float) -> nn.Module:
     return model
 
 
+def set_clip_gradient(model: nn.Module, clip_gradient: str) -> nn.Module:
+    """Set every IMC layer's gradient at the weight clip (see ``WeightQuantizer.clip_gradient``)."""
+    for _, layer in imc_layers(model):
+        layer.wq.clip_gradient = clip_gradient
+    return model
+
+
 def set_spec(model: nn.Module, spec: HardwareSpec) -> nn.Module:
     """Move every IMC layer to another hardware spec (e.g. evaluate under other hardware)."""
     spec = make_spec(spec)

@@ -58,6 +58,27 @@ class _ActQuant(torch.autograd.Function):
         return gx, ga, None
 
 
+class _ClipInward(torch.autograd.Function):
+    """``clamp(v, -qmax, qmax)`` forward; backward passes the gradient where ``|v| <= qmax``
+    and, beyond the clip, only where a descent step moves ``v`` back inside (``g v > 0``)."""
+
+    @staticmethod
+    def forward(ctx, v, qmax: float):
+        ctx.qmax = qmax
+        ctx.save_for_backward(v)
+        return v.clamp(-qmax, qmax)
+
+    @staticmethod
+    def backward(ctx, g):
+        (v,) = ctx.saved_tensors
+        keep = (v.abs() <= ctx.qmax) | (g * v > 0)
+        return g * keep, None
+
+
+#: what the gradient does at the weight quantiser's clip (``WeightQuantizer.clip_gradient``)
+CLIP_GRADIENTS = ("zero", "inward")
+
+
 class _SignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -102,11 +123,27 @@ class WeightQuantizer(nn.Module):
 
     MAX_STEP_SCALE = 4.0
 
-    def __init__(self, bits: int = 4, per_channel: bool = True, step_scale: float = 1.0):
+    def __init__(self, bits: int = 4, per_channel: bool = True, step_scale: float = 1.0,
+                 clip_gradient: str = "zero"):
         super().__init__()
         self.per_channel = bool(per_channel)
         self.bits = bits
         self.step_scale = step_scale
+        self.clip_gradient = clip_gradient
+
+    @property
+    def clip_gradient(self) -> str:
+        """Gradient of a clipped weight: ``zero`` (the clamp's own: a clipped weight only
+        moves by weight decay) or ``inward`` (passed where it moves the weight back inside the
+        range, so that clipped weights keep learning; outward it stays blocked, since the
+        largest weight sets the step)."""
+        return self._clip_gradient
+
+    @clip_gradient.setter
+    def clip_gradient(self, value: str) -> None:
+        if value not in CLIP_GRADIENTS:
+            raise SpecError(f"clip gradient must be one of {CLIP_GRADIENTS}, got {value!r}")
+        self._clip_gradient = value
 
     @property
     def bits(self) -> int:
@@ -160,8 +197,10 @@ class WeightQuantizer(nn.Module):
         s = self.scale(w)
         if self.binary:
             return sign_ste(w / s), s
-        q = torch.clamp(round_ste(w / s), -self.qmax, self.qmax)
-        return q, s
+        v = round_ste(w / s)
+        if self._clip_gradient == "inward" and v.requires_grad:
+            return _ClipInward.apply(v, float(self.qmax)), s
+        return torch.clamp(v, -self.qmax, self.qmax), s
 
     def extra_repr(self) -> str:
         extra = "" if self._step_scale == 1.0 else f", step_scale={self._step_scale:g}"
