@@ -65,7 +65,8 @@ def test_recipe_defaults_and_fine_tunes(tmp_path, tiny_splits):
 @pytest.mark.parametrize("mode", ["zero", "inward"])
 def test_clip_gradient_closed_form(mode):
     """Forward as the clamp in both modes; backward g / s inside the range, and beyond it
-    0 (zero) or g / s only where a descent step moves the weight back inside (inward)."""
+    0 (zero) or g / s only where a descent step moves the weight back inside (inward), never
+    for a channel's largest weight (it sets the step)."""
     gen = torch.Generator().manual_seed(3)
     w = torch.randn(4, 30, generator=gen, requires_grad=True)
     g = torch.randn(4, 30, generator=gen)
@@ -75,7 +76,8 @@ def test_clip_gradient_closed_form(mode):
     v = np.round(wn / sn)
     np.testing.assert_array_equal(q.detach().numpy(), np.clip(v, -7, 7))
     inside = np.abs(v) <= 7
-    keep = inside | (gn * v > 0) if mode == "inward" else inside
+    setter = np.abs(wn) == np.abs(wn).max(1, keepdims=True)  # sets the step: never moved
+    keep = inside | ((gn * v > 0) & ~setter) if mode == "inward" else inside
     assert (~inside).sum() > 20 and (keep & ~inside).any() == (mode == "inward")
     np.testing.assert_allclose(w.grad.numpy(), np.where(keep, gn / sn, 0.0), rtol=1e-6)
 
@@ -89,11 +91,12 @@ def test_a_clipped_weight_can_change_sign_only_with_the_inward_gradient(mode, fi
     opt = torch.optim.SGD([w], lr=0.002)
     for _ in range(300):
         q, _ = wq(w)
-        loss = (q[0, 1] + 7.0) ** 2
+        loss = (q[0, 1] + 7.0) ** 2 + (q[0, 0] - 3.0) ** 2  # also pulls the step-setting weight in
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert float(wq(w)[0][0, 1]) == final
+    assert float(w[0, 0]) == 1.0  # the largest weight (the step) never moved
 
 
 def test_clip_gradient_is_validated_and_set_by_the_run_config():

@@ -60,19 +60,21 @@ class _ActQuant(torch.autograd.Function):
 
 class _ClipInward(torch.autograd.Function):
     """``clamp(v, -qmax, qmax)`` forward; backward passes the gradient where ``|v| <= qmax``
-    and, beyond the clip, only where a descent step moves ``v`` back inside (``g v > 0``)."""
+    and, beyond the clip, only where a descent step moves ``v`` back inside (``g v > 0``),
+    except at ``frozen`` (the weights that set the step: moving them would rescale every
+    other weight of the channel, which the detached step's gradient does not see)."""
 
     @staticmethod
-    def forward(ctx, v, qmax: float):
+    def forward(ctx, v, qmax: float, frozen):
         ctx.qmax = qmax
-        ctx.save_for_backward(v)
+        ctx.save_for_backward(v, frozen)
         return v.clamp(-qmax, qmax)
 
     @staticmethod
     def backward(ctx, g):
-        (v,) = ctx.saved_tensors
-        keep = (v.abs() <= ctx.qmax) | (g * v > 0)
-        return g * keep, None
+        v, frozen = ctx.saved_tensors
+        keep = (v.abs() <= ctx.qmax) | ((g * v > 0) & ~frozen)
+        return g * keep, None, None
 
 
 #: what the gradient does at the weight quantiser's clip (``WeightQuantizer.clip_gradient``)
@@ -135,8 +137,8 @@ class WeightQuantizer(nn.Module):
     def clip_gradient(self) -> str:
         """Gradient of a clipped weight: ``zero`` (the clamp's own: a clipped weight only
         moves by weight decay) or ``inward`` (passed where it moves the weight back inside the
-        range, so that clipped weights keep learning; outward it stays blocked, since the
-        largest weight sets the step)."""
+        range, so that clipped weights keep learning; outward it stays blocked, and the largest
+        weight, which sets the step, gets none)."""
         return self._clip_gradient
 
     @clip_gradient.setter
@@ -186,12 +188,13 @@ class WeightQuantizer(nn.Module):
             m = w.abs().reshape(w.shape[0], -1).mean(1).view(-1, *([1] * (w.dim() - 1))) \
                 if self.per_channel else w.abs().mean()
             return torch.clamp(m, min=1e-12)
-        if self.per_channel:
-            m = w.abs().reshape(w.shape[0], -1).amax(1).view(-1, *([1] * (w.dim() - 1)))
-        else:
-            m = w.abs().max()
-        s = torch.clamp(m, min=1e-12) / self.qmax
+        s = torch.clamp(self._max_abs(w), min=1e-12) / self.qmax
         return s if self._step_scale == 1.0 else s * self._step_scale
+
+    def _max_abs(self, w: torch.Tensor) -> torch.Tensor:
+        if self.per_channel:
+            return w.abs().reshape(w.shape[0], -1).amax(1).view(-1, *([1] * (w.dim() - 1)))
+        return w.abs().max()
 
     def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.scale(w)
@@ -199,7 +202,8 @@ class WeightQuantizer(nn.Module):
             return sign_ste(w / s), s
         v = round_ste(w / s)
         if self._clip_gradient == "inward" and v.requires_grad:
-            return _ClipInward.apply(v, float(self.qmax)), s
+            wd = w.detach()
+            return _ClipInward.apply(v, float(self.qmax), wd.abs() >= self._max_abs(wd)), s
         return torch.clamp(v, -self.qmax, self.qmax), s
 
     def extra_repr(self) -> str:
