@@ -124,3 +124,23 @@ def test_the_run_trains_with_its_clip_gradient(tmp_path):
     zero, zero2, inward = run("z"), run("z2", "--clip-gradient", "zero"), run("i", "--clip-gradient", "inward")
     assert all(torch.equal(zero[k], zero2[k]) for k in zero)
     assert any(not torch.equal(zero[k], inward[k]) for k in zero)
+
+
+@pytest.mark.parametrize("recipe, optimizer, given, expected", [
+    ("sddhr", "adam", None, 0.0), ("noise", "adam", None, 0.0), ("ddhr", "adam", None, 0.0),
+    ("sddhr", "sgd", None, 5e-4), ("float", "adam", None, 5e-4), ("conventional", "adam", None, 5e-4),
+    ("sddhr", "adam", 1e-4, 1e-4), ("float", "sgd", 0.0, 0.0),
+])
+def test_weight_decay_default_by_recipe_and_optimizer(recipe, optimizer, given, expected):
+    cfg = make_config({"recipe": recipe, "optimizer": optimizer, "weight_decay": given})
+    assert cfg.decay() == expected
+
+
+def test_the_optimizer_gets_the_resolved_weight_decay(tmp_path):
+    for name, extra, expected in (("a", [], 0.0), ("b", ["--weight-decay", "3e-4"], 3e-4)):
+        assert main(["train", "--recipe", "sddhr", "--level", "4", "--optimizer", "adam", *TINY, "--epochs", "1",
+                     *extra, "--out", str(tmp_path / name)]) == 0
+        ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        assert ck["optimizer"]["param_groups"][0]["weight_decay"] == expected
+    with pytest.raises(SpecError, match="weight_decay"):
+        make_config({"weight_decay": -1.0})

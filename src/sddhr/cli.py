@@ -300,7 +300,8 @@ def _add_train_args(p, e):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=e.OPTIMIZERS)
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay, coupled (added to the gradient; default 5e-4)")
+    p.add_argument("--weight-decay", type=float,
+                   help="coupled L2 weight decay (default 5e-4; 0 for Adam in ddhr / sddhr / noise)")
     p.add_argument("--seed", type=int)
     p.add_argument("--init-from", help="checkpoint to fine-tune from (its network, data and hardware are "
                                        "taken unless given)")

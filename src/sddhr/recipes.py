@@ -32,6 +32,10 @@ from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 #: on MNIST, all-IMC MLP, S-DDHR at level 10 from a float model (docs/RESULTS.md): 1 diverged
 #: with SGD at the default learning rate, 0.35 kept the ideal accuracy and gave the smallest drop
 NOISY_STEP_SCALE = 0.35
+#: weight decay unless a run gives one; Adam in the recipes trained under hardware noise gets
+#: none: with coupled decay a clipped weight's only gradient is the decay, which Adam turns into a
+#: full-size step inward for every clipped weight (measured on MNIST and CIFAR-10, docs/RESULTS.md)
+DEFAULT_WEIGHT_DECAY = 5e-4
 #: the mode kind each recipe trains in (one to one)
 RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
                 "noise": "noise"}
@@ -75,7 +79,9 @@ class TrainConfig(_Cfg):
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
+    weight_decay: float | None = Field(
+        None, ge=0, le=1, description="coupled L2 weight decay; default: 0 for Adam in the recipes trained under "
+                                      f"hardware noise, else {DEFAULT_WEIGHT_DECAY} (measured, docs/RESULTS.md)")
     optimizer: Literal[OPTIMIZERS] = "sgd"
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="checkpoint to fine-tune from")
@@ -126,6 +132,14 @@ class TrainConfig(_Cfg):
         if self.weight_step_scale is not None:
             return self.weight_step_scale
         return 1.0 if self.recipe in ("float", "conventional") else NOISY_STEP_SCALE
+
+    def decay(self) -> float:
+        """The weight decay of this run (:attr:`weight_decay` or the default for its recipe and
+        optimiser)."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        noisy = self.recipe not in ("float", "conventional")
+        return 0.0 if noisy and self.optimizer == "adam" else DEFAULT_WEIGHT_DECAY
 
     def train_mode(self, table=None, epoch: int | None = None) -> Mode:
         """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`;
