@@ -144,3 +144,13 @@ def test_the_optimizer_gets_the_resolved_weight_decay(tmp_path):
         assert ck["optimizer"]["param_groups"][0]["weight_decay"] == expected
     with pytest.raises(SpecError, match="weight_decay"):
         make_config({"weight_decay": -1.0})
+
+
+def test_resume_compares_the_resolved_weight_decay():
+    from sddhr.train import resume_differences
+
+    stored = make_config({"recipe": "sddhr", "optimizer": "sgd", "weight_decay": 5e-4})  # saved before the default
+    assert resume_differences(stored, make_config({"recipe": "sddhr", "optimizer": "sgd"})) == []
+    adam_old = make_config({"recipe": "sddhr", "optimizer": "adam", "weight_decay": 5e-4})
+    diff = resume_differences(adam_old, make_config({"recipe": "sddhr", "optimizer": "adam"}))
+    assert len(diff) == 1 and "weight_decay" in diff[0]

@@ -98,7 +98,8 @@ def resume_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
     from .store import fingerprint_diff
 
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
-    for d in (a, b):
+    for d, cfg in ((a, old), (b, new)):
+        d["weight_decay"] = cfg.decay()  # a default and the same number given are the same setting
         d.pop("epochs", None)
         for key in ("init_from", "table", "distill_from"):
             d[key] = _norm_path(d.get(key))
