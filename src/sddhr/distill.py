@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import checkpoint_meta, load_model
+from .checkpoints import load_model
 from .config import SpecError
 from .nn import Mode, set_mode
 
@@ -27,7 +27,7 @@ def load_teacher(path: str, in_shape, classes: int, device="cpu") -> nn.Module:
         teacher, t_cfg, ck = load_model(path, device)
     except SpecError as err:
         raise SpecError(f"distill_from: {err}") from None
-    _, t_shape, t_classes = checkpoint_meta(ck, path)
+    t_shape, t_classes = tuple(ck["in_shape"]), int(ck["classes"])  # checked by load_model
     if tuple(t_shape) != tuple(in_shape) or int(t_classes) != int(classes):
         raise SpecError(f"distill_from {path}: the teacher takes {tuple(t_shape)} inputs with {t_classes} classes, "
                         f"this run {tuple(in_shape)} with {classes}")

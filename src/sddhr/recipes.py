@@ -126,20 +126,25 @@ class TrainConfig(_Cfg):
         ramp = self.level_ramp_epochs
         return self.level if epoch >= ramp else self.level * (epoch + 1) / (ramp + 1)
 
+    @property
+    def trained_under_noise(self) -> bool:
+        """ddhr, sddhr and noise: the recipes that train under hardware noise (their step
+        scale and, with Adam, weight decay differ by default)."""
+        return self.recipe not in ("float", "conventional")
+
     def step_scale(self) -> float:
         """The weight quantiser's step scale of this run (:attr:`weight_step_scale` or the
         recipe's default)."""
         if self.weight_step_scale is not None:
             return self.weight_step_scale
-        return 1.0 if self.recipe in ("float", "conventional") else NOISY_STEP_SCALE
+        return NOISY_STEP_SCALE if self.trained_under_noise else 1.0
 
     def decay(self) -> float:
         """The weight decay of this run (:attr:`weight_decay` or the default for its recipe and
         optimiser)."""
         if self.weight_decay is not None:
             return self.weight_decay
-        noisy = self.recipe not in ("float", "conventional")
-        return 0.0 if noisy and self.optimizer == "adam" else DEFAULT_WEIGHT_DECAY
+        return 0.0 if self.trained_under_noise and self.optimizer == "adam" else DEFAULT_WEIGHT_DECAY
 
     def train_mode(self, table=None, epoch: int | None = None) -> Mode:
         """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`;

@@ -15,6 +15,7 @@ model whose drop is larger than expected (docs/RESULTS.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -75,10 +76,7 @@ def layer_sensitivity(model: nn.Module, split, level: float, seeds: Sequence[int
 
 def _row(name: str, shape: tuple, saturated: float, accs: list[float], ideal: float) -> dict:
     mean = sum(accs) / len(accs)
-    weights = 1
-    for d in shape:
-        weights *= int(d)
-    return {"layer": name, "shape": shape, "weights": weights, "saturated": saturated, "accuracies": accs,
+    return {"layer": name, "shape": shape, "weights": math.prod(shape), "saturated": saturated, "accuracies": accs,
             "mean": mean, "ideal": ideal, "drop": ideal - mean}
 
 

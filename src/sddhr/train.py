@@ -278,8 +278,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
             seed_everything(rank_seed(cfg.seed, epoch, w.rank) if w.size > 1 else es)
             gen = torch.Generator().manual_seed(es)  # the same global batches on every rank
             lr = float(opt.param_groups[0]["lr"])
-            if cfg.level_ramp_epochs:
-                set_mode(model, cfg.train_mode(table, epoch))
+            set_mode(model, cfg.train_mode(table, epoch))  # the epoch's level (level_ramp_epochs)
             net.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             steps = math.ceil(len(train_split) / cfg.batch_size)

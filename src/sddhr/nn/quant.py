@@ -188,22 +188,26 @@ class WeightQuantizer(nn.Module):
             m = w.abs().reshape(w.shape[0], -1).mean(1).view(-1, *([1] * (w.dim() - 1))) \
                 if self.per_channel else w.abs().mean()
             return torch.clamp(m, min=1e-12)
-        s = torch.clamp(self._max_abs(w), min=1e-12) / self.qmax
-        return s if self._step_scale == 1.0 else s * self._step_scale
+        return self._step(self._max_abs(w))
 
     def _max_abs(self, w: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
             return w.abs().reshape(w.shape[0], -1).amax(1).view(-1, *([1] * (w.dim() - 1)))
         return w.abs().max()
 
+    def _step(self, max_abs: torch.Tensor) -> torch.Tensor:
+        s = torch.clamp(max_abs, min=1e-12) / self.qmax
+        return s if self._step_scale == 1.0 else s * self._step_scale
+
     def forward(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.scale(w)
         if self.binary:
+            s = self.scale(w)
             return sign_ste(w / s), s
+        m = self._max_abs(w.detach())
+        s = self._step(m)
         v = round_ste(w / s)
         if self._clip_gradient == "inward" and v.requires_grad:
-            wd = w.detach()
-            return _ClipInward.apply(v, float(self.qmax), wd.abs() >= self._max_abs(wd)), s
+            return _ClipInward.apply(v, float(self.qmax), w.detach().abs() >= m), s
         return torch.clamp(v, -self.qmax, self.qmax), s
 
     def extra_repr(self) -> str:
