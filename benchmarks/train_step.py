@@ -76,7 +76,7 @@ def setup(args):
     device = torch.device(args.device)
     spec = preset("mram-22nm").replace(column={"rows": args.rows, "adc_bits": args.adc_bits},
                                        macro={"w_bits": args.bits, "x_bits": args.bits})
-    width = args.width if args.arch == "vgg" else None
+    width = args.width if args.width is not None else (64 if args.arch == "vgg" else None)
     model = build_model(args.arch, (3, 32, 32), spec=spec, width=width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(args.batch, 3, 32, 32, device=device)
@@ -216,11 +216,12 @@ def memory_child(args) -> dict:
 def run_memory(args) -> dict:
     out = {}
     for mode in ["float"] + [m for m in args.modes if m != "float"]:
-        cmd = [sys.executable, __file__, "--memory-child", mode, "--batch", str(args.batch), "--width",
-               str(args.width), "--rows", str(args.rows), "--adc-bits", str(args.adc_bits), "--bits",
+        cmd = [sys.executable, __file__, "--memory-child", mode, "--batch", str(args.batch), "--rows", str(args.rows), "--adc-bits", str(args.adc_bits), "--bits",
                str(args.bits), "--level", str(args.level), "--device", args.device, "--arch", args.arch]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.width is not None:
+            cmd += ["--width", str(args.width)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
     base = out["float"]["step_mib"]
@@ -236,7 +237,7 @@ def report(args, res) -> str:
     bx = args.bits
     targets = dict(TARGETS, exact=1.5 * bx * bx)
     lines = [
-        (f"VGG width {args.width}" if args.arch == "vgg" else "ResNet-20")
+        (f"VGG width {args.width or 64}" if args.arch == "vgg" else f"ResNet-20 width {args.width or 16}")
         + f", batch {args.batch}, B_w = B_x = {bx}, N = {args.rows}, {args.adc_bits}-bit ADC, "
         f"level {args.level:g}; device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}; {args.repeats} rounds; load average at start "
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every mode once)")
-    p.add_argument("--width", type=int, default=64, help="VGG base width (64 = the reference network)")
+    p.add_argument("--width", type=int, help="base width (default: VGG 64, the reference network; ResNet-20 16)")
     p.add_argument("--arch", default="vgg", choices=["vgg", "resnet20"], help="network (resnet20: its own width)")
     p.add_argument("--modes", default=",".join(TRAIN_MODES), help=f"comma list of {TRAIN_MODES + EXTRA_MODES}")
     p.add_argument("--eval-modes", default=",".join(EVAL_MODES), help="inference modes to time ('' for none)")

@@ -173,6 +173,32 @@ def test_linear_adc_forms_warn_where_the_adc_matters(mode_of):
     assert len(warnings_of(10.0)) == 1
 
 
+@pytest.mark.parametrize("mode_of", [lambda lv: Mode.instance(lv, 0, "fast"),
+                                     lambda lv: Mode.stochastic(lv, "resampled")])
+def test_adc_warning_prints_once_for_many_layers_of_one_spec(mode_of):
+    """Under Python's default filter the warning prints once however many layers of the
+    same spec it hits (a ResNet-20 evaluation used to print 19 lines); a different spec
+    still gets its own line."""
+    import warnings
+
+    from sddhr import preset
+
+    def layers_of(spec, n):
+        out = [IMCLinear(600, 4, spec=spec, layer_id=i) for i in range(n)]
+        for layer in out:
+            layer.mode = mode_of(1.0)
+        return out
+
+    x = torch.rand(2, 600)
+    fine, coarse = preset("mram-22nm"), preset("mram-22nm").replace(column={"adc_bits": 5})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for layer in layers_of(fine, 5) + layers_of(coarse, 3):
+            layer(x)
+    hits = [str(w.message) for w in caught if "treats the ADC as linear" in str(w.message)]
+    assert len(hits) == 2 and len(set(hits)) == 2, hits
+
+
 def test_fresh_chip_variant_is_a_new_bit_true_chip_every_pass():
     """The reference variant: each pass equals a bit-true chip instance whose seed comes from
     torch's global generator (reproduced here by drawing the same seed), and passes differ."""

@@ -19,7 +19,9 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
     conversions of these weights can clip or coarsen, or the static error of a typical
     conversion (half the segment's rows active, half of them P cells) is below 2 ADC steps,
     so that rounding suppresses part of it (at 1 step the sd of a fast chip is ~1.4x the
-    bit-true one for sparse inputs)."""
+    bit-true one for sparse inputs). The message names the spec, not the layer, so that
+    Python's default warning filter prints it once per process however many layers it hits
+    (a ResNet-20 has 19)."""
     col = layer.spec.column
     if layer.conversions_lossless(w_int):
         cm = cell_model(layer.spec.device, level, col.calibrated)
@@ -27,12 +29,12 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
         sd = math.sqrt(n / 2.0 * (cm.var("P") + cm.var("AP")))
         if sd >= 2.0 * col.step:
             return
-        why = f"the static error of a typical conversion ({sd:.2f} counts) is below 2 ADC steps ({col.step:g} each)"
+        why = f"the static error of a typical conversion is below 2 ADC steps ({col.step:g} counts each) at level {level:g}"
     else:
-        why = f"conversions of these weights clip or coarsen (rows={col.rows}, adc_bits={col.adc_bits})"
+        why = f"conversions clip or coarsen (rows={col.rows}, adc_bits={col.adc_bits})"
     layer.warn_once(
         "linear-adc",
-        f"{type(layer).__name__} (layer {layer.layer_id}): {what} treats the ADC as linear, but {why}; "
+        f"{what} treats the ADC as linear, but on some of its IMC layers {why}; "
         "use the bit-true chip (impl='bit_true') or the 'faithful' / 'exact' S-DDHR variants here",
     )
 
@@ -48,7 +50,7 @@ def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> No
         return
     layer.warn_once(
         "linear-adc-noise",
-        f"{type(layer).__name__} (layer {layer.layer_id}): {what} does not model the spec's readout noise "
+        f"{what} does not model the spec's readout noise "
         f"({', '.join(on)}); use the bit-true chip (impl='bit_true') or the 'faithful' / 'exact' S-DDHR variants",
     )
 
