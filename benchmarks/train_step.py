@@ -216,7 +216,8 @@ def memory_child(args) -> dict:
 def run_memory(args) -> dict:
     out = {}
     for mode in ["float"] + [m for m in args.modes if m != "float"]:
-        cmd = [sys.executable, __file__, "--memory-child", mode, "--batch", str(args.batch), "--rows", str(args.rows), "--adc-bits", str(args.adc_bits), "--bits",
+        cmd = [sys.executable, __file__, "--memory-child", mode, "--batch", str(args.batch), "--rows", str(args.rows),
+               "--adc-bits", str(args.adc_bits), "--bits",
                str(args.bits), "--level", str(args.level), "--device", args.device, "--arch", args.arch]
         if args.threads:
             cmd += ["--threads", str(args.threads)]

@@ -29,7 +29,8 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
         sd = math.sqrt(n / 2.0 * (cm.var("P") + cm.var("AP")))
         if sd >= 2.0 * col.step:
             return
-        why = f"the static error of a typical conversion is below 2 ADC steps ({col.step:g} counts each) at level {level:g}"
+        why = (f"the static error of a typical conversion is below 2 ADC steps ({col.step:g} counts each) "
+               f"at level {level:g}")
     else:
         why = f"conversions clip or coarsen (rows={col.rows}, adc_bits={col.adc_bits})"
     layer.warn_once(
