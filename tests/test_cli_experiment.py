@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sddhr.cli import main
+from sddhr.config import preset
 
 TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--epochs", "1", "--max-steps", "2",
         "--batch-size", "32", "--rows", "64", "--adc-bits", "6"]
@@ -183,3 +184,28 @@ def test_noise_source_flags_reach_the_saved_spec(tmp_path):
     col = json.loads((run / "config.json").read_text())["hardware"]["column"]
     assert (col["read_noise_counts"], col["adc_noise_lsb"], col["adc_offset_lsb"], col["adc_gain_rel"]) == \
         (0.02, 0.3, 0.5, 0.01)
+
+
+def test_evaluate_column_flags_change_each_checkpoints_own_spec(tmp_path):
+    """``evaluate --rows`` keeps the checkpoint's device and ADC and changes only the rows: the
+    same numbers as moving it onto its saved spec with that one change (before, the flags
+    applied to the default preset and silently dropped the checkpoint's device)."""
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "conventional", "--arch", "mlp", "--preset", "reram-binary", *TINY,
+                 "--out", str(run)]) == 0
+    hw = json.loads((run / "config.json").read_text())["hardware"]
+    hw["column"]["rows"] = 32
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(hw))
+    common = ["--levels", "4", "--instances", "2", "--impl", "bit_true", "--executor", "serial"]
+
+    def accuracies(out, *flags):
+        assert main(["evaluate", str(run), *common, *flags, "--out", str(tmp_path / out)]) == 0
+        doc = json.loads((tmp_path / out / "results.json").read_text())
+        return [r["accuracy"] for r in doc["models"][0]["rows"]]
+
+    by_flag = accuracies("flag", "--rows", "32")
+    assert by_flag == accuracies("file", "--spec-file", str(spec_file))
+    default_hw = json.loads(preset("mram-22nm").replace(column={"rows": 32, "adc_bits": 6}).model_dump_json())
+    spec_file.write_text(json.dumps(default_hw))
+    assert by_flag != accuracies("preset", "--spec-file", str(spec_file))  # the old reading differs here

@@ -218,11 +218,13 @@ def _cmd_evaluate(args) -> int:
     check_writable(args.out)
     data = config_from_args(args, EVAL_FLAGS)
     cfg = make_eval_config(data)
-    spec = _spec_from_args(args) if args.spec_file or _spec_changes(args) else None
+    # --spec-file replaces every checkpoint's spec; --rows / --adc-bits / --full-scale alone change each one's own
+    spec = _spec_from_args(args) if args.spec_file else None
     if args.ray_address and args.executor != "ray":
         raise SpecError("--ray-address needs --executor ray")
     results = compare(args.checkpoints, cfg, args.out, args.names, args.device, spec, executor=args.executor,
-                      workers=args.workers, ray_address=args.ray_address)
+                      workers=args.workers, ray_address=args.ray_address,
+                      spec_changes=None if args.spec_file else _spec_changes(args))
     print(format_table(results))
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
@@ -348,11 +350,11 @@ def _add_eval_args(p, e):
                         "after a start in this process that leaves short sweeps serial)")
     g.add_argument("--workers", type=int, help="worker processes (local) / CPUs of a local Ray (default: all cores)")
     g.add_argument("--ray-address", help="Ray cluster to connect to (default $RAY_ADDRESS, else a local Ray)")
-    g = p.add_argument_group("evaluate under another hardware spec (optional; changes the preset)")
-    g.add_argument("--spec-file")
-    g.add_argument("--rows", type=int)
-    g.add_argument("--adc-bits", type=int)
-    g.add_argument("--full-scale", type=float)
+    g = p.add_argument_group("evaluate under another hardware spec (optional)")
+    g.add_argument("--spec-file", help="JSON hardware spec every checkpoint is moved onto")
+    g.add_argument("--rows", type=int, help="rows per column (changes each checkpoint's own spec)")
+    g.add_argument("--adc-bits", type=int, help="ADC bits (changes each checkpoint's own spec)")
+    g.add_argument("--full-scale", type=float, help="ADC full scale, counts (changes each checkpoint's own spec)")
 
 
 class _Choices:

@@ -318,12 +318,22 @@ class _Progress:
         self.bar.close()
 
 
+def _spec_identity(spec_json: str | None, changes: dict | None):
+    """What the results store's fingerprint records of the hardware the models ran on."""
+    if changes:
+        return {"changes": changes}
+    return None if spec_json is None else json.loads(spec_json)
+
+
 def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = None, names: list[str] | None = None,
             device="cpu", spec: HardwareSpec | None = None, progress: bool = True,
             splits: SplitCache | None = None, executor: str | Executor | None = "serial", workers: int | None = None,
-            ray_address: str | None = None) -> list[dict]:
+            ray_address: str | None = None, spec_changes: dict | None = None) -> list[dict]:
     """Evaluate checkpoints on the same chip instances, each on its own test data (or the
     fields ``cfg.data`` sets). Names default to the recipes (``recipe-i`` when a recipe repeats).
+    ``spec`` moves every model onto that hardware spec; ``spec_changes`` instead applies
+    :meth:`HardwareSpec.replace` changes (e.g. ``{"column": {"rows": 128}}``) to each
+    checkpoint's own spec, so its device and everything not named stay as it was trained.
 
     With ``out_dir``: the folder is checked and locked before any work, and every finished
     evaluation is stored at once in ``out_dir/results.sqlite`` (:mod:`sddhr.store`); a rerun
@@ -337,6 +347,8 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
         raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
     if out_dir is not None:
         check_writable(out_dir)
+    if spec is not None and spec_changes:
+        raise SpecError("give either a hardware spec or changes to each checkpoint's spec, not both")
     spec_json = None if spec is None else spec.model_dump_json()
     cfg_json = cfg.model_dump_json()
     models, tasks = [], []
@@ -351,13 +363,19 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
             _check_fits(path, in_shape, classes, _raw_test_split(data), data)  # names a shape mismatch
             raise SpecError(f"{path}: cannot evaluate on test data {data.name}: {one_line(err)}") from None
         _check_fits(path, in_shape, classes, split, data)
+        model_spec = spec_json
+        if spec_changes:
+            try:
+                model_spec = train_cfg.hardware.replace(**spec_changes).model_dump_json()
+            except SpecError as err:
+                raise SpecError(f"{path}: its hardware spec with the changes given: {one_line(err)}") from None
         taken = [m["name"] for m in models]
         name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")
         if name in taken:
             raise SpecError(f"--names: {name!r} is given twice")
         ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
         models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data})
-        tasks += [Task(j, cfg_json, spec_json, data.model_dump_json(), train_cfg.data.model_dump_json(), str(device))
+        tasks += [Task(j, cfg_json, model_spec, data.model_dump_json(), train_cfg.data.model_dump_json(), str(device))
                   for j in plan_jobs(name, cfg, train_cfg, ck_file)]
     if out_dir is None:
         rows = _run_tasks(tasks, executor, workers, ray_address, progress, None)
@@ -367,7 +385,7 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
                 for m in models]
     fp = fingerprint(json.loads(cfg_json),
                      [model_identity(m["name"], m["path"], json.loads(m["data"].model_dump_json())) for m in models],
-                     spec=None if spec_json is None else json.loads(spec_json), device=torch.device(device).type)
+                     spec=_spec_identity(spec_json, spec_changes), device=torch.device(device).type)
     with run_lock(out_dir, "evaluate"), ResultsStore.open(out_dir, fp) as store:
         for m in models:
             store.put_model_info(m["name"], {"train_config": json.loads(m["train_cfg"].model_dump_json())})
