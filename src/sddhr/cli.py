@@ -16,75 +16,15 @@ import time
 from pathlib import Path
 
 from . import __version__
-from ._io import check_writable, os_error_message, read_json, reading
-from .config import PRESETS, HardwareSpec, SpecError, check_device, make_spec, preset
-
-DEFAULT_PRESET = "mram-22nm"
-
-
-def _base_spec(args) -> HardwareSpec:
-    """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`); with
-    ``--cell-csv``, its device replaced by the measured (empirical) cell of that CSV."""
-    if getattr(args, "spec_file", None):
-        data = read_json(args.spec_file, "--spec-file", "hardware spec")
-        try:
-            spec = make_spec(data)
-        except SpecError as err:
-            raise SpecError(f"--spec-file {args.spec_file}: {err}") from None
-    else:
-        spec = preset(getattr(args, "preset", None) or DEFAULT_PRESET)
-    if getattr(args, "cell_csv", None):
-        from .technology import empirical_spec
-
-        cell = empirical_spec(args.cell_csv)
-        spec = spec.replace(device=cell.model_dump(), name=f"empirical-{Path(args.cell_csv).stem}")
-    return spec
-
-
-def _spec_changes(args) -> dict:
-    """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
-    column, macro = {}, {}
-    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts"),
-                      ("read_noise", "read_noise_counts"), ("adc_noise", "adc_noise_lsb"),
-                      ("adc_offset", "adc_offset_lsb"), ("adc_gain", "adc_gain_rel")):
-        if getattr(args, flag, None) is not None:
-            column[key] = getattr(args, flag)
-    if getattr(args, "uncalibrated", False):
-        column["calibrated"] = False
-    for flag in ("w_bits", "x_bits"):
-        if getattr(args, flag, None) is not None:
-            macro[flag] = getattr(args, flag)
-    return {k: v for k, v in (("column", column), ("macro", macro)) if v}
-
-
-def _spec_from_args(args) -> HardwareSpec:
-    """The base spec with the column / macro flags applied."""
-    spec, changes = _base_spec(args), _spec_changes(args)
-    return spec.replace(**changes) if changes else spec
-
-
-def add_spec_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("hardware")
-    g.add_argument("--preset", help=f"hardware preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
-    g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset)")
-    g.add_argument("--cell-csv", help="measured cell: CSV with columns state (1 / 0) and one of g_siemens, g_us, "
-                                      "q_coulomb, q_fc; replaces the preset's device (samples embedded in the spec)")
-    g.add_argument("--rows", type=int, help="rows per column N")
-    g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
-    g.add_argument("--full-scale", type=float, help="ADC full scale in counts (default N)")
-    g.add_argument("--uncalibrated", action="store_true", help="nominal (uncalibrated) ADC references")
-    g.add_argument("--read-noise", type=float, help="temporal read noise sd per active row, counts (docs/MODEL.md)")
-    g.add_argument("--adc-noise", type=float, help="temporal ADC input noise sd, LSB")
-    g.add_argument("--adc-offset", type=float, help="static per-column ADC offset sd over columns, LSB")
-    g.add_argument("--adc-gain", type=float, help="static per-column ADC gain error sd, relative")
-    g.add_argument("--w-bits", type=int, help="weight bits B_w")
-    g.add_argument("--x-bits", type=int, help="activation bits B_x")
+from ._io import check_writable, os_error_message, reading
+from .config import PRESETS, SpecError, check_device, make_spec, preset
+from .spec_flags import DEFAULT_PRESET, add_spec_args, spec_changes_from_args, spec_from_args
 
 
 def _cmd_abstraction(args) -> int:
     from .abstraction import build_table, validate_table
 
-    spec = _spec_from_args(args)
+    spec = spec_from_args(args)
     if args.out:
         check_writable(args.out, is_file=True)
     t0 = time.perf_counter()
@@ -175,9 +115,9 @@ def _train_config_from_args(args):
     if args.no_augment:
         data.setdefault("data", {})["augment"] = False
     if args.preset is not None or args.spec_file or args.cell_csv:  # a named base spec replaces the config's hardware
-        data["hardware"] = _spec_from_args(args).model_dump()
+        data["hardware"] = spec_from_args(args).model_dump()
     data, note = inherit_from_checkpoint(data)
-    changes = _spec_changes(args)
+    changes = spec_changes_from_args(args)
     if changes:  # column / macro flags change the config's (or the checkpoint's) hardware
         hw = data.get("hardware") or DEFAULT_PRESET
         data["hardware"] = (preset(hw) if isinstance(hw, str) else make_spec(hw)).replace(**changes).model_dump()
@@ -219,12 +159,12 @@ def _cmd_evaluate(args) -> int:
     data = config_from_args(args, EVAL_FLAGS)
     cfg = make_eval_config(data)
     # --spec-file replaces every checkpoint's spec; --rows / --adc-bits / --full-scale alone change each one's own
-    spec = _spec_from_args(args) if args.spec_file else None
+    spec = spec_from_args(args) if args.spec_file else None
     if args.ray_address and args.executor != "ray":
         raise SpecError("--ray-address needs --executor ray")
     results = compare(args.checkpoints, cfg, args.out, args.names, args.device, spec, executor=args.executor,
                       workers=args.workers, ray_address=args.ray_address,
-                      spec_changes=None if args.spec_file else _spec_changes(args))
+                      spec_changes=None if args.spec_file else spec_changes_from_args(args))
     print(format_table(results))
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
@@ -246,7 +186,7 @@ def _cmd_demo(args) -> int:
 
     check_device(args.device)
     check_writable(args.out)
-    run_demo(args.out, quick=args.quick, device=args.device, spec=_spec_from_args(args))
+    run_demo(args.out, quick=args.quick, device=args.device, spec=spec_from_args(args))
     return 0
 
 
@@ -398,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .fit import add_command as add_fit_column  # sddhr fit-column (its flags live with the fit)
 
-    add_fit_column(sub, add_spec_args, _spec_from_args, e.METHODS)
+    add_fit_column(sub, add_spec_args, spec_from_args, e.METHODS)
 
     p = sub.add_parser("train", help=f"train a network with a recipe ({', '.join(e.RECIPES)})")
     _add_train_args(p, e)

@@ -1,0 +1,71 @@
+"""The command line's hardware flags (``--preset``, ``--spec-file``, ``--cell-csv`` and the
+column / macro flags): the parser group and the spec they describe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._io import read_json
+from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
+
+DEFAULT_PRESET = "mram-22nm"
+
+
+def base_spec(args) -> HardwareSpec:
+    """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`); with
+    ``--cell-csv``, its device replaced by the measured (empirical) cell of that CSV."""
+    if getattr(args, "spec_file", None):
+        data = read_json(args.spec_file, "--spec-file", "hardware spec")
+        try:
+            spec = make_spec(data)
+        except SpecError as err:
+            raise SpecError(f"--spec-file {args.spec_file}: {err}") from None
+    else:
+        spec = preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+    if getattr(args, "cell_csv", None):
+        from .technology import empirical_spec
+
+        cell = empirical_spec(args.cell_csv)
+        spec = spec.replace(device=cell.model_dump(), name=f"empirical-{Path(args.cell_csv).stem}")
+    return spec
+
+
+def spec_changes_from_args(args) -> dict:
+    """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
+    column, macro = {}, {}
+    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts"),
+                      ("read_noise", "read_noise_counts"), ("adc_noise", "adc_noise_lsb"),
+                      ("adc_offset", "adc_offset_lsb"), ("adc_gain", "adc_gain_rel")):
+        if getattr(args, flag, None) is not None:
+            column[key] = getattr(args, flag)
+    if getattr(args, "uncalibrated", False):
+        column["calibrated"] = False
+    for flag in ("w_bits", "x_bits"):
+        if getattr(args, flag, None) is not None:
+            macro[flag] = getattr(args, flag)
+    return {k: v for k, v in (("column", column), ("macro", macro)) if v}
+
+
+def spec_from_args(args) -> HardwareSpec:
+    """The base spec with the column / macro flags applied."""
+    spec, changes = base_spec(args), spec_changes_from_args(args)
+    return spec.replace(**changes) if changes else spec
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hardware")
+    g.add_argument("--preset", help=f"hardware preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
+    g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset)")
+    g.add_argument("--cell-csv", help="measured cell: CSV with columns state (1 / 0) and one of g_siemens, g_us, "
+                                      "q_coulomb, q_fc; replaces the preset's device (samples embedded in the spec)")
+    g.add_argument("--rows", type=int, help="rows per column N")
+    g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
+    g.add_argument("--full-scale", type=float, help="ADC full scale in counts (default N)")
+    g.add_argument("--uncalibrated", action="store_true", help="nominal (uncalibrated) ADC references")
+    g.add_argument("--read-noise", type=float, help="temporal read noise sd per active row, counts (docs/MODEL.md)")
+    g.add_argument("--adc-noise", type=float, help="temporal ADC input noise sd, LSB")
+    g.add_argument("--adc-offset", type=float, help="static per-column ADC offset sd over columns, LSB")
+    g.add_argument("--adc-gain", type=float, help="static per-column ADC gain error sd, relative")
+    g.add_argument("--w-bits", type=int, help="weight bits B_w")
+    g.add_argument("--x-bits", type=int, help="activation bits B_x")
