@@ -233,3 +233,17 @@ def test_every_recipe_trains_in_its_own_mode(tmp_path, tiny_splits):
             assert torch.equal(v, again["model"][k]), k
     set_mode(model, cfg.train_mode())
     assert get_mode(model).kind == "noise"
+
+
+def test_tolerance_is_the_highest_level_the_drop_stays_under(tmp_path):
+    """Hand-made results (ideal 95 %): drops 1 / 3 / 1 / 10 points at levels 1 / 2 / 4 / 8; the
+    drop must stay under the threshold at every level up to the one reported, so the dip back
+    under 2 at level 4 does not count."""
+    from sddhr.report import tolerance
+
+    res = _fake_result("m", {1.0: [0.94, 0.94], 2.0: [0.93, 0.91], 4.0: [0.95, 0.93], 8.0: [0.80, 0.90]})
+    assert tolerance(res, 2.0) == 1.0 and tolerance(res, 3.5) == 4.0 and tolerance(res, 20.0) == 8.0
+    assert tolerance(res, 0.5) is None
+    cfg = EvalConfig(levels=[1, 2, 4, 8], instances=2)
+    _, md = write_report(save_results([res], cfg, tmp_path / "r"))
+    assert "| m | 95.00 | 1 | 4 |" in md.read_text()

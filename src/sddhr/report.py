@@ -1,4 +1,5 @@
-"""Reports from saved results (nothing is re-run): accuracy-vs-level plot and Markdown table."""
+"""Reports from saved results (nothing is re-run): accuracy-vs-level plot, Markdown table and
+the tolerance table (per model, the highest level its drop stays under each threshold)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,39 @@ def markdown_table(doc: dict) -> str:
         lines.append(f"{n} chip instances per level ({doc['eval_config'].get('impl', '?')} evaluation). "
                      "Baselines are the same weights: float = without quantisation or hardware, "
                      "ideal = bit-true without variation.")
+    return "\n".join(lines)
+
+
+#: drop thresholds of the tolerance table, points of accuracy against the model's ideal
+TOLERANCE_POINTS = (2.0, 3.5)
+
+
+def tolerance(result: dict, points: float) -> float | None:
+    """The highest evaluated level up to which the model's mean drop against its own ideal
+    stays under ``points`` (percentage points) at every evaluated level; None when it
+    already fails at the lowest level. Level 0 (ideal hardware) does not count."""
+    best = None
+    for s in summarise(result):
+        if s["level"] <= 0:
+            continue
+        if 100 * s["drop_vs_ideal"] >= points:
+            break
+        best = s["level"]
+    return best
+
+
+def tolerance_table(doc: dict, thresholds=TOLERANCE_POINTS) -> str:
+    """Markdown: per model, its ideal accuracy and :func:`tolerance` for each threshold."""
+    lines = ["| model | ideal (%) | " + " | ".join(f"highest level, drop < {t:g}" for t in thresholds) + " |",
+             "|---|---|" + "---|" * len(thresholds)]
+    for res in doc["models"]:
+        cells = []
+        for t in thresholds:
+            lv = tolerance(res, t)
+            cells.append("none" if lv is None else f"{lv:g}")
+        lines.append(f"| {res['name']} | {100 * res['ideal']:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Highest evaluated level up to which the mean drop against the model's own ideal stays under "
+              "the threshold (points) at every evaluated level; none: not even at the lowest."]
     return "\n".join(lines)
 
 
@@ -114,5 +148,5 @@ def write_report(results_path: str | Path | list, out_dir: str | Path | None = N
     out = Path(out_dir) if out_dir else folders[0]
     png = plot(doc, out / "accuracy.png", title)
     md = out / "table.md"
-    md.write_text(markdown_table(doc) + "\n")
+    md.write_text(markdown_table(doc) + "\n\n" + tolerance_table(doc) + "\n")
     return png, md
