@@ -299,6 +299,7 @@ def test_truncnormal_from_moments_inverts_scipy_moments():
         ("state,r_ohm\nP,4000\nAP,inf\n", "positive"),
         ("state,r_ohm\nP,4000\nAP,ten\n", "not a number"),
         ("state,r_ohm\nP,4000\nAP\n", "not a number"),
+        ("state,r_ohm\nP,4000,7\n", ":2: more fields than the 2 columns"),
         ("state,r_ohm\nP,4000\nAP,10000\nAP,11000\n", "at least 2 samples of state P"),
         ("state,r_ohm\nP,4000\nP,4100\nAP,3000\nAP,3100\n", "must exceed"),
     ],

@@ -145,3 +145,25 @@ def test_orphan_of_kill_9_is_removed_on_next_write(tmp_path):
     time.sleep(0.05)
     atomic_write_text(tmp_path / "results.json", "{}")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_csv_rows_strip_the_header_skip_blank_lines_and_count_lines(tmp_path):
+    """The one CSV reader behind the measurement files: names stripped, blank rows skipped
+    with the file's own line numbers kept, extra fields and non-UTF-8 text refused."""
+    from sddhr._io import read_csv_rows
+
+    p = tmp_path / "m.csv"
+    p.write_text("state , r_ohm\nP,4000\n\n , \nAP,9000\n")
+    names, rows = read_csv_rows(p)
+    assert names == ["state", "r_ohm"]
+    assert [(line, row["state"], row["r_ohm"]) for line, row in rows] == [(2, "P", "4000"), (5, "AP", "9000")]
+    p.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(SpecError, match=r"m.csv:3: more fields than the 2 columns"):
+        read_csv_rows(p)
+    p.write_bytes(b"a,b\n1,\xff\n")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        read_csv_rows(p)
+    p.write_text("")
+    assert read_csv_rows(p) == ([], [])
+    with pytest.raises(SpecError, match="not found"):
+        read_csv_rows(tmp_path / "none.csv")

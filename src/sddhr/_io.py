@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import json
 import os
@@ -270,3 +271,31 @@ def read_json(path, flag: str, what: str) -> dict:
 
 __all__ = ["TMP_TAG", "atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable", "clean_orphans",
            "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error", "temp_name"]
+
+
+def read_csv_rows(path, what: str = "measurement file") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A small CSV with a header, read whole: the header's column names (stripped of spaces)
+    and ``(line number, row)`` for every row that is not blank. A missing or unreadable
+    file, text that is not UTF-8, malformed CSV and a row with more fields than the header
+    are one-line :class:`SpecError` s naming the file (and line); an empty file has no
+    columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{what} not found: {path}")
+    rows = []
+    try:
+        with reading(path, what), path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            names = [f.strip() for f in reader.fieldnames or []]  # none in an empty file: callers name theirs
+            reader.fieldnames = names
+            for row in reader:
+                line = reader.line_num  # the file's own line (DictReader skips empty lines unseen)
+                if None in row:
+                    raise SpecError(f"{path}:{line}: more fields than the {len(names)} columns of the header")
+                if all((v or "").strip() == "" for v in row.values()):
+                    continue
+                rows.append((line, row))
+    except csv.Error as err:
+        raise SpecError(f"{path}: not a valid CSV file ({err})") from None
+    return names, rows
+

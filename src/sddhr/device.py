@@ -17,7 +17,6 @@ R_T are independent draws.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from pydantic import ValidationError
 from scipy import optimize, special, stats
 
+from ._io import read_csv_rows
 from .config import DeviceSpec, SpecError, _format_validation, check_level
 from .technology import CellTechnology, register_technology
 
@@ -279,24 +279,21 @@ class DeviceFit:
 def read_resistance_csv(path: str | Path) -> dict[str, np.ndarray]:
     """Read a CSV with columns ``state`` (P, AP, or T for transistor samples) and ``r_ohm``."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"measurement file not found: {path}")
+    fields, rows = read_csv_rows(path)
+    if not {"state", "r_ohm"} <= set(fields):
+        raise SpecError(f"{path}: needs columns 'state' and 'r_ohm', got {fields}")
     samples: dict[str, list[float]] = {"P": [], "AP": [], "T": []}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"state", "r_ohm"} <= set(reader.fieldnames):
-            raise SpecError(f"{path}: needs columns 'state' and 'r_ohm', got {reader.fieldnames}")
-        for i, row in enumerate(reader, start=2):
-            state = (row["state"] or "").strip().upper()
-            if state not in samples:
-                raise SpecError(f"{path}:{i}: state must be P, AP or T, got {row['state']!r}")
-            try:
-                r = float(row["r_ohm"])
-            except (TypeError, ValueError):
-                raise SpecError(f"{path}:{i}: r_ohm is not a number: {row['r_ohm']!r}") from None
-            if not (r > 0 and math.isfinite(r)):
-                raise SpecError(f"{path}:{i}: r_ohm must be a positive finite resistance, got {r}")
-            samples[state].append(r)
+    for i, row in rows:
+        state = (row["state"] or "").strip().upper()
+        if state not in samples:
+            raise SpecError(f"{path}:{i}: state must be P, AP or T, got {row['state']!r}")
+        try:
+            r = float(row["r_ohm"])
+        except (TypeError, ValueError):
+            raise SpecError(f"{path}:{i}: r_ohm is not a number: {row['r_ohm']!r}") from None
+        if not (r > 0 and math.isfinite(r)):
+            raise SpecError(f"{path}:{i}: r_ohm must be a positive finite resistance, got {r}")
+        samples[state].append(r)
     return {k: np.asarray(v) for k, v in samples.items()}
 
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text, reading
+from ._io import atomic_write_text, read_csv_rows
 from .config import HardwareSpec, SpecError
 
 #: the CSV columns: required, then optional
@@ -60,71 +59,59 @@ def read_measurements(path: str | Path, spec: HardwareSpec) -> Measurements:
     ``n``) and ``repeat`` (an index, unique within a pattern). Every problem is one
     :class:`SpecError` naming the file, line, column and the allowed range."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"measurement file not found: {path}")
+    names, table = read_csv_rows(path)
     col = spec.column
     rows, top = col.rows, col.n_codes - 1
     ks, ns, codes, cols, pats = [], [], [], [], []
     seen: dict[tuple, tuple] = {}
-    try:
-        with reading(path, "measurement file"), path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            names = [f.strip() for f in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED if c not in names]
-            if missing:
-                raise SpecError(f"{path}: needs columns {', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)}); "
-                                f"missing {', '.join(missing)}; got {names}")
-            unknown = [c for c in names if c not in REQUIRED + OPTIONAL]
-            if unknown:
-                raise SpecError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; allowed: "
-                                f"{', '.join(REQUIRED + OPTIONAL)}")
-            reader.fieldnames = names
-            has_col, has_pat, has_rep = ("column" in names), ("pattern" in names), ("repeat" in names)
-            col_ids: dict[str, int] = {}
-            pat_ids: dict[tuple, int] = {}
-            for line, row in enumerate(reader, start=2):
-                if None in row:
-                    raise SpecError(f"{path}:{line}: more fields than the {len(names)} columns of the header")
-                if all((v or "").strip() == "" for v in row.values()):
-                    continue  # a blank line
-                n = _int_field(path, line, "n", row["n"], 0, rows, f"{rows} (rows per column)")
-                k = _int_field(path, line, "k", row["k"], 0, n, f"n = {n}")
-                code = _int_field(path, line, "code", row["code"], 0, top, f"{top} ({col.adc_bits}-bit ADC)")
-                cid = -1
-                if has_col:
-                    name = (row["column"] or "").strip()
-                    if not name:
-                        raise SpecError(f"{path}:{line}: column 'column' is empty (give every row a column id)")
-                    cid = col_ids.setdefault(name, len(col_ids))
-                if has_pat:
-                    name = (row["pattern"] or "").strip()
-                    if not name:
-                        raise SpecError(f"{path}:{line}: column 'pattern' is empty (give every row a pattern id)")
-                    key = (cid, name)
-                    if key in seen and seen[key][:2] != (k, n):
-                        raise SpecError(f"{path}:{line}: pattern {name!r} repeats line {seen[key][2]} "
-                                        f"(k = {seen[key][0]}, n = {seen[key][1]}) but has k = {k}, n = {n}: "
-                                        "the repeats of one conversion must have the same k and n")
-                    seen.setdefault(key, (k, n, line))
-                    gid = pat_ids.setdefault(key, len(pat_ids))
-                    if has_rep:
-                        r = _int_field(path, line, "repeat", row["repeat"], 0, 2**62)
-                        rkey = (cid, name, r)
-                        if rkey in seen:
-                            raise SpecError(f"{path}:{line}: repeat {r} of pattern {name!r} already on line "
-                                            f"{seen[rkey][2]}")
-                        seen[rkey] = (k, n, line)
-                else:
-                    gid = -1
-                    if has_rep:
-                        _int_field(path, line, "repeat", row["repeat"], 0, 2**62)
-                ks.append(k)
-                ns.append(n)
-                codes.append(code)
-                cols.append(cid)
-                pats.append(gid)
-    except csv.Error as err:
-        raise SpecError(f"{path}: not a valid CSV file ({err})") from None
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise SpecError(f"{path}: needs columns {', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)}); "
+                        f"missing {', '.join(missing)}; got {names}")
+    unknown = [c for c in names if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise SpecError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}; allowed: "
+                        f"{', '.join(REQUIRED + OPTIONAL)}")
+    has_col, has_pat, has_rep = ("column" in names), ("pattern" in names), ("repeat" in names)
+    col_ids: dict[str, int] = {}
+    pat_ids: dict[tuple, int] = {}
+    for line, row in table:
+        n = _int_field(path, line, "n", row["n"], 0, rows, f"{rows} (rows per column)")
+        k = _int_field(path, line, "k", row["k"], 0, n, f"n = {n}")
+        code = _int_field(path, line, "code", row["code"], 0, top, f"{top} ({col.adc_bits}-bit ADC)")
+        cid = -1
+        if has_col:
+            name = (row["column"] or "").strip()
+            if not name:
+                raise SpecError(f"{path}:{line}: column 'column' is empty (give every row a column id)")
+            cid = col_ids.setdefault(name, len(col_ids))
+        if has_pat:
+            name = (row["pattern"] or "").strip()
+            if not name:
+                raise SpecError(f"{path}:{line}: column 'pattern' is empty (give every row a pattern id)")
+            key = (cid, name)
+            if key in seen and seen[key][:2] != (k, n):
+                raise SpecError(f"{path}:{line}: pattern {name!r} repeats line {seen[key][2]} "
+                                f"(k = {seen[key][0]}, n = {seen[key][1]}) but has k = {k}, n = {n}: "
+                                "the repeats of one conversion must have the same k and n")
+            seen.setdefault(key, (k, n, line))
+            gid = pat_ids.setdefault(key, len(pat_ids))
+            if has_rep:
+                r = _int_field(path, line, "repeat", row["repeat"], 0, 2**62)
+                rkey = (cid, name, r)
+                if rkey in seen:
+                    raise SpecError(f"{path}:{line}: repeat {r} of pattern {name!r} already on line "
+                                    f"{seen[rkey][2]}")
+                seen[rkey] = (k, n, line)
+        else:
+            gid = -1
+            if has_rep:
+                _int_field(path, line, "repeat", row["repeat"], 0, 2**62)
+        ks.append(k)
+        ns.append(n)
+        codes.append(code)
+        cols.append(cid)
+        pats.append(gid)
     if not ks:
         raise SpecError(f"{path}: no conversions (the file has a header but no rows)")
     m = len(ks)

@@ -27,7 +27,6 @@ Built in (:data:`TECHNOLOGIES`; specs in :mod:`sddhr.config`, sources in ``docs/
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib
 import math
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from ._io import reading
+from ._io import read_csv_rows
 from .config import (
     CELL_UNITS,
     EmpiricalCellSpec,
@@ -317,34 +316,28 @@ def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
     readout). Returns ``(value column, {"P": [...], "AP": [...]})``; every problem is a
     one-line :class:`SpecError` naming the file, the column and the row."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"measurement file not found: {path}")
+    fields, rows = read_csv_rows(path)
     units = ", ".join(CELL_UNITS)
-    with reading(path, "measurement file"), path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        reader.fieldnames = fields
-        value_cols = [f for f in fields if f in CELL_UNITS]
-        if "state" not in fields or not value_cols:
-            raise SpecError(f"{path}: needs columns 'state' and one of {units}, got {fields}")
-        if len(value_cols) > 1:
-            raise SpecError(f"{path}: give one value column, got {' and '.join(value_cols)}")
-        col = value_cols[0]
-        samples: dict[str, list[float]] = {"P": [], "AP": []}
-        for i, row in enumerate(reader, start=2):
-            raw_state = (row.get("state") or "").strip()
-            state = _STATE_NAMES.get(raw_state.upper())
-            if state is None:
-                raise SpecError(f"{path}:{i}: column state must be 1 or 0 (or P / AP, LRS / HRS), "
-                                f"got {raw_state!r}")
-            raw = row.get(col)
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}") from None
-            if not math.isfinite(value):
-                raise SpecError(f"{path}:{i}: column {col} must be finite, got {value}")
-            samples[state].append(value)
+    value_cols = [f for f in fields if f in CELL_UNITS]
+    if "state" not in fields or not value_cols:
+        raise SpecError(f"{path}: needs columns 'state' and one of {units}, got {fields}")
+    if len(value_cols) > 1:
+        raise SpecError(f"{path}: give one value column, got {' and '.join(value_cols)}")
+    col = value_cols[0]
+    samples: dict[str, list[float]] = {"P": [], "AP": []}
+    for i, row in rows:
+        raw_state = (row.get("state") or "").strip()
+        state = _STATE_NAMES.get(raw_state.upper())
+        if state is None:
+            raise SpecError(f"{path}:{i}: column state must be 1 or 0 (or P / AP, LRS / HRS), got {raw_state!r}")
+        raw = row.get(col)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}") from None
+        if not math.isfinite(value):
+            raise SpecError(f"{path}:{i}: column {col} must be finite, got {value}")
+        samples[state].append(value)
     for state, bit in (("P", 1), ("AP", 0)):
         problem = cell_samples_problem(samples[state])
         if problem:
