@@ -15,13 +15,13 @@ from .weight_sampler import get_weight_sampler
 
 
 def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
-    """Warn once per layer when a linear-ADC form is used where the ADC changes the result:
+    """Warn (once per layer; Python's default filter then shows it once per process) when a
+    linear-ADC form is used where the ADC changes the result:
     conversions of these weights can clip or coarsen, or the static error of a typical
     conversion (half the segment's rows active, half of them P cells) is below 2 ADC steps,
     so that rounding suppresses part of it (at 1 step the sd of a fast chip is ~1.4x the
-    bit-true one for sparse inputs). The message names the spec, not the layer, so that
-    Python's default warning filter prints it once per process however many layers it hits
-    (a ResNet-20 has 19)."""
+    bit-true one for sparse inputs). The message names the spec, not the layer, so that the
+    filter sees one message however many layers it hits (a ResNet-20 has 19)."""
     col = layer.spec.column
     if layer.conversions_lossless(w_int):
         cm = cell_model(layer.spec.device, level, col.calibrated)
@@ -41,9 +41,9 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
 
 
 def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> None:
-    """Warn once per layer when a linear-ADC form runs on a spec with readout noise sources
-    it does not model: temporal read / ADC noise, and (unless ``static_modelled``) the static
-    ADC offset / gain."""
+    """Warn (as :func:`warn_if_adc_matters`: one message per spec) when a linear-ADC form runs
+    on a spec with readout noise sources it does not model: temporal read / ADC noise, and
+    (unless ``static_modelled``) the static ADC offset / gain."""
     col = layer.spec.column
     names = ("read_noise_counts", "adc_noise_lsb") + (() if static_modelled else ("adc_offset_lsb", "adc_gain_rel"))
     on = [f"{name}={getattr(col, name):g}" for name in names if getattr(col, name) > 0]
