@@ -44,8 +44,12 @@ def tolerance(result: dict, points: float) -> float | None:
     """The highest evaluated level up to which the model's mean drop against its own ideal
     stays under ``points`` (percentage points) at every evaluated level; None when it
     already fails at the lowest level. Level 0 (ideal hardware) does not count."""
+    return _tolerance(summarise(result), points)
+
+
+def _tolerance(summary: list[dict], points: float) -> float | None:
     best = None
-    for s in summarise(result):
+    for s in summary:
         if s["level"] <= 0:
             continue
         if 100 * s["drop_vs_ideal"] >= points:
@@ -59,9 +63,10 @@ def tolerance_table(doc: dict, thresholds=TOLERANCE_POINTS) -> str:
     lines = ["| model | ideal (%) | " + " | ".join(f"highest level, drop < {t:g}" for t in thresholds) + " |",
              "|---|---|" + "---|" * len(thresholds)]
     for res in doc["models"]:
+        summary = summarise(res)  # once per model, for every threshold
         cells = []
         for t in thresholds:
-            lv = tolerance(res, t)
+            lv = _tolerance(summary, t)
             cells.append("none" if lv is None else f"{lv:g}")
         lines.append(f"| {res['name']} | {100 * res['ideal']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Highest evaluated level up to which the mean drop against the model's own ideal stays under "
