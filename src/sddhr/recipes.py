@@ -25,7 +25,7 @@ from .config import HardwareSpec, Level, SpecError, preset, validated
 from .data import DATASETS
 from .models import ARCHS
 from .nn import IMPLS, VARIANTS, Mode, check_table_matches
-from .nn.mode import MAX_NOISE_STD
+from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD
 from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 
 #: weight step scale of the recipes trained under hardware noise (ddhr, sddhr, noise): measured
@@ -66,7 +66,7 @@ class TrainConfig(_Cfg):
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
     level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
-    variant: Literal[VARIANTS] = "faithful"
+    variant: Literal[VARIANTS] = DEFAULT_VARIANT
     table: str | None = Field(None, description="sddhr (exact / composed / faithful): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
     instance_impl: Literal[IMPLS] = "bit_true"

@@ -27,6 +27,8 @@ from ..config import SpecError, check_level
 
 KINDS = ("float", "ideal", "instance", "stochastic", "noise")
 VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip")
+#: the S-DDHR variant used wherever none is named (train, demo, explore, the Python API)
+DEFAULT_VARIANT = "faithful"
 IMPLS = ("bit_true", "fast")
 MAX_NOISE_STD = 10.0
 #: most copies of a layer on one chip (redundancy)
@@ -43,7 +45,7 @@ class Mode:
     kind: Literal["float", "ideal", "instance", "stochastic", "noise"] = "ideal"
     level: float = 0.0
     seed: int = 0
-    variant: Literal[VARIANTS] = "faithful"
+    variant: Literal[VARIANTS] = DEFAULT_VARIANT
     impl: Literal["bit_true", "fast"] = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0
@@ -94,7 +96,7 @@ class Mode:
         return cls("instance", level=level, seed=seed, impl=impl, copies=copies)
 
     @classmethod
-    def stochastic(cls, level: float = 1.0, variant: str = "faithful", table: ColumnTable | None = None) -> Mode:
+    def stochastic(cls, level: float = 1.0, variant: str = DEFAULT_VARIANT, table: ColumnTable | None = None) -> Mode:
         """S-DDHR at ``level``; with a ``table`` (e.g. ``ColumnTable.load``), the table's
         own level is used when it has one."""
         if table is not None and table.level == table.level:  # not NaN
