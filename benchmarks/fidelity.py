@@ -39,7 +39,7 @@ from sddhr.hardware import ChipInstance
 from sddhr.nn import IMCLinear, Mode
 from sddhr.nn.column_stats import get_table
 
-VARIANTS = ("exact", "composed", "resampled", "faithful")
+VARIANTS = ("exact", "composed", "resampled", "faithful", "one_chip")
 LEVELS = (1.0, 4.0, 10.0)
 ADCS = (8, 6)
 

@@ -42,7 +42,7 @@ RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "
 RECIPES = tuple(RECIPE_MODES)
 OPTIMIZERS = ("sgd", "adam")
 #: S-DDHR variants that compute from a column table (and so can take ``table``)
-TABLE_VARIANTS = ("exact", "composed", "faithful")
+TABLE_VARIANTS = ("exact", "composed", "faithful", "one_chip")
 
 
 class _Cfg(BaseModel):

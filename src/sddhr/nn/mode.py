@@ -26,7 +26,7 @@ from ..abstraction import ColumnTable
 from ..config import SpecError, check_level
 
 KINDS = ("float", "ideal", "instance", "stochastic", "noise")
-VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip")
+VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip", "one_chip")
 #: the S-DDHR variant used wherever none is named (train, demo, explore, the Python API)
 DEFAULT_VARIANT = "faithful"
 IMPLS = ("bit_true", "fast")

@@ -13,13 +13,14 @@ stochastic / exact       :class:`~.column.ExactBackend`               no
 stochastic / composed    :class:`~.column.ComposedBackend`            no
 stochastic / faithful    :class:`~.faithful.FaithfulBackend`          no
 stochastic / fresh_chip  :class:`~.chip.FreshChipBackend`             no
+stochastic / one_chip    :class:`~.one_chip.OneChipBackend`           no
 =======================  =========================================  ====================
 
 A new mode is a new :class:`~.base.Backend` subclass registered with :func:`~.base.register`
 (and its name in :mod:`sddhr.nn.mode`); the layer classes do not change.
 """
 
-from . import chip, column, faithful, simple  # noqa: F401  (registers the built-in backends)
+from . import chip, column, faithful, one_chip, simple  # noqa: F401  (registers the built-in backends)
 from .base import Backend, full_precision, make_backend, register, registered
 
 __all__ = ["Backend", "full_precision", "make_backend", "register", "registered"]
