@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: flags appended to each command of the tour to keep the test small
 CAPS = {
     "abstraction": ["--samples", "2000", "--rows", "64"],
-    "train": ["--epochs", "1", "--max-steps", "2", "--batch-size", "32", "--rows", "64"],
+    "train": ["--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "32", "--rows", "64"],
     "compare": ["--levels", "1", "10", "--instances", "2"],
     "explore": ["--rows", "16", "--adc-bits", "4", "--float-epochs", "1", "--finetune-epochs", "1",
                 "--instances", "2"],

@@ -2,11 +2,31 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import HardwareSpec, SpecError, make_spec, preset
-
 try:
     __version__ = version("sddhr")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["HardwareSpec", "SpecError", "__version__", "make_spec", "preset"]
+#: public name -> the module that defines it; imported on first use, so that ``import sddhr``
+#: (and ``sddhr --version``) loads neither torch nor pydantic
+_LAZY = {"HardwareSpec": "config", "SpecError": "config", "make_spec": "config", "preset": "config"}
+#: the hardware-aware training API (docs/API.md)
+_LAZY.update(dict.fromkeys(("ChipTable", "HardwareSetupWarning", "HardwareTrainer", "evaluate_chips", "prepare"),
+                           "api"))
+
+__all__ = ["ChipTable", "HardwareSetupWarning", "HardwareSpec", "HardwareTrainer", "SpecError", "__version__",
+           "evaluate_chips", "make_spec", "prepare", "preset"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

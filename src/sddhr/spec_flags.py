@@ -53,19 +53,28 @@ def spec_from_args(args) -> HardwareSpec:
     return spec.replace(**changes) if changes else spec
 
 
+#: the default of every column / macro flag: the base spec's value (the preset's, the spec
+#: file's or, for a fine-tune or an evaluation, the checkpoint's)
+_OWN = "default: the base spec's"
+
+
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hardware")
     g.add_argument("--preset", help=f"hardware preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
-    g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset)")
+    g.add_argument("--spec-file", help="JSON hardware spec (overrides --preset; default: none)")
     g.add_argument("--cell-csv", help="measured cell: CSV with columns state (1 / 0) and one of g_siemens, g_us, "
-                                      "q_coulomb, q_fc; replaces the preset's device (samples embedded in the spec)")
-    g.add_argument("--rows", type=int, help="rows per column N")
-    g.add_argument("--adc-bits", type=int, help="ADC bits B_adc")
-    g.add_argument("--full-scale", type=float, help="ADC full scale in counts (default N)")
-    g.add_argument("--uncalibrated", action="store_true", help="nominal (uncalibrated) ADC references")
-    g.add_argument("--read-noise", type=float, help="temporal read noise sd per active row, counts (docs/MODEL.md)")
-    g.add_argument("--adc-noise", type=float, help="temporal ADC input noise sd, LSB")
-    g.add_argument("--adc-offset", type=float, help="static per-column ADC offset sd over columns, LSB")
-    g.add_argument("--adc-gain", type=float, help="static per-column ADC gain error sd, relative")
-    g.add_argument("--w-bits", type=int, help="weight bits B_w")
-    g.add_argument("--x-bits", type=int, help="activation bits B_x")
+                                      "q_coulomb, q_fc; replaces the preset's device (samples embedded in the spec; "
+                                      "default: none)")
+    g.add_argument("--rows", type=int, help=f"rows per column N ({_OWN})")
+    g.add_argument("--adc-bits", type=int, help=f"ADC bits B_adc ({_OWN})")
+    g.add_argument("--full-scale", type=float,
+                   help="ADC full scale in counts (default: the base spec's; N when it sets none)")
+    g.add_argument("--uncalibrated", action="store_true",
+                   help="nominal (uncalibrated) ADC references (default: the base spec's calibration)")
+    g.add_argument("--read-noise", type=float,
+                   help=f"temporal read noise sd per active row, counts, docs/MODEL.md ({_OWN})")
+    g.add_argument("--adc-noise", type=float, help=f"temporal ADC input noise sd, LSB ({_OWN})")
+    g.add_argument("--adc-offset", type=float, help=f"static per-column ADC offset sd over columns, LSB ({_OWN})")
+    g.add_argument("--adc-gain", type=float, help=f"static per-column ADC gain error sd, relative ({_OWN})")
+    g.add_argument("--w-bits", type=int, help=f"weight bits B_w ({_OWN})")
+    g.add_argument("--x-bits", type=int, help=f"activation bits B_x ({_OWN})")
