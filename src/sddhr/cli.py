@@ -255,6 +255,9 @@ def _cmd_explore(args) -> int:
         raise SpecError(f"{args.config}: base must be a mapping (a training config), got {data['base']!r}")
     cfg = make_explore_config(data)
     rows = run_explore(cfg, args.out, device=args.device)
+    from .report import pareto_plot
+
+    pareto_plot(rows, Path(args.out) / "pareto.png")  # the labelled version of the plot run_explore drew
     head = f"{'rows':>5}{'adc':>5}{'wb':>4}{'xb':>4}{'level':>7}  {'method':<13}{'acc %':>8}{'nJ/inf':>10}{'TOPS/W':>9}"
     print(head)
     for r in rows:
