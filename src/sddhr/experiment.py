@@ -18,6 +18,7 @@ The command line, the demo and ``explore`` all run experiments through this modu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -35,7 +36,7 @@ from .config import HardwareSpec, SpecError
 from .data import DataError
 from .evaluate import EvalConfig, save_results
 from .executors import Executor, SerialExecutor, available_cpus, make_executor
-from .nn import Mode, recalibrated_norms, set_spec, using_mode
+from .nn import ActQuantizer, Mode, recalibrated_norms, set_spec, using_mode
 from .runlock import run_lock
 from .store import ResultsStore, fingerprint, model_identity
 from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
@@ -132,11 +133,59 @@ def load_calibration(trained_on: DataConfig, images: int) -> torch.Tensor:
     return torch.cat([x for x, _ in split.batches(4096, shuffle=False, augment=False)])
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one intra-op thread inside the block (the previous count restored): a float
+    reduction split over threads may round differently, and a job's numbers must not depend
+    on the machine or the executor."""
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
+def calibrate_ranges(model: nn.Module, split, batch_size: int, device="cpu") -> int:
+    """Give every activation quantiser that was never calibrated its range, the same way
+    whatever job comes first: one forward pass of the split's first batch (``batch_size``
+    images, in order) in the ideal mode. A model trained in float mode (the ``float``
+    recipe) reaches evaluation with uncalibrated quantisers, and a quantiser calibrates on
+    the first batch it sees: without this, that batch was the first job's, so a chip
+    evaluated first in a process (a pool worker, a resumed run) saw ranges calibrated on
+    its own perturbed activations and gave other numbers. Returns how many quantisers were
+    calibrated (0: nothing to do, the model is unchanged)."""
+    todo = [m for m in model.modules() if isinstance(m, ActQuantizer) and not bool(m.calibrated)]
+    if not todo:
+        return 0
+    x = next(iter(split.batches(batch_size, shuffle=False, augment=False)), (None,))[0]
+    if x is None:
+        return 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), using_mode(model, Mode.ideal()):
+        model(x.to(device))
+    model.train(was_training)
+    return sum(bool(m.calibrated) for m in todo)
+
+
 def run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device="cpu", calibration=None) -> dict:
     """Accuracy of ``model`` on ``split`` in the job's mode; the model's own mode is kept.
     Chips (``instance`` / ``own``) get ``cfg.redundancy`` copies of every layer, and with
     ``cfg.recalibrate`` their batch-norm statistics re-estimated on ``calibration`` (images,
-    see :func:`load_calibration`) in the chip's mode first."""
+    see :func:`load_calibration`) in the chip's mode first.
+
+    The result depends only on the model's file, the job and the data: it runs on one torch
+    thread (:func:`one_thread`) and uncalibrated activation ranges are set first, the same
+    way for every job (:func:`calibrate_ranges`)."""
+    with one_thread():
+        calibrate_ranges(model, split, cfg.batch_size, device)
+        return _run_job(model, job, split, cfg, device, calibration)
+
+
+def _run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device, calibration) -> dict:
     model.eval()
     chip = job.kind in ("instance", "own")
     with using_mode(model, job.mode(cfg.impl, cfg.redundancy if chip else 1)):
@@ -467,5 +516,5 @@ def _run_on(executor, workers, ray_address, tasks: list[Task], finished) -> None
 
 
 __all__ = ["Job", "SplitCache", "Task", "collect", "compare", "evaluate_checkpoint", "load_calibration", "load_splits",
-           "load_test_split",
-           "plan_jobs", "run_job", "run_job_from_checkpoint", "sweep", "eval_data_for"]
+           "load_test_split", "plan_jobs", "run_job", "run_job_from_checkpoint", "sweep", "eval_data_for",
+           "calibrate_ranges", "one_thread"]

@@ -1,0 +1,112 @@
+"""Same inputs and seeds, same numbers: one sweep run serially, on local pools of 1 and 2
+workers, with 1 and 2 torch threads in the caller, with the default executor's switch from
+this process to a pool, with the jobs in reverse order, and interrupted then resumed, gives
+bit-identical results every way.
+
+The model is a ``float``-recipe checkpoint: its activation quantisers were never calibrated
+in training (float mode skips them), which is the case that used to depend on which job a
+process ran first (issue 24, item 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sddhr import experiment
+from sddhr.evaluate import EvalConfig
+from sddhr.executors import LocalExecutor, SerialExecutor
+from sddhr.nn import ActQuantizer
+from sddhr.train import load_model, train
+
+CFG = EvalConfig(levels=[6, 10], instances=6, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def float_ck(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "float"
+    cfg = {"recipe": "float", "arch": "mlp", "epochs": 1, "batch_size": 32, "max_steps_per_epoch": 3,
+           "hardware": {"column": {"rows": 16, "adc_bits": 4}},
+           "data": {"name": "digits", "train_subset": 128, "test_subset": 150}}
+    train(cfg, out, progress=False)
+    return out
+
+
+def _numbers(results):
+    return [(r["name"], r["float"], r["ideal"], [(x["level"], x["seed"], x["accuracy"]) for x in r["rows"]])
+            for r in results]
+
+
+@pytest.fixture(scope="module")
+def reference(float_ck):
+    return _numbers(experiment.compare([str(float_ck)], CFG, progress=False, executor="serial"))
+
+
+def test_the_checkpoint_is_the_hard_case(float_ck):
+    model, _, _ = load_model(float_ck)
+    quantisers = [m for m in model.modules() if isinstance(m, ActQuantizer)]
+    assert quantisers and not any(bool(q.calibrated) for q in quantisers)
+
+
+def test_job_order_does_not_change_any_result(float_ck, reference):
+    # every job evaluated first in a fresh process (fresh model): the answer is the same as in the sweep
+    model, train_cfg, _ = load_model(float_ck)
+    split = experiment.load_test_split(train_cfg.data, train_cfg.data)
+    jobs = experiment.plan_jobs("float", CFG, train_cfg)
+    expected = {(j.level, j.seed): acc for j, acc in zip(jobs[2:], [a for *_, a in reference[0][3]])}
+    for job in reversed(jobs[2:]):
+        fresh = load_model(float_ck)[0]  # nothing evaluated on it yet
+        assert experiment.run_job(fresh, job, split, CFG)["accuracy"] == expected[(job.level, job.seed)], job
+    rows = [experiment.run_job(model, j, split, CFG) for j in reversed(jobs)]
+    assert sorted((r["level"], r["seed"], r["accuracy"]) for r in rows if r["kind"] == "instance") == \
+        sorted(reference[0][3])
+
+
+@pytest.mark.slow
+def test_every_executor_worker_and_thread_count_gives_the_same_numbers(float_ck, reference, monkeypatch):
+    ck = [str(float_ck)]
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got[f"serial, caller on {threads} threads"] = experiment.compare(
+                ck, CFG, progress=False, executor=SerialExecutor(threads=None))
+    finally:
+        torch.set_num_threads(before)
+    for workers in (1, 2):
+        with LocalExecutor(workers=workers) as ex:
+            got[f"local, {workers} workers"] = experiment.compare(ck, CFG, progress=False, executor=ex)
+    monkeypatch.setattr(experiment, "AUTO_SERIAL_SECONDS", 0.0)  # switch to the pool after two jobs
+    got["default (serial start, then a pool)"] = experiment.compare(ck, CFG, progress=False, executor=None,
+                                                                     workers=2)
+    for how, results in got.items():
+        assert _numbers(results) == reference, how
+
+
+def test_interrupted_and_resumed_gives_the_same_numbers(float_ck, reference, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    real = experiment.run_job_from_checkpoint
+    calls = []
+
+    def dies_after_five(task):
+        if len(calls) == 5:
+            raise KeyboardInterrupt("simulated kill")
+        calls.append(task.job)
+        return real(task)
+
+    monkeypatch.setattr(experiment, "run_job_from_checkpoint", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.compare([str(float_ck)], CFG, out, progress=False, executor="serial")
+    monkeypatch.setattr(experiment, "run_job_from_checkpoint", real)
+    experiment._cached_model.cache_clear()  # the rerun is a new process: nothing evaluated on its model yet
+    # the rest in reverse order, as another process would pick them up
+    monkeypatch.setattr(experiment, "plan_jobs", lambda *a, **k: list(reversed(_plan(*a, **k))))
+    results = experiment.compare([str(float_ck)], CFG, out, progress=False, executor="serial")
+    assert _numbers(results) == reference
+    saved = json.loads((out / "results.json").read_text())
+    assert [m["float"] for m in saved["models"]] == [reference[0][1]]
+
+
+_plan = experiment.plan_jobs
