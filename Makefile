@@ -1,11 +1,12 @@
-# Two entry points: `make demo` (set up, then run the main job) and `make test`.
+# Two entry points: `make demo` (set up, then run the main job) and `make test` (lint, the test
+# suite and the documentation site, as CI runs them).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch is pinned here for the setup path; the package itself accepts torch>=2.1.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench-sweep
+.PHONY: setup demo test lint docs bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -27,8 +28,18 @@ $(VENV)/.installed-ray: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	touch $@
 
-test: setup lint $(VENV)/.installed-ray
+test: setup lint $(VENV)/.installed-ray docs
 	$(BIN)/python -m pytest
+
+# The API reference and guides (mkdocs + mkdocstrings, pinned in the docs extra) into site/;
+# --strict: any warning (a broken link, a missing module, a bad docstring reference) fails.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/python docs/figures/column.py
+	$(BIN)/mkdocs build --strict --quiet
 
 # chip evaluations per minute: one process vs the local executor vs a local Ray
 bench-sweep: setup $(VENV)/.installed-ray
