@@ -13,8 +13,9 @@ Executors (:func:`make_executor` by name):
 
 * ``serial`` -- :class:`SerialExecutor`: in this process, one job after another.
 * ``local``  -- :class:`LocalExecutor`: a pool of worker processes (default: one per
-  CPU core this process may use), started with ``spawn`` (or ``forkserver``), never
-  ``fork``, so no lock, thread or CUDA state of the caller leaks into a worker.
+  CPU core this process may use; at most that many), loky's pool (from joblib): started
+  fresh, never ``fork``-ed, so no lock, thread or CUDA state of the caller leaks into a
+  worker; workers end when the command ends, however it ends (``SIGTERM``, ``SIGKILL``).
 * ``ray``    -- :class:`RayExecutor`: Ray tasks of one CPU each, on a running cluster
   (``address`` or ``$RAY_ADDRESS``) or on a local one it starts (``pip install
   "sddhr[ray]"``).
@@ -34,8 +35,8 @@ is raised again (with a note naming the job), so errors keep their type.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -145,45 +146,97 @@ class SerialExecutor(Executor):
 
 
 class LocalExecutor(Executor):
-    """A pool of ``workers`` processes on this machine (default: :func:`available_cpus`),
-    each on one torch thread. ``context``: ``spawn`` (default) or ``forkserver``."""
+    """A pool of ``workers`` processes on this machine (an integer from 1 to
+    :func:`available_cpus`, the default), each on one torch thread.
+
+    The pool is loky's (shipped with joblib): workers are started fresh (never ``fork``-ed,
+    so no lock, thread or CUDA state of the caller leaks into them) without re-running the
+    caller's ``__main__``, functions are sent with cloudpickle (so ``fn`` may be defined in a
+    script or notebook), a worker that dies is reported at once, and an interrupted run
+    kills its workers instead of waiting for their jobs. On top of that every worker watches
+    the process that started it and exits within :data:`WATCH_SECONDS` once it is gone: a
+    ``SIGTERM`` (``timeout``, Slurm, Kubernetes) or ``SIGKILL`` of the command leaves no
+    worker behind. ``context``: loky's start method, ``loky`` (default), ``spawn`` or
+    ``forkserver``."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, context: str = "spawn"):
-        if workers is not None and (int(workers) != workers or workers < 1):
-            raise SpecError(f"workers must be a positive integer, got {workers!r}")
-        if context not in ("spawn", "forkserver"):
-            raise SpecError(f"context must be 'spawn' or 'forkserver', got {context!r}")
-        self.workers = int(workers) if workers is not None else available_cpus()
-        self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context(context),
-                                            initializer=_one_thread)
+    def __init__(self, workers: int | None = None, context: str = "loky"):
+        from joblib.externals.loky import ProcessPoolExecutor
+        from joblib.externals.loky.backend.context import get_context
+
+        self.workers = check_workers(workers)
+        if context not in ("loky", "spawn", "forkserver"):
+            raise SpecError(f"context must be 'loky', 'spawn' or 'forkserver', got {context!r}")
+        self._pool = ProcessPoolExecutor(self.workers, context=get_context(context), initializer=_worker_setup,
+                                         initargs=(os.getpid(),))
+        self._interrupted = False
 
     def warm_up(self) -> None:
         """Start every worker now (each imports torch once) instead of at the first jobs."""
         list(self._pool.map(_noop, range(self.workers)))
 
     def imap_unordered(self, fn: Callable, jobs: Sequence) -> Iterator[tuple[int, Any]]:
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
         jobs = list(jobs)
         futures = {self._pool.submit(_call_one_thread, fn, job): i for i, job in enumerate(jobs)}
+        done = False
         try:
             for fut in cf.as_completed(futures):
                 i = futures[fut]
                 try:
                     res = fut.result()
-                except cf.process.BrokenProcessPool as err:
+                except BrokenProcessPool as err:
                     raise ExecutorError(f"a worker process of the local executor died (killed or out of memory) "
                                         f"while running job {i}: {jobs[i]!r}"[:500]) from err
                 except BaseException as err:
                     _note(err, i, jobs[i])
                     raise
                 yield i, res
+            done = True
         finally:
-            for fut in futures:
-                fut.cancel()
+            if not done:  # an error, an interrupt or a caller that stopped early: do not wait for the rest
+                self._interrupted = True
+                for fut in futures:
+                    fut.cancel()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, kill_workers=self._interrupted)
+
+
+#: how often (seconds) a pool worker checks that the process that started it is alive
+WATCH_SECONDS = 0.5
+
+
+def check_workers(workers, cpus: int | None = None) -> int:
+    """``workers`` as an int in 1 .. the CPU cores this process may use (None: all of them);
+    anything else is a :class:`SpecError` naming the parameter and the range. More workers
+    than cores only add memory (each loads torch, the model and the data) and time."""
+    cpus = available_cpus() if cpus is None else cpus
+    if workers is None:
+        return cpus
+    ok = isinstance(workers, (int, float)) and not isinstance(workers, bool) and float(workers).is_integer()
+    if not ok or not 1 <= workers <= cpus:
+        raise SpecError(f"workers must be an integer from 1 to {cpus} (the CPU cores this process may use), "
+                        f"got {workers!r}")
+    return int(workers)
+
+
+def _worker_setup(parent: int) -> None:
+    """Pool worker start-up: one torch thread, and a watchdog that ends this worker as soon
+    as ``parent`` (the process that started the pool) is gone, whatever killed it."""
+    import threading
+
+    _one_thread()
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            if os.getppid() != parent:  # re-parented: the pool's owner died
+                os._exit(1)
+
+    threading.Thread(target=watch, name="sddhr-parent-watch", daemon=True).start()
 
 
 def _noop(x):
@@ -213,9 +266,10 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "logging_level": "warning", **init_kwargs}
             if address:
+                check_ray_address(address)  # Ray itself retries an unreachable address for ever
                 kwargs["address"] = address
             else:
-                kwargs["num_cpus"] = num_cpus
+                kwargs["num_cpus"] = check_workers(num_cpus) if num_cpus is not None else None
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as err:
@@ -257,6 +311,41 @@ class RayExecutor(Executor):
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
         self._owned = False
+
+
+#: seconds to wait for a Ray cluster's address to accept a connection
+RAY_CONNECT_SECONDS = 10.0
+
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """Refuse, within ``timeout`` seconds (default :data:`RAY_CONNECT_SECONDS`), a Ray
+    address (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray)
+    that is malformed or where nothing accepts a connection, with an
+    :class:`ExecutorError` naming the address; a ``ray://`` address also needs Ray's client
+    (``pip install "sddhr[ray]"`` installs it)."""
+    import socket
+
+    timeout = RAY_CONNECT_SECONDS if timeout is None else timeout
+    text = str(address).strip()
+    if text in ("auto", "local"):
+        return
+    client = text.startswith("ray://")
+    host, _, port = text[len("ray://"):].rpartition(":") if client else text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutorError(f"Ray address {text!r}: expected host:port or ray://host:port (e.g. ray://head:10001)")
+    if client:
+        try:
+            import grpc  # noqa: F401 - Ray's client protocol
+        except ImportError:
+            raise SpecError(f'Ray address {text!r}: a ray:// address needs Ray\'s client: pip install "sddhr[ray]" '
+                            "(or ray[client])") from None
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise ExecutorError(f"cannot reach the Ray cluster at {text} ({reason} within {timeout:g} s): check "
+                            "--ray-address / $RAY_ADDRESS and that the cluster is running") from None
 
 
 def make_executor(name: str, workers: int | None = None, **kwargs) -> Executor:
