@@ -1,22 +1,25 @@
 """One writer per run folder: an exclusive lock that names its holder.
 
 ``with run_lock(out_dir, what="train"):`` creates ``out_dir`` if needed and holds an
-exclusive ``fcntl.flock`` on ``out_dir/.sddhr.lock`` until the block ends. The lock file's
-body is JSON naming the holder (pid, host, command line, what, start time), so a second
-process that wants the same folder gets a :class:`~sddhr.config.SpecError` saying who
-holds it, instead of both writing and one run silently replacing the other.
+exclusive lock on ``out_dir/.sddhr.lock`` until the block ends, so a second process that
+wants the same folder gets a :class:`~sddhr.config.SpecError` saying who holds it,
+instead of both writing and one run silently replacing the other.
 
-Stale locks: the kernel drops an ``flock`` when its holder dies, even with ``kill -9``, so
-a lock file whose lock can be taken belongs to a finished or dead writer; it is taken over
-with a message on stderr naming the old holder. Where ``flock`` is not supported (some
-network file systems) the body decides: a live pid on this host refuses, anything else is
-taken over. The lock file is removed when the lock is released; a file left behind by a
-killed process is harmless.
+The lock itself is `filelock`'s (a dependency of torch, declared by sddhr too): an
+``flock`` on Unix that the kernel drops when its holder dies, even with ``kill -9``; a
+lock file that is a symbolic link is never opened through the link (``O_NOFOLLOW``), so
+the lock can neither write to nor truncate a file outside the folder; where ``flock`` is
+not supported (some network file systems) filelock falls back to its own marker-file lock.
+
+Who holds it is recorded beside the lock, in ``out_dir/.sddhr.lock.holder`` (JSON: pid,
+host, command line, what, start time), written atomically (a new file renamed into place:
+a symbolic link there is replaced, never followed) and removed on release. A holder file
+left by a killed process is reported when its folder is taken over.
 
 Nested locks of the same folder in one process (a command that calls another) share the
-outer lock. The lock file descriptor is not inherited by child processes started with
-``spawn`` / ``forkserver`` or ``subprocess``; a ``fork``-ed child keeps the lock alive
-while it runs (the body then names a dead pid, and the message says so).
+outer lock. Child processes started with ``spawn`` / ``forkserver`` / ``subprocess`` do
+not inherit the lock; a ``fork``-ed child keeps it while it runs (the message then says
+that the recorded holder is gone but a process it started still holds the lock).
 """
 
 from __future__ import annotations
@@ -32,21 +35,28 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._io import make_dirs, os_error_message, pid_alive
+from ._io import atomic_write_text, make_dirs, os_error_message, pid_alive
 from .config import SpecError
 
 LOCK_NAME = ".sddhr.lock"
+HOLDER_NAME = ".sddhr.lock.holder"
 
-_held: dict[Path, list] = {}  # resolved folder -> [fd, depth] of locks held by this process
+_held: dict[Path, list] = {}  # resolved folder -> [filelock object, depth] of locks held by this process
 
 
-def _read_body(fd: int) -> dict:
+def _read_holder(folder: Path) -> dict:
+    """The recorded holder of ``folder``'s lock ({} when none or unreadable; a link is not followed)."""
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
+        fd = os.open(folder / HOLDER_NAME, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {}
+    try:
         raw = os.read(fd, 1 << 16)
         body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     return body if isinstance(body, dict) else {}
 
 
@@ -69,78 +79,68 @@ def _alive_here(body: dict) -> bool:
     return body.get("host") == socket.gethostname() and pid_alive(pid)
 
 
-def _flock_retry(fd: int, tries: int = 4) -> None:
-    """Exclusive non-blocking flock; a few short retries ride over a momentary shared probe."""
-    for i in range(tries):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if i == tries - 1:
-                raise
-            time.sleep(0.05)
+def _link_error(lock_path: Path) -> SpecError:
+    try:
+        target = f" (to {os.readlink(lock_path)})"
+    except OSError:
+        target = ""
+    return SpecError(f"{lock_path}: the run lock is a symbolic link{target}; sddhr never writes through one. "
+                     "Remove the link, or choose another output folder")
 
 
-def _acquire(folder: Path, what: str, command: str | None) -> int:
+def _acquire(folder: Path, what: str, command: str | None):
+    import filelock
+
     lock_path = folder / LOCK_NAME
-    for _ in range(20):  # retry when the file was removed / replaced between open and lock
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as err:
-            raise SpecError(os_error_message(err, lock_path, "create the run lock")) from None
-        try:
-            flock_ok = True
-            try:
-                _flock_retry(fd)
-            except BlockingIOError:
-                body = _read_body(fd)
-                note = "" if not body or _alive_here(body) or body.get("host") != socket.gethostname() else \
-                    " (that process is gone; a child process it forked still holds the lock)"
-                raise SpecError(f"{folder}: another sddhr process is writing this folder: {describe_holder(body)}"
-                                f"{note}; wait for it to finish, or choose another output folder") from None
-            except OSError as err:
-                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                    raise SpecError(os_error_message(err, lock_path, "lock")) from None
-                flock_ok = False  # no flock here: the body decides
-            try:
-                same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # the previous holder removed the file after we opened it
-                os.close(fd)
-                continue
-            body = _read_body(fd)
-            if body:
-                if not flock_ok and _alive_here(body):
-                    raise SpecError(f"{folder}: another sddhr process is writing this folder: "
-                                    f"{describe_holder(body)}; wait for it to finish, or choose another output folder")
-                print(f"sddhr: {folder}: taking over a stale run lock of {describe_holder(body)}: it is no longer "
-                      "running", file=sys.stderr, flush=True)
-            new = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                   "command": command if command is not None else " ".join(map(str, sys.argv)),
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-            data = (json.dumps(new) + "\n").encode("utf-8")
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, data, 0)
-                os.fsync(fd)
-            except OSError as err:
-                raise SpecError(os_error_message(err, lock_path, "write the run lock")) from None
-            return fd
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-    raise SpecError(f"{lock_path}: cannot take the run lock: the file keeps being replaced")  # pragma: no cover
+    if lock_path.is_symlink():
+        raise _link_error(lock_path)
+    lock = filelock.FileLock(lock_path, timeout=0, thread_local=False)
+    try:
+        lock.acquire(timeout=0.2, poll_interval=0.05)  # rides over a momentary probe (lock_holder)
+    except filelock.Timeout:
+        body = _read_holder(folder)
+        if not body:
+            who = "a process that has not recorded itself yet"
+        else:
+            who = describe_holder(body)
+            if body.get("host") == socket.gethostname() and not _alive_here(body):
+                who += " (that process is gone; a process it started still holds the lock)"
+        raise SpecError(f"{folder}: another sddhr process is writing this folder: {who}; wait for it to finish, "
+                        "or choose another output folder") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP or lock_path.is_symlink():
+            raise _link_error(lock_path) from None
+        raise SpecError(os_error_message(err, lock_path, "take the run lock")) from None
+    try:
+        old = _read_holder(folder)
+        if old:
+            if _alive_here(old):
+                why = "it is still running but no longer holds the lock"
+            elif old.get("host") not in (None, socket.gethostname()):
+                why = "its lock was released (that host cannot be checked from here)"
+            else:
+                why = "it is no longer running"
+            print(f"sddhr: {folder}: taking over a stale run lock of {describe_holder(old)}: {why}",
+                  file=sys.stderr, flush=True)
+        new = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+               "command": command if command is not None else " ".join(map(str, sys.argv)),
+               "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        atomic_write_text(folder / HOLDER_NAME, json.dumps(new) + "\n")
+    except SpecError as err:
+        lock.release()
+        raise SpecError(f"{folder}: cannot record the run lock's holder: {err}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
-def _release(folder: Path, fd: int) -> None:
-    lock_path = folder / LOCK_NAME
+def _release(folder: Path, lock) -> None:
     with contextlib.suppress(OSError):
-        if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
-            os.unlink(lock_path)  # still holding the lock: nobody else can have taken it
+        if _read_holder(folder).get("pid") == os.getpid():
+            os.unlink(folder / HOLDER_NAME)  # still holding the lock: nobody else can have written it
     with contextlib.suppress(OSError):
-        os.close(fd)  # releases the flock
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -161,33 +161,34 @@ def run_lock(folder: str | Path, what: str = "train", command: str | None = None
         finally:
             _held[key][1] -= 1
         return
-    fd = _acquire(folder, what, command)
-    _held[key] = [fd, 1]
+    lock = _acquire(folder, what, command)
+    _held[key] = [lock, 1]
     try:
         yield folder
     finally:
         del _held[key]
-        _release(folder, fd)
+        _release(folder, lock)
 
 
 def lock_holder(folder: str | Path) -> dict | None:
-    """The body of ``folder``'s lock if a live process holds it, else None (no side effects)."""
-    lock_path = Path(folder) / LOCK_NAME
+    """The recorded holder of ``folder``'s lock while a live process holds it, else None
+    (a shared probe of the lock: nothing is written)."""
+    folder = Path(folder)
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_body(fd)
-        except OSError:
-            body = _read_body(fd)
+            return _read_holder(folder)
+        except OSError:  # no flock here: the recorded holder decides
+            body = _read_holder(folder)
             return body if _alive_here(body) else None
         return None
     finally:
         os.close(fd)
 
 
-__all__ = ["LOCK_NAME", "describe_holder", "lock_holder", "run_lock"]
+__all__ = ["HOLDER_NAME", "LOCK_NAME", "describe_holder", "lock_holder", "run_lock"]
