@@ -167,3 +167,58 @@ def test_csv_rows_strip_the_header_skip_blank_lines_and_count_lines(tmp_path):
     assert read_csv_rows(p) == ([], [])
     with pytest.raises(SpecError, match="not found"):
         read_csv_rows(tmp_path / "none.csv")
+
+
+def test_csv_header_with_a_repeated_column_is_refused(tmp_path):
+    from sddhr._io import read_csv_rows
+
+    p = tmp_path / "m.csv"
+    p.write_text("k,k,n,code\n1,2,3,4\n")
+    with pytest.raises(SpecError, match=r"m\.csv:1: column 'k' appears more than once"):
+        read_csv_rows(p)
+    p.write_text("k, n ,n,code\n1,2,3,4\n")  # the same name once stripped
+    with pytest.raises(SpecError, match="column 'n' appears more than once"):
+        read_csv_rows(p)
+
+
+def test_csv_with_a_byte_order_mark_reads_like_without(tmp_path):
+    from sddhr._io import read_csv_rows
+
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    text = "k,n,code\n3,1,2\n4,2,2\n"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # what spreadsheet programs write
+    assert read_csv_rows(marked) == read_csv_rows(plain)
+    assert read_csv_rows(marked)[0] == ["k", "n", "code"]
+
+
+_FULL_DISK = """
+import resource, signal, sys, torch
+from sddhr.checkpoints import atomic_save
+from sddhr.config import SpecError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    atomic_save({"model": {"w": torch.zeros(100000)}}, sys.argv[1])
+except SpecError as err:
+    print("SpecError:", err)
+"""
+
+
+def test_a_checkpoint_write_that_fails_part_way_is_a_clear_error_and_keeps_the_old_file(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from sddhr.checkpoints import atomic_save
+
+    target = tmp_path / "checkpoint.pt"
+    atomic_save({"model": {"w": torch.ones(3)}}, target)
+    before = target.read_bytes()
+    out = subprocess.run([sys.executable, "-c", _FULL_DISK, str(target)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(f"SpecError: {target}: cannot write"), out.stdout + out.stderr[-2000:]
+    assert "nothing was replaced" in out.stdout
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

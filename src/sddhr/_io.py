@@ -46,6 +46,7 @@ _REASONS = {
     errno.EISDIR: "a folder is where a file is expected",
     errno.EEXIST: "a file is where a folder is expected",
     errno.ENAMETOOLONG: "name too long",
+    errno.EFBIG: "file too large for this file system or this process's file size limit",
 }
 
 
@@ -70,7 +71,10 @@ def _is_write_failure(err: BaseException) -> bool:
     if isinstance(err, OSError):
         return True
     msg = str(err)
-    return isinstance(err, RuntimeError) and ("PytorchStreamWriter" in msg or "file write failed" in msg)
+    # torch's zip writer: "PytorchStreamWriter failed writing file ...", "file write failed", and (newer
+    # torch, a full disk at the end of the archive) "unexpected pos 128 vs 0"
+    return isinstance(err, RuntimeError) and ("PytorchStreamWriter" in msg or "file write failed" in msg
+                                              or "unexpected pos" in msg)
 
 
 def pid_alive(pid: int) -> bool:
@@ -277,16 +281,22 @@ def read_csv_rows(path, what: str = "measurement file") -> tuple[list[str], list
     """A small CSV with a header, read whole: the header's column names (stripped of spaces)
     and ``(line number, row)`` for every row that is not blank. A missing or unreadable
     file, text that is not UTF-8, malformed CSV and a row with more fields than the header
-    are one-line :class:`SpecError` s naming the file (and line); an empty file has no
-    columns."""
+    are one-line :class:`SpecError` s naming the file (and line), and so is a header that
+    names a column twice (the last one would silently win); a UTF-8 byte-order mark is
+    skipped; an empty file has no columns."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{what} not found: {path}")
     rows = []
     try:
-        with reading(path, what), path.open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte-order mark (what spreadsheet programs write) is not part of the first name
+        with reading(path, what), path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             names = [f.strip() for f in reader.fieldnames or []]  # none in an empty file: callers name theirs
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise SpecError(f"{path}:1: column {', '.join(map(repr, twice))} appears more than once in the "
+                                "header; each column name may appear once")
             reader.fieldnames = names
             for row in reader:
                 line = reader.line_num  # the file's own line (DictReader skips empty lines unseen)
