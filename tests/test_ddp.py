@@ -78,3 +78,29 @@ def test_stochastic_ranks_are_independent_and_reproducible(two_ranks, tmp_path, 
     # only rank 0 wrote: one line per epoch, printed once
     assert (root / "sddhr" / "metrics.csv").read_text().count("\n") == 3
     assert stdout.count("sddhr: 2 epochs, final test accuracy") == 2
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"WORLD_SIZE": "-3"}, r"WORLD_SIZE must be an integer 1 or more .*got '-3'"),
+    ({"WORLD_SIZE": "0"}, r"WORLD_SIZE must be an integer 1 or more"),
+    ({"WORLD_SIZE": "two"}, r"WORLD_SIZE must be an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, r"RANK must be an integer from 0 to 1 below WORLD_SIZE=2, got '2'"),
+    ({"WORLD_SIZE": "2", "RANK": "-1"}, r"RANK must be an integer from 0 to 1"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "5"}, r"LOCAL_RANK must be an integer from 0 to 1"),
+])
+def test_a_bad_torchrun_environment_is_refused_at_once(monkeypatch, env, match):
+    import time
+
+    from sddhr.config import SpecError
+    from sddhr.distributed import session
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29999")  # nobody there: a rank that waited would hang for 30 minutes
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    t0 = time.monotonic()
+    with pytest.raises(SpecError, match=match), session():
+        pass
+    assert time.monotonic() - t0 < 10

@@ -57,12 +57,32 @@ def world() -> World:
     return World()
 
 
-def env_world_size() -> int:
-    """``WORLD_SIZE`` set by torchrun (1 when absent)."""
+def _env_int(name: str, default: str, lo: int, hi: int | None, hint: str) -> int:
+    raw = os.environ.get(name, default)
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        value = int(raw)
     except ValueError:
-        raise SpecError(f"WORLD_SIZE must be an integer, got {os.environ.get('WORLD_SIZE')!r}") from None
+        value = None
+    if value is None or value < lo or (hi is not None and value > hi):
+        bound = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
+        raise SpecError(f"{name} must be an integer {bound}{hint}, got {raw!r}; start distributed training with "
+                        "torchrun (torchrun --nproc-per-node N -m sddhr.cli train ...)")
+    return value
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` set by torchrun (1 when absent); 0, a negative or a non-integer value
+    is a :class:`SpecError` naming the variable and the allowed range."""
+    return _env_int("WORLD_SIZE", "1", 1, None, " (the number of processes)")
+
+
+def env_ranks(size: int) -> tuple[int, int]:
+    """``(RANK, LOCAL_RANK)`` of this process, checked against the world ``size``: a rank
+    outside 0 .. size - 1 would wait for ever (torch's default: 30 minutes) for ranks that
+    never come, so it is refused at once naming the variable and the range."""
+    rank = _env_int("RANK", "0", 0, size - 1, f" below WORLD_SIZE={size}")
+    local = _env_int("LOCAL_RANK", "0", 0, size - 1, f" below WORLD_SIZE={size}")
+    return rank, local
 
 
 @contextlib.contextmanager
@@ -78,9 +98,9 @@ def session(device: str = "cpu") -> Iterator[str]:
         if key not in os.environ:
             raise SpecError(f"WORLD_SIZE is set but {key} is not: start distributed training with torchrun "
                             "(torchrun --nproc-per-node N -m sddhr.cli train ...)")
+    _, local = env_ranks(env_world_size())
     cuda = str(device).startswith("cuda")
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo")
@@ -212,5 +232,6 @@ def wrap(model: nn.Module, device) -> nn.Module:
     return DDP(model, device_ids=ids, find_unused_parameters=True)
 
 
-__all__ = ["GlobalBatchNorm", "World", "all_sum", "broadcast", "env_world_size", "prepare_model", "rank_seed",
+__all__ = ["GlobalBatchNorm", "World", "all_sum", "broadcast", "env_ranks", "env_world_size", "prepare_model",
+           "rank_seed",
            "session", "shard", "world", "wrap"]
