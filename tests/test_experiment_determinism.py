@@ -110,3 +110,19 @@ def test_interrupted_and_resumed_gives_the_same_numbers(float_ck, reference, tmp
 
 
 _plan = experiment.plan_jobs
+
+
+def test_a_failed_first_run_leaves_no_store_that_refuses_the_corrected_one(float_ck, tmp_path, monkeypatch):
+    out = tmp_path / "failed"
+
+    def broken(task):
+        raise RuntimeError("the data of this model cannot be read")
+
+    monkeypatch.setattr(experiment, "run_job_from_checkpoint", broken)
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        experiment.compare([str(float_ck)], CFG, out, progress=False, executor="serial")
+    assert not any(p.name.startswith("results.sqlite") for p in out.iterdir())
+    monkeypatch.undo()
+    other = CFG.model_copy(update={"instances": 2})  # the corrected command, another configuration
+    results = experiment.compare([str(float_ck)], other, out, progress=False, executor="serial")
+    assert len(results[0]["rows"]) == 2 * len(other.levels)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
 from sddhr.config import SpecError
-from sddhr.store import ResultsStore, fingerprint, fingerprint_diff, iter_missing, model_identity
+from sddhr.store import STORE_NAME, ResultsStore, fingerprint, fingerprint_diff, iter_missing, model_identity
 
 EVAL = {"levels": [1.0, 2.0], "instances": 3, "first_seed": 1000, "impl": "bit_true"}
 FP = fingerprint(EVAL, [{"name": "conv", "data": "digits"}, {"name": "sddhr", "data": "digits"}])
@@ -173,3 +174,41 @@ def test_two_processes_write_at_once(tmp_path):
             rows = st.rows(m)
             assert [r["seed"] for r in rows] == list(range(150))
             assert all(r["accuracy"] == acc(m, 1.0, r["seed"]) for r in rows)
+
+
+def test_values_read_back_are_range_checked(tmp_path):
+    with ResultsStore.open(tmp_path, {"eval_config": {}, "models": [{"name": "m"}]}) as st:
+        st.put({"model": "m", "level": 2.0, "seed": 1, "accuracy": 0.75})
+        st.put({"model": "m", "level": 2.0, "seed": 2, "accuracy": 0.25})
+        st.put_baseline("m", "float", 0.9)
+        st.put_baseline("m", "ideal", 0.8)
+        with pytest.raises(SpecError, match=r"accuracy must be in \[0.0, 1.0\], got 7.5"):
+            st.put({"model": "m", "level": 2.0, "seed": 3, "accuracy": 7.5})
+    with sqlite3.connect(tmp_path / STORE_NAME) as conn:  # edited by hand: 75 % typed as 7.5
+        conn.execute("UPDATE results SET accuracy = 7.5 WHERE seed = 1")
+    with ResultsStore.open(tmp_path, {"eval_config": {}, "models": [{"name": "m"}]}) as st:
+        with pytest.raises(SpecError, match=r"the result of 'm' at level 2.0, seed 1: accuracy must be in "
+                                            r"\[0.0, 1.0\], got 7.5; the store was edited or damaged"):
+            st.to_results()
+    with sqlite3.connect(tmp_path / STORE_NAME) as conn:
+        conn.execute("UPDATE results SET accuracy = 0.75 WHERE seed = 1")
+        conn.execute("UPDATE baselines SET accuracy = -0.1 WHERE kind = 'ideal'")
+    with ResultsStore.open(tmp_path, {"eval_config": {}, "models": [{"name": "m"}]}) as st:
+        assert [r["accuracy"] for r in st.rows()] == [0.75, 0.25]
+        with pytest.raises(SpecError, match="the ideal baseline of 'm': accuracy must be in"):
+            st.to_results()
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_as_it_was(tmp_path):
+    db = tmp_path / STORE_NAME
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE customers (name TEXT)")
+        conn.execute("INSERT INTO customers VALUES ('ada')")
+    conn.close()
+    before = db.read_bytes()
+    with pytest.raises(SpecError, match=r"not an sddhr results store \(it holds the tables customers\)"):
+        ResultsStore.open(tmp_path, {"eval_config": {}, "models": []})
+    assert db.read_bytes() == before
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["customers"]
+    conn.close()

@@ -38,7 +38,7 @@ from .evaluate import EvalConfig, save_results
 from .executors import Executor, SerialExecutor, available_cpus, make_executor
 from .nn import ActQuantizer, Mode, recalibrated_norms, set_spec, using_mode
 from .runlock import run_lock
-from .store import ResultsStore, fingerprint, model_identity
+from .store import STORE_NAME, ResultsStore, fingerprint, model_identity
 from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
 
 # ------------------------------------------------------------------------------ splits
@@ -435,7 +435,7 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
     fp = fingerprint(json.loads(cfg_json),
                      [model_identity(m["name"], m["path"], json.loads(m["data"].model_dump_json())) for m in models],
                      spec=_spec_identity(spec_json, spec_changes), device=torch.device(device).type)
-    with run_lock(out_dir, "evaluate"), ResultsStore.open(out_dir, fp) as store:
+    with run_lock(out_dir, "evaluate"), _store(out_dir, fp) as store:
         for m in models:
             store.put_model_info(m["name"], {"train_config": json.loads(m["train_cfg"].model_dump_json())})
         done = store.done()
@@ -454,6 +454,23 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
 
 
 _BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
+
+
+@contextlib.contextmanager
+def _store(out_dir, fp: dict):
+    """The results store of ``out_dir``; one this run created is deleted again when the run
+    fails before storing anything, so a failed first attempt (a bad model, data, option)
+    leaves no fingerprint that would refuse the corrected command."""
+    created = not (Path(out_dir).expanduser() / STORE_NAME).exists()
+    store = ResultsStore.open(out_dir, fp)
+    try:
+        yield store
+    except BaseException:
+        if created and store.is_empty():
+            store.discard()
+        raise
+    finally:
+        store.close()
 
 #: the default executor (``executor=None``: ``local``) first runs jobs in this process and
 #: starts worker processes only once the remaining jobs would take longer than this many

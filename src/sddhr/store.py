@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ._io import check_writable, make_dirs
-from .config import SpecError
+from .config import MAX_LEVEL, SpecError
 
 STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 Key = tuple[str, float, int]
+_TABLES = {"meta", "models", "baselines", "results"}
 
 
 def _canonical(obj) -> str:
@@ -130,15 +131,38 @@ def _dumps(obj) -> str:
     return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
 
+#: the range of each stored number (accuracies are fractions; levels as config.MAX_LEVEL; seeds >= 0)
+RANGES = {"accuracy": (0.0, 1.0), "level": (0.0, float(MAX_LEVEL)), "seed": (0, None)}
+
+
 def _num(v, what: str, kind=float):
     try:
         out = kind(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError(f"results store: {what} must be a number, got {v!r}") from None
     if kind is float and not math.isfinite(out):
         raise SpecError(f"results store: {what} must be finite, got {v!r}")
     if kind is int and out != v:
         raise SpecError(f"results store: {what} must be an integer, got {v!r}")
+    lo, hi = RANGES.get(what, (None, None))
+    if lo is not None and out < lo or hi is not None and out > hi:
+        raise SpecError(f"results store: {what} must be in [{lo}, {'inf' if hi is None else hi}], got {v!r}")
+    return out
+
+
+def _checked(path, where: str, **values):
+    """Values read back from the store, each checked as on writing: a store edited or
+    damaged by hand is refused naming the row, never summarised into a 293 % mean."""
+    out = []
+    for what, v in values.items():
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(_num(v, what, int if what == "seed" else float))
+        except SpecError as err:
+            raise SpecError(f"{path}: {where}: {str(err).removeprefix('results store: ')}; the store was edited or "
+                            "damaged: delete that row (or the store) and run the command again") from None
     return out
 
 
@@ -168,6 +192,12 @@ class ResultsStore:
             raise SpecError(f"{path}: cannot open the results store ({err})") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables or tables - _TABLES:  # checked before anything is changed
+                conn.close()
+                raise SpecError(f"{path}: not an sddhr results store (it holds the tables "
+                                f"{', '.join(sorted(tables - _TABLES) or sorted(tables))}); sddhr adds nothing to "
+                                "another database: move it away or choose another output folder")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             with _transaction(conn):
@@ -205,6 +235,18 @@ class ResultsStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def is_empty(self) -> bool:
+        """No evaluation and no baseline stored yet."""
+        return not self._query("SELECT 1 FROM results LIMIT 1") and not self._query("SELECT 1 FROM baselines LIMIT 1")
+
+    def discard(self) -> None:
+        """Close and delete this store (with its write-ahead log): for a store this run
+        created and never wrote a result to, so that a failed run leaves no fingerprint that
+        would refuse a corrected rerun."""
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -281,7 +323,9 @@ class ResultsStore:
                + (" WHERE r.model = ?" if model is not None else "") + " ORDER BY m.pos, r.model, r.level, r.seed")
         out = []
         for m, lv, s, acc, ex in self._query(sql, () if model is None else (str(model),)):
-            row = {"model": m, "level": float(lv), "seed": int(s), "accuracy": float(acc)}
+            lv, s, acc = _checked(self.path, f"the result of {m!r} at level {lv}, seed {s}", level=lv, seed=s,
+                                  accuracy=acc)
+            row = {"model": m, "level": lv, "seed": s, "accuracy": acc}
             if extra:
                 row.update(json.loads(ex))
             out.append(row)
@@ -292,8 +336,8 @@ class ResultsStore:
         out = {}
         for kind, acc, lv, s, ex in self._query(
                 "SELECT kind, accuracy, level, seed, extra FROM baselines WHERE model = ?", (str(model),)):
-            out[kind] = {"accuracy": float(acc), "level": None if lv is None else float(lv),
-                         "seed": None if s is None else int(s), **json.loads(ex)}
+            acc, lv, s = _checked(self.path, f"the {kind} baseline of {model!r}", accuracy=acc, level=lv, seed=s)
+            out[kind] = {"accuracy": acc, "level": lv, "seed": s, **json.loads(ex)}
         return out
 
     def model_info(self, model: str) -> dict:
