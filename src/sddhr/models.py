@@ -9,7 +9,10 @@ pixels (signed) and stays digital by default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +127,82 @@ def resnet20(in_shape: Sequence[int], classes: int = 10, width: int = 16) -> Res
     return ResNet(in_shape, classes, 3, width)
 
 
+#: how a model name that is not one of :data:`ARCHS` is read: ``package.module:factory`` or
+#: ``path/to/file.py:factory`` (the factory may be a dotted attribute, ``module:Class.build``)
+IMPORT_PATH_FORM = "package.module:function or path/to/file.py:function"
+
+
+def is_import_path(name: str) -> bool:
+    """True when ``name`` has the form of an import path (``module:factory``), not a built-in name."""
+    return isinstance(name, str) and ":" in name
+
+
+def check_arch(name: str) -> str:
+    """``name`` if it is a built-in architecture or well-formed import path (nothing is
+    imported), else a :class:`SpecError` saying what is allowed."""
+    if not isinstance(name, str):
+        raise SpecError(f"model must be a string ({', '.join(ARCHS)} or {IMPORT_PATH_FORM}), got {name!r}")
+    if name in ARCHS:
+        return name
+    if not is_import_path(name):
+        raise SpecError(f"unknown architecture {name!r}; valid: {', '.join(ARCHS)}, or an import path "
+                        f"({IMPORT_PATH_FORM}) of a factory called as factory(in_shape, classes)")
+    module, _, attr = name.rpartition(":")
+    if not module or not attr or not all(part.isidentifier() for part in attr.split(".")):
+        raise SpecError(f"model {name!r}: an import path is {IMPORT_PATH_FORM} (the part after ':' names a "
+                        "function or other callable in the module)")
+    if not module.endswith(".py") and not all(part.isidentifier() for part in module.split(".")):
+        raise SpecError(f"model {name!r}: {module!r} is neither a module name (package.module) nor a .py file")
+    return name
+
+
+def resolve_model(name: str) -> Callable[..., nn.Module]:
+    """The factory ``name`` stands for: a built-in architecture's builder (``mlp``, ``cnn``,
+    ``vgg``, ``resnet20``) or the callable an import path names, imported here.
+
+    An import path is ``package.module:factory`` (the module importable from ``sys.path``) or
+    ``path/to/file.py:factory``. The factory is called as ``factory(in_shape, classes)`` (plus
+    ``width=...`` when a width is given): ``in_shape`` is ``(channels, height, width)`` of one
+    input, ``classes`` the number of classes; it returns a float ``nn.Module`` (its layers
+    become IMC layers in :func:`build_model`). Every failure is a :class:`SpecError` naming
+    ``name`` and what went wrong.
+    """
+    check_arch(name)
+    builtin: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "resnet20": resnet20}
+    if name in builtin:
+        return builtin[name]
+    module_name, _, attr = name.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).expanduser()
+            if not path.is_file():
+                raise SpecError(f"model {name!r}: file {path} not found")
+            spec = importlib.util.spec_from_file_location(f"sddhr_user_model_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise SpecError(f"model {name!r}: cannot load {path} as a Python module")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except SpecError:
+        raise
+    except ImportError as err:
+        raise SpecError(f"model {name!r}: cannot import module {module_name!r} ({err}); it must be importable "
+                        "(on sys.path / PYTHONPATH) or be given as path/to/file.py") from None
+    except Exception as err:  # noqa: BLE001 - the user's module failed while being imported
+        raise SpecError(f"model {name!r}: importing {module_name!r} failed ({type(err).__name__}: {err})") from None
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            raise SpecError(f"model {name!r}: {module_name!r} has no attribute {attr!r}; its callables: "
+                            f"{', '.join(public[:20]) or 'none'}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SpecError(f"model {name!r}: {attr!r} is a {type(obj).__name__}, not a callable factory")
+    return obj  # type: ignore[return-value]
+
+
 def build_model(
     arch: str,
     in_shape: Sequence[int],
@@ -134,12 +213,18 @@ def build_model(
     per_channel: bool = True,
     w_step_scale: float = 1.0,
 ) -> nn.Module:
-    """Reference network ``arch`` (``mlp``, ``cnn``, ``vgg`` or ``resnet20``); with a ``spec``, its layers
-    (except ``keep_digital``) become IMC layers (weight step ``w_step_scale`` x max-abs)."""
-    if arch not in ARCHS:
-        raise SpecError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    """Network ``arch``: a reference network (``mlp``, ``cnn``, ``vgg`` or ``resnet20``) or an
+    import path ``package.module:factory`` (:func:`resolve_model`); with a ``spec``, its layers
+    (except ``keep_digital``) become IMC layers (weight step ``w_step_scale`` x max-abs). An
+    imported model's layers take inputs of either sign (``signed_inputs="all"`` of
+    :func:`~sddhr.nn.convert`, as :func:`sddhr.api.prepare` does): a user's model may feed a
+    layer signed values (e.g. after a LayerNorm); the reference networks feed every IMC layer
+    a ReLU output."""
+    factory = resolve_model(arch)
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise SpecError(f"in_shape must be (channels, height, width), got {tuple(in_shape)}")
+    signed: str | tuple[str, ...] = ()
+    model: nn.Module
     if arch == "mlp":
         w = MLP_WIDTH if width is None else width
         model = mlp(in_shape, classes, (w * 4, w * 2))
@@ -147,8 +232,19 @@ def build_model(
         model = cnn(in_shape, classes, width or 16)
     elif arch == "vgg":
         model = vgg(in_shape, classes, width or 64)
-    else:
+    elif arch == "resnet20":
         model = resnet20(in_shape, classes, width or 16)
+    else:
+        kwargs = {} if width is None else {"width": width}
+        try:
+            model = factory(tuple(int(v) for v in in_shape), int(classes), **kwargs)
+        except TypeError as err:
+            raise SpecError(f"model {arch!r}: calling it as factory(in_shape, classes"
+                            f"{', width=...' if kwargs else ''}) failed: {err}") from None
+        if not isinstance(model, nn.Module):
+            raise SpecError(f"model {arch!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+        signed = "all"
     if spec is not None:
-        convert(model, spec, keep_digital=keep_digital, per_channel=per_channel, w_step_scale=w_step_scale)
+        convert(model, spec, keep_digital=keep_digital, per_channel=per_channel, w_step_scale=w_step_scale,
+                signed_inputs=signed)
     return model

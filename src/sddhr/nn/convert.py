@@ -64,20 +64,20 @@ class _SignedInputs:
         mag, sx = layer.aq(x.abs())  # one range for both signs; the gradient carries sign(x)
         neg = x < 0
         both = torch.cat([mag.masked_fill(neg, 0.0), mag.masked_fill(~neg, 0.0)])
-        w_int, sw = layer.wq(self.weight)
+        w_int, sw = layer.wq(layer.weight)
         y = IMCProduct.apply(both, w_int, sx, sw.detach(), layer)
         n = x.shape[0]
         y = y[:n] - y[n:]
-        if self.bias is not None:
-            y = y + layer.out_scale(self.bias)
+        if layer.bias is not None:
+            y = y + layer.out_scale(layer.bias)
         return y
 
 
-class SignedIMCLinear(_SignedInputs, IMCLinear):
+class SignedIMCLinear(_SignedInputs, IMCLinear):  # type: ignore[misc]
     """:class:`IMCLinear` for inputs of either sign (two macro passes when an input has negatives)."""
 
 
-class SignedIMCConv2d(_SignedInputs, IMCConv2d):
+class SignedIMCConv2d(_SignedInputs, IMCConv2d):  # type: ignore[misc]
     """:class:`IMCConv2d` for inputs of either sign (two macro passes when an input has negatives)."""
 
 
@@ -256,6 +256,7 @@ def convert(
         if name in keep:
             continue
         old = model.get_submodule(name)
+        assert isinstance(old, (nn.Linear, nn.Conv2d))
         wq = WeightQuantizer(spec.macro.w_bits, per_channel, w_step_scale)
         aq = ActQuantizer(spec.macro.x_bits, learn=learn_act_range)
         dev, dt = old.weight.device, old.weight.dtype
@@ -269,8 +270,8 @@ def convert(
             new = conv_cls(old.in_channels, old.out_channels, old.kernel_size, old.stride,
                            _explicit_padding(name, old), old.dilation, old.groups, old.bias is not None, spec, wq,
                            aq, next_id, device=dev, dtype=dt)
-        new.weight = old.weight
-        new.bias = old.bias
+        new.weight = old.weight  # type: ignore[misc]
+        new.bias = old.bias  # type: ignore[misc]
         new.aq.to(dev)
         new.train(old.training)
         _set(model, name, new)
