@@ -9,7 +9,8 @@ import pytest
 from sddhr.cli import main
 from sddhr.config import preset
 
-TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--epochs", "1", "--max-steps", "2",
+TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--epochs", "1",
+        "--max-steps-per-epoch", "2",
         "--batch-size", "32", "--rows", "64", "--adc-bits", "6"]
 
 
@@ -45,7 +46,7 @@ def test_compare_test_subset_keeps_each_models_data(tmp_path, capsys):
                  y=rng.integers(0, 10, n).astype(np.int64))
     run = tmp_path / "conv"
     assert main(["train", "--recipe", "conventional", "--arch", "cnn", "--width", "4", "--data", "cifar10",
-                 "--data-dir", str(tmp_path / "d"), "--epochs", "1", "--max-steps", "1", "--batch-size", "16",
+                 "--data-dir", str(tmp_path / "d"), "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "16",
                  "--keep-digital", "first", "--out", str(run)]) == 0
     res = tmp_path / "res"
     assert main(["compare", str(run), "--levels", "1", "--instances", "1", "--test-subset", "24",
@@ -109,7 +110,8 @@ def test_train_from_a_table_file(tmp_path, capsys):
     table = tmp_path / "t.npz"
     assert main(["abstraction", "--rows", "16", "--adc-bits", "5", "--level", "4", "--method", "gaussian",
                  "--out", str(table)]) == 0
-    tiny = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+    tiny = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1",
+            "--max-steps-per-epoch", "1",
             "--batch-size", "32", "--rows", "16", "--adc-bits", "5"]
     run = tmp_path / "sd"
     assert main(["train", "--recipe", "sddhr", "--variant", "exact", "--table", str(table), *tiny,
@@ -143,7 +145,7 @@ def test_fine_tune_inherits_network_data_and_hardware(tmp_path, capsys):
     capsys.readouterr()
     ft = tmp_path / "ft"
     assert main(["train", "--recipe", "ddhr", "--level", "4", "--init-from", str(conv), "--epochs", "1",
-                 "--max-steps", "1", "--test-subset", "32", "--out", str(ft)]) == 0
+                 "--max-steps-per-epoch", "1", "--test-subset", "32", "--out", str(ft)]) == 0
     line = [s for s in capsys.readouterr().out.splitlines() if "--init-from " + str(conv) in s]
     assert len(line) == 1 and "arch cnn" in line[0] and "width 4" in line[0] and "N = 64" in line[0]
     child = json.loads((ft / "config.json").read_text())
@@ -153,7 +155,7 @@ def test_fine_tune_inherits_network_data_and_hardware(tmp_path, capsys):
     # flags override what they name (and the note says so); hardware flags change the inherited spec
     ft2 = tmp_path / "ft2"
     assert main(["train", "--recipe", "conventional", "--init-from", str(conv), "--arch", "cnn", "--width", "4",
-                 "--adc-bits", "7", "--epochs", "1", "--max-steps", "1", "--test-subset", "32",
+                 "--adc-bits", "7", "--epochs", "1", "--max-steps-per-epoch", "1", "--test-subset", "32",
                  "--out", str(ft2)]) == 0
     out = capsys.readouterr().out
     assert "overridden: arch, width" in out and "hardware flags" in out

@@ -18,7 +18,8 @@ import pytest
 from sddhr import experiment
 from sddhr.cli import main
 
-TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "300", "--epochs", "1", "--max-steps", "2",
+TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "300", "--epochs", "1",
+        "--max-steps-per-epoch", "2",
         "--batch-size", "32", "--rows", "64", "--adc-bits", "6"]
 SWEEP = ["--levels", "2", "6", "--instances", "10"]
 TOTAL = 2 + 2 * 10  # float + ideal baselines, 20 chips

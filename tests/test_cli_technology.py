@@ -16,7 +16,8 @@ from sddhr.cli import main
 from sddhr.config import EmpiricalCellSpec, ReramBinarySpec, SramChargeSpec, preset
 from sddhr.demo import demo_configs, demo_levels
 
-TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--epochs", "1", "--max-steps", "2",
+TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--epochs", "1",
+        "--max-steps-per-epoch", "2",
         "--batch-size", "32", "--rows", "32", "--adc-bits", "6", "--arch", "mlp"]
 
 
@@ -75,7 +76,7 @@ def test_sddhr_trained_for_a_technology_is_evaluated_on_its_chips(tmp_path, caps
     conv, sd, res = tmp_path / "conv", tmp_path / "sd", tmp_path / "res"
     assert main(["train", "--recipe", "conventional", *TINY, *tech_args, "--out", str(conv)]) == 0
     assert main(["train", "--recipe", "sddhr", "--level", level, "--init-from", str(conv), "--epochs", "1",
-                 "--max-steps", "2", "--test-subset", "64", "--out", str(sd)]) == 0
+                 "--max-steps-per-epoch", "2", "--test-subset", "64", "--out", str(sd)]) == 0
     hw = json.loads((sd / "config.json").read_text())["hardware"]
     assert hw == json.loads((conv / "config.json").read_text())["hardware"]  # inherited, technology included
     assert main(["evaluate", str(sd), "--levels", "0", level, "--instances", "2", "--executor", "serial",

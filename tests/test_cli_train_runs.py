@@ -13,7 +13,8 @@ import torch
 
 from sddhr.cli import main
 
-TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--max-steps", "2", "--batch-size", "32",
+TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--max-steps-per-epoch", "2",
+        "--batch-size", "32",
         "--rows", "64", "--adc-bits", "6", "--arch", "mlp"]
 
 
@@ -29,7 +30,7 @@ def test_init_from_into_a_folder_holding_a_run_is_refused(tmp_path, capsys):
     assert main(["train", "--recipe", "conventional", *TINY, "--epochs", "1", "--out", str(ft)]) == 0
     before = (ft / "checkpoint.pt").read_bytes()
     capsys.readouterr()
-    argv = ["train", "--recipe", "ddhr", "--init-from", str(base), "--epochs", "1", "--max-steps", "1",
+    argv = ["train", "--recipe", "ddhr", "--init-from", str(base), "--epochs", "1", "--max-steps-per-epoch", "1",
             "--test-subset", "32", "--out", str(ft)]
     assert main(argv) == 2
     err = _err(capsys)
@@ -44,7 +45,7 @@ def test_init_from_into_a_folder_holding_a_run_is_refused(tmp_path, capsys):
 def test_resume_names_the_setting_and_paths_compare_resolved(tmp_path, capsys, monkeypatch):
     base, ft = tmp_path / "base", tmp_path / "ft"
     assert main(["train", "--recipe", "conventional", *TINY, "--epochs", "1", "--out", str(base)]) == 0
-    common = ["--recipe", "conventional", "--epochs", "1", "--max-steps", "1", "--test-subset", "32"]
+    common = ["--recipe", "conventional", "--epochs", "1", "--max-steps-per-epoch", "1", "--test-subset", "32"]
     assert main(["train", *common, "--init-from", str(base), "--out", str(ft)]) == 0
     monkeypatch.chdir(tmp_path)
     # a relative path to the same --init-from (folder or file) is the same setting
@@ -132,7 +133,7 @@ def test_checkpoint_from_before_the_mlp_default_width_changed_still_loads(tmp_pa
     assert build_model("mlp", (1, 8, 8))[1].out_features == 4 * MLP_WIDTH
     run = tmp_path / "old"
     assert main(["train", "--recipe", "float", "--arch", "mlp", "--width", "64", "--data", "digits",
-                 "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+                 "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps-per-epoch", "1",
                  "--out", str(run)]) == 0
     ck = torch.load(run / CHECKPOINT, weights_only=True)
     cfg = json.loads(ck["config"])
@@ -143,5 +144,5 @@ def test_checkpoint_from_before_the_mlp_default_width_changed_still_loads(tmp_pa
     assert train_cfg.width == 64 and model[1].out_features == 256
     ft = tmp_path / "ft"
     assert main(["train", "--recipe", "conventional", "--init-from", str(run), "--train-subset", "64",
-                 "--test-subset", "32", "--epochs", "1", "--max-steps", "1", "--out", str(ft)]) == 0
+                 "--test-subset", "32", "--epochs", "1", "--max-steps-per-epoch", "1", "--out", str(ft)]) == 0
     assert load_model(ft)[1].width == 64

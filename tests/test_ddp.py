@@ -14,7 +14,8 @@ import torch
 from sddhr.cli import main
 from sddhr.distributed import World, rank_seed, shard
 
-TINY = ["--data", "digits", "--train-subset", "192", "--test-subset", "64", "--epochs", "2", "--max-steps", "3",
+TINY = ["--data", "digits", "--train-subset", "192", "--test-subset", "64", "--epochs", "2",
+        "--max-steps-per-epoch", "3",
         "--batch-size", "64", "--rows", "64", "--adc-bits", "6", "--arch", "mlp", "--width", "64", "--lr", "0.1"]
 RECIPES = {"float": ["--recipe", "float"], "conventional": ["--recipe", "conventional"],
            "sddhr": ["--recipe", "sddhr", "--level", "6", "--variant", "resampled"]}

@@ -79,7 +79,8 @@ def test_copies_out_of_range():
         Mode.instance(1.0, 0, "fast", copies=17)
 
 
-TINY = ["--data", "digits", "--train-subset", "256", "--test-subset", "64", "--epochs", "1", "--max-steps", "3",
+TINY = ["--data", "digits", "--train-subset", "256", "--test-subset", "64", "--epochs", "1",
+        "--max-steps-per-epoch", "3",
         "--batch-size", "32", "--rows", "64", "--adc-bits", "6"]
 
 

@@ -142,7 +142,8 @@ def test_fit_column_cli_then_train_from_the_table_and_evaluate_on_true_chips(tmp
     assert t.level == pytest.approx(fitted["estimate"]["level"])
     assert t.spec.column.read_noise_counts == pytest.approx(fitted["estimate"]["read_noise_counts"])
     run = tmp_path / "run"
-    tiny = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+    tiny = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1",
+            "--max-steps-per-epoch", "1",
             "--batch-size", "32", "--arch", "mlp"]
     assert main(["train", "--recipe", "sddhr", "--table", str(table), *tiny, "--out", str(run)]) == 0
     assert "from --table" in capsys.readouterr().out

@@ -17,7 +17,8 @@ import torch
 from sddhr import experiment
 from sddhr.cli import main
 
-TINY = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1", "--max-steps", "1",
+TINY = ["--data", "digits", "--train-subset", "64", "--test-subset", "32", "--epochs", "1",
+        "--max-steps-per-epoch", "1",
         "--batch-size", "32", "--rows", "16", "--adc-bits", "5", "--arch", "mlp"]
 
 

@@ -22,7 +22,8 @@ from sddhr.config import SpecError
 from sddhr.distill import distillation_loss
 from sddhr.train import make_config
 
-TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--max-steps", "2", "--batch-size", "32",
+TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--max-steps-per-epoch", "2",
+        "--batch-size", "32",
         "--rows", "64", "--adc-bits", "6", "--arch", "mlp", "--width", "8"]
 
 
