@@ -294,9 +294,10 @@ def test_truncnormal_from_moments_inverts_scipy_moments():
         ("r_ohm\n4000\n", "needs columns"),
         ("", "needs columns"),
         ("state,r_ohm\nP,4000\nX,5000\n", ":3: state must be P, AP or T"),
-        ("state,r_ohm\nP,4000\nAP,-10000\n", "positive"),
-        ("state,r_ohm\nP,4000\nAP,0\n", "positive"),
-        ("state,r_ohm\nP,4000\nAP,inf\n", "positive"),
+        ("state,r_ohm\nP,4000\nAP,-10000\n", r"r_ohm must be a resistance in \[0.001, 1e\+12\] ohm"),
+        ("state,r_ohm\nP,4000\nAP,0\n", "must be a resistance in"),
+        ("state,r_ohm\nP,4000\nAP,inf\n", "must be a resistance in"),
+        ("state,r_ohm\nP,4000\nAP,nan\n", "must be a resistance in"),
         ("state,r_ohm\nP,4000\nAP,ten\n", "not a number"),
         ("state,r_ohm\nP,4000\nAP\n", "not a number"),
         ("state,r_ohm\nP,4000,7\n", ":2: more fields than the 2 columns"),
@@ -326,3 +327,25 @@ def test_fit_device_refuses_zero_variance_samples(tmp_path):
     path.write_text("state,r_ohm\n" + "P,4000\n" * 5 + "AP,10000\n" * 3 + "AP,10100\n")
     with pytest.raises(SpecError, match="all equal"):
         fit_device(path)
+
+
+@pytest.mark.parametrize("value", ["1e300", "1e-320", "4e12", "5e-4"])
+def test_resistances_out_of_range_are_refused_naming_the_range(tmp_path, value):
+    p = tmp_path / "cells.csv"
+    # a few ordinary cells and one whose resistance would overflow / underflow the moments
+    p.write_text("state,r_ohm\n" + "".join(f"P,{4000 + 37 * i}\nAP,{9000 + 53 * i}\n" for i in range(5))
+                 + f"P,{value}\n")
+    with pytest.raises(SpecError, match=rf"cells\.csv:12: r_ohm must be a resistance in \[0\.001, 1e\+12\] ohm, "
+                                        rf"got {value}"):
+        fit_device(p)
+
+
+def test_extreme_but_allowed_resistances_fit_or_fail_cleanly(tmp_path):
+    p = tmp_path / "cells.csv"
+    p.write_text("state,r_ohm\nP,0.001\nP,1e12\nAP,0.002\nAP,1e12\n")
+    try:
+        fit = fit_device(p)
+    except SpecError as err:  # a clear refusal is fine; an OverflowError / ZeroDivisionError is not
+        assert "cells.csv" in str(err)
+    else:
+        assert math.isfinite(fit.device.r_p_ohm)

@@ -222,3 +222,36 @@ def test_a_checkpoint_write_that_fails_part_way_is_a_clear_error_and_keeps_the_o
     assert "nothing was replaced" in out.stdout
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04" + b"garbage" * 20,  # a damaged zip
+                                     b"\x80\x04\x95" + b"\x00" * 40])  # a pickle
+def test_a_damaged_or_foreign_table_file_is_one_clear_line(tmp_path, content):
+    from sddhr.abstraction import ColumnTable
+
+    p = tmp_path / "table.npz"
+    p.write_bytes(content)
+    with pytest.raises(SpecError, match=r"table\.npz: cannot read table file \(not an \.npz archive") as exc:
+        ColumnTable.load(p)
+    assert "unsafe" not in str(exc.value) and "allow_pickle" not in str(exc.value)
+
+
+def test_a_pickle_given_as_a_data_file_gets_no_advice_to_unpickle_it(tmp_path):
+    import pickle
+
+    from sddhr.data import DataError
+    from sddhr.data.readers import read_npz
+
+    p = tmp_path / "train.npz"
+    p.write_bytes(pickle.dumps({"x": [1, 2, 3]}))
+    with pytest.raises(DataError, match=r"train\.npz: not an \.npz archive") as exc:
+        read_npz(p)
+    assert "unsafe" not in str(exc.value) and "allow_pickle" not in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_preset_name_is_refused_not_the_default(name):
+    from sddhr.config import preset
+
+    with pytest.raises(SpecError, match=r"preset: the name is empty .*valid presets: .*mram-22nm"):
+        preset(name)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,15 @@ from .hardware import code_values, input_planes, n_segments, plane_weights, weig
 from .technology import CellTechnology, cell_model
 
 METHODS = ("exact", "gaussian")
+
+
+def _npz_reason(err: BaseException) -> str:
+    """Why numpy could not read a table file, in one line: numpy's advice to load a file that
+    is not an archive "unsafely" (unpickling it: code execution) never reaches the user."""
+    text = str(err)
+    if isinstance(err, zipfile.BadZipFile) or "pickled" in text or "allow_pickle" in text:
+        return "not an .npz archive written by sddhr (a damaged or foreign file; sddhr never unpickles files)"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 @dataclass
@@ -124,8 +135,9 @@ class ColumnTable:
                 method = str(d["method"]) if "method" in d.files else "measured"
         except SpecError:
             raise
-        except (OSError, ValueError, json.JSONDecodeError) as err:
-            raise SpecError(f"{path}: cannot read table file ({err})") from None
+        except (OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile,
+                zlib.error) as err:  # a damaged, truncated or foreign file: one line, never a hint to unpickle it
+            raise SpecError(f"{path}: cannot read table file ({_npz_reason(err)})") from None
         n = spec.column.rows
         if prob.shape != (n + 1, n + 1, spec.column.n_codes):
             raise SpecError(

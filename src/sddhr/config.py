@@ -371,7 +371,10 @@ PRESETS: dict[str, HardwareSpec] = {
 
 
 def preset(name: str) -> HardwareSpec:
-    """Look up a named preset; unknown names list the valid ones."""
+    """Look up a named preset; unknown names list the valid ones (an empty or blank name too:
+    it never stands for the default)."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"preset: the name is empty (got {name!r}); valid presets: {', '.join(sorted(PRESETS))}")
     try:
         return PRESETS[name]
     except KeyError:

@@ -276,6 +276,11 @@ class DeviceFit:
         return "\n".join(lines)
 
 
+#: the resistances a measurement CSV may hold (ohm): wide enough for any cell or transistor,
+#: narrow enough that means, variances and the fitted distributions stay finite
+R_OHM_RANGE = (1e-3, 1e12)
+
+
 def read_resistance_csv(path: str | Path) -> dict[str, np.ndarray]:
     """Read a CSV with columns ``state`` (P, AP, or T for transistor samples) and ``r_ohm``."""
     path = Path(path)
@@ -291,8 +296,10 @@ def read_resistance_csv(path: str | Path) -> dict[str, np.ndarray]:
             r = float(row["r_ohm"])
         except (TypeError, ValueError):
             raise SpecError(f"{path}:{i}: r_ohm is not a number: {row['r_ohm']!r}") from None
-        if not (r > 0 and math.isfinite(r)):
-            raise SpecError(f"{path}:{i}: r_ohm must be a positive finite resistance, got {r}")
+        lo, hi = R_OHM_RANGE
+        if not (lo <= r <= hi):  # beyond it the moments overflow or underflow (and no cell measures so)
+            raise SpecError(f"{path}:{i}: r_ohm must be a resistance in [{lo:g}, {hi:g}] ohm, "
+                            f"got {row['r_ohm'].strip()}")
         samples[state].append(r)
     return {k: np.asarray(v) for k, v in samples.items()}
 
@@ -352,6 +359,14 @@ def fit_device(path: str | Path, base: DeviceSpec | None = None,
         if len(r) >= 2 and float(r.std()) <= 1e-12 * float(r.mean()):
             raise SpecError(f"{path}: the {len(r)} {state} resistances are all equal ({r[0]:g} ohm): no "
                             "variation to fit; give measurements of several cells")
+    try:
+        return _fit_device(path, base, data)
+    except (OverflowError, ZeroDivisionError, FloatingPointError) as err:
+        raise SpecError(f"{path}: these resistances cannot be fitted: the computation leaves the range of floating "
+                        f"point numbers ({type(err).__name__}); check the r_ohm column's units (ohm)") from None
+
+
+def _fit_device(path, base: DeviceSpec, data: dict) -> DeviceFit:
     report: dict = {"states": {}}
     ks_total = {"lognormal": 0.0, "truncnormal": 0.0}
     params: dict[str, dict[str, tuple[float, float]]] = {"lognormal": {}, "truncnormal": {}}

@@ -230,6 +230,10 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: file not found") from None
     except (OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile,
             zlib.error) as err:  # NotImplementedError / RuntimeError: a damaged compression-method field
+        if isinstance(err, ValueError) and ("pickled" in str(err) or "allow_pickle" in str(err)):
+            # numpy's advice to load the file "unsafely" would mean unpickling it: code execution
+            raise DataError(f"{path}: not an .npz archive (pickled data or another format; sddhr never unpickles "
+                            "data files)") from None
         raise DataError(f"{path}: corrupt or truncated .npz ({type(err).__name__}: {err})") from None
     except MemoryError:
         raise DataError(f"{path}: too large to load into memory (or a corrupt header)") from None
