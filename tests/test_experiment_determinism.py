@@ -126,3 +126,21 @@ def test_a_failed_first_run_leaves_no_store_that_refuses_the_corrected_one(float
     other = CFG.model_copy(update={"instances": 2})  # the corrected command, another configuration
     results = experiment.compare([str(float_ck)], other, out, progress=False, executor="serial")
     assert len(results[0]["rows"]) == 2 * len(other.levels)
+
+
+def test_subsets_larger_than_the_data_record_the_numbers_used(float_ck, tmp_path):
+    from sddhr.data import load_dataset
+    from sddhr.train import DataConfig
+
+    n_test = len(load_dataset("digits", "test"))  # the truth, read independently of compare
+    n_train = len(load_dataset("digits", "train"))
+    small = EvalConfig(levels=[6], instances=2, batch_size=64)
+    asked = small.model_copy(update={"data": DataConfig(name="digits", test_subset=10**5), "recalibrate": 10**5})
+    exact = small.model_copy(update={"data": DataConfig(name="digits", test_subset=n_test), "recalibrate": n_train})
+    got = experiment.compare([str(float_ck)], asked, tmp_path / "asked", progress=False, executor="serial")
+    ref = experiment.compare([str(float_ck)], exact, tmp_path / "exact", progress=False, executor="serial")
+    assert _numbers(got) == _numbers(ref)
+    saved = json.loads((tmp_path / "asked" / "results.json").read_text())
+    text = json.dumps(saved)
+    assert str(10**5) not in text
+    assert f'"test_subset": {n_test}' in text and f'"recalibrate": {n_train}' in text

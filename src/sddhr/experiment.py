@@ -399,7 +399,6 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
     if spec is not None and spec_changes:
         raise SpecError("give either a hardware spec or changes to each checkpoint's spec, not both")
     spec_json = None if spec is None else spec.model_dump_json()
-    cfg_json = cfg.model_dump_json()
     models, tasks = [], []
     for i, path in enumerate(checkpoints):
         ck = load_checkpoint(path)
@@ -423,9 +422,13 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
         if name in taken:
             raise SpecError(f"--names: {name!r} is given twice")
         ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
-        models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data})
-        tasks += [Task(j, cfg_json, model_spec, data.model_dump_json(), train_cfg.data.model_dump_json(), str(device))
-                  for j in plan_jobs(name, cfg, train_cfg, ck_file)]
+        models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data, "spec": model_spec,
+                       "images": len(split)})
+    cfg = _used_sizes(cfg, models, progress)
+    cfg_json = cfg.model_dump_json()
+    for m in models:
+        tasks += [Task(j, cfg_json, m["spec"], m["data"].model_dump_json(), m["train_cfg"].data.model_dump_json(),
+                       str(device)) for j in plan_jobs(m["name"], cfg, m["train_cfg"], m["path"])]
     if out_dir is None:
         rows = _run_tasks(tasks, executor, workers, ray_address, progress, None)
         return [collect(m["name"], [t.job for t in tasks if t.job.model == m["name"]],
@@ -454,6 +457,32 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
 
 
 _BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
+
+
+def _used_sizes(cfg: EvalConfig, models: list[dict], progress: bool) -> EvalConfig:
+    """``cfg`` and each model's test data with the numbers of images actually used: a
+    ``test_subset`` or ``recalibrate`` larger than the data uses all of it, and the results
+    (fingerprint, ``results.json``) record that number, not the one asked for."""
+    notes = []
+    for m in models:
+        asked = m["data"].test_subset
+        if asked is not None and asked > m["images"]:
+            m["data"] = m["data"].model_copy(update={"test_subset": m["images"]})
+            notes.append(f"test_subset {asked} is more than the {m['images']} test images of {m['name']} "
+                         f"({m['data'].name}): using {m['images']}")
+    if cfg.data is not None and cfg.data.test_subset is not None and models:
+        most = max(m["images"] for m in models)
+        if cfg.data.test_subset > most:
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_subset": most})})
+    if cfg.recalibrate:
+        have = max(len(_cached_calibration(m["train_cfg"].data.model_dump_json(), cfg.recalibrate)) for m in models)
+        if have < cfg.recalibrate:
+            notes.append(f"recalibrate {cfg.recalibrate} is more than the {have} training images: using {have}")
+            cfg = cfg.model_copy(update={"recalibrate": have})
+    if progress:
+        for note in notes:
+            print(f"evaluate: {note} (recorded so)", file=sys.stderr, flush=True)
+    return cfg
 
 
 @contextlib.contextmanager
