@@ -21,11 +21,11 @@ def _subparsers(parser):
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
-def test_version_answers_without_importing_torch_or_numpy(flag):
+def test_version_answers_without_importing_torch_numpy_or_pydantic(flag):
     code = (f"import sys; from sddhr.cli import main; rc = main([{flag!r}]); "
-            "print(rc, 'torch' in sys.modules, 'numpy' in sys.modules)")
+            "print(rc, 'torch' in sys.modules, 'numpy' in sys.modules, 'pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == [f"sddhr {version('sddhr')}", "0 False False"]
+    assert out.splitlines() == [f"sddhr {version('sddhr')}", "0 False False False"]
 
 
 def test_version_script():

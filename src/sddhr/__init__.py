@@ -1,11 +1,7 @@
 """sddhr: train neural networks for variation-prone in-memory-computing hardware."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("sddhr")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+#: the one place the version is written (pyproject.toml reads it from here)
+__version__ = "0.1.0"
 
 #: public name -> the module that defines it; imported on first use, so that ``import sddhr``
 #: (and ``sddhr --version``) loads neither torch nor pydantic

@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 
 from . import __version__
-from ._io import check_writable, os_error_message, reading
-from .config import PRESETS, SpecError, check_device, make_spec, preset
-from .spec_flags import DEFAULT_PRESET, add_spec_args, spec_changes_from_args, spec_from_args
 
-# numpy and torch are imported where they are used: ``sddhr --version`` and ``sddhr -V``
-# answer before either loads (tests/test_cli_flags.py checks that).
+# Everything else (pydantic, numpy, torch and the modules that use them) is imported where it
+# is used: ``sddhr --version`` and ``sddhr -V`` answer before any of it loads
+# (tests/test_cli_flags.py checks that).
 
 
 def _cmd_abstraction(args) -> int:
+    from ._io import check_writable
     from .abstraction import build_table, validate_table
+    from .spec_flags import spec_from_args
 
     spec = spec_from_args(args)
     if args.out:
@@ -45,7 +45,8 @@ def _cmd_abstraction(args) -> int:
 
 
 def _cmd_fit_device(args) -> int:
-    from ._io import atomic_write_text
+    from ._io import atomic_write_text, check_writable, reading
+    from .config import preset
     from .device import fit_device, read_resistance_csv
 
     base = preset(args.preset)
@@ -126,6 +127,7 @@ def config_from_args(args, flags: dict[str, str], model=None) -> dict:
     (not None) written to its dotted config path from ``flags``. With ``model`` (the config's
     pydantic class), a key the file has and the model does not is an error naming the key
     and the closest valid ones."""
+    from .config import SpecError
     from .train import load_config_file
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
@@ -149,7 +151,9 @@ def config_from_args(args, flags: dict[str, str], model=None) -> dict:
 
 
 def _train_config_from_args(args):
+    from .config import SpecError, make_spec, preset
     from .recipes import TrainConfig
+    from .spec_flags import DEFAULT_PRESET, spec_changes_from_args, spec_from_args
     from .train import inherit_from_checkpoint, make_config
 
     data = config_from_args(args, TRAIN_FLAGS, TrainConfig)
@@ -170,6 +174,8 @@ def _train_config_from_args(args):
 
 
 def _cmd_train(args) -> int:
+    from ._io import check_writable
+    from .config import SpecError, check_device
     from .distributed import env_world_size, session, world
     from .train import train
 
@@ -194,8 +200,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from ._io import check_writable
+    from .config import SpecError, check_device
     from .evaluate import EvalConfig, format_table, make_eval_config
     from .experiment import compare
+    from .spec_flags import spec_changes_from_args, spec_from_args
 
     check_device(args.device)
     check_writable(args.out)
@@ -214,6 +223,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from ._io import check_writable
     from .report import write_report
 
     if args.out:
@@ -225,7 +235,10 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from ._io import check_writable
+    from .config import check_device
     from .demo import run_demo
+    from .spec_flags import spec_from_args
 
     check_device(args.device)
     check_writable(args.out)
@@ -234,6 +247,8 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_download(args) -> int:
+    from ._io import check_writable
+    from .config import SpecError
     from .data import download
 
     root = args.data_dir or os.environ.get("SDDHR_DATA_DIR")
@@ -246,6 +261,8 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_explore(args) -> int:
+    from ._io import check_writable
+    from .config import SpecError, check_device
     from .explore import ExploreConfig, make_explore_config, run_explore
 
     check_device(args.device)
@@ -365,6 +382,7 @@ def _with_defaults(p, defaults: dict[str, object] | None = None) -> None:
 
 
 def _add_train_args(p, e):
+    from .spec_flags import add_spec_args
     p.add_argument("--config", help="YAML / TOML / JSON training config; flags override it (default: none)")
     p.add_argument("--recipe", choices=e.RECIPES, help="training recipe")
     p.add_argument("--arch", choices=e.ARCHS, help="network architecture")
@@ -473,9 +491,11 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS
     from .evaluate import EvalConfig
     from .explore import ExploreConfig
     from .recipes import TrainConfig
+    from .spec_flags import DEFAULT_PRESET, add_spec_args, spec_from_args
 
     e = _Choices()
     parser = _Parser(prog="sddhr", description=__import__("sddhr").__doc__)
@@ -608,9 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``sddhr`` command. Every error is one line on stderr naming the file or
     parameter, with exit status 2 (``--debug``: the traceback instead)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if _asks_version(argv):  # before the parser: building it imports torch
+    if _asks_version(argv):  # before anything else: building the parser imports torch
         print(_version())
         return 0
+    from ._io import os_error_message
+    from .config import SpecError
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a pipe / log file at once
     parser = build_parser()
