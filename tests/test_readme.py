@@ -2,8 +2,8 @@
 
 Each line of the quick-tour ``bash`` block is run in a temporary folder holding what the
 tour assumes: ``DATA/mnist/{train,test}.npz`` (random 28 x 28 images, the ``.npz`` layout of
-docs/DATA.md; ``SDDHR_DATA_DIR`` points there too), ``measured.csv`` (sampled P / AP / T
-resistances) and ``examples/explore_mnist.yaml`` (the repository's). The commands run
+docs/DATA.md; ``SDDHR_DATA_DIR`` points there too) and the repository's sample files the
+tour names (``examples/measured.csv``, ``examples/explore_mnist.yaml``). The commands run
 in-process through ``sddhr.cli.main`` exactly as written, with only the size caps of
 :data:`CAPS` appended (argparse keeps the last value of a repeated flag, so ``--epochs 10
 ... --epochs 1`` trains one epoch; the table and every network use 64-row columns instead of
@@ -57,12 +57,14 @@ def _write_inputs(tmp: Path) -> None:
         (tmp / "DATA" / "mnist").mkdir(parents=True, exist_ok=True)
         np.savez(tmp / "DATA" / "mnist" / f"{split}.npz", x=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
                  y=rng.integers(0, 10, n).astype(np.int64))
-    rows = ["state,r_ohm"]
-    for state, mean in (("P", 4000.0), ("AP", 10000.0), ("T", 1500.0)):
-        rows += [f"{state},{r:.3f}" for r in rng.lognormal(np.log(mean), 0.05, 500)]
-    (tmp / "measured.csv").write_text("\n".join(rows) + "\n")
     (tmp / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "explore_mnist.yaml", tmp / "examples")
+    for name in tour_sample_files():
+        shutil.copy(ROOT / name, tmp / name)
+
+
+def tour_sample_files() -> list[str]:
+    """The repository files the tour's commands name (paths under examples/)."""
+    return sorted({arg for c in tour_commands() for arg in c if arg.startswith("examples/")})
 
 
 def test_quick_tour_runs_as_written(tmp_path, monkeypatch, capsys):
@@ -97,6 +99,29 @@ def test_readme_python_example_runs():
     from sddhr.nn import get_mode
 
     assert get_mode(namespace["model"]).kind == "instance"
+
+
+def test_tour_ships_its_sample_files():
+    names = tour_sample_files()
+    assert "examples/measured.csv" in names and "examples/explore_mnist.yaml" in names
+    assert all((ROOT / n).is_file() for n in names)
+
+
+def test_sample_measurements_fit_to_the_device_they_were_drawn_from():
+    """examples/measured.csv: 200 lognormal resistances per state, medians P 4200, AP 10300,
+    T 1450 ohm, log-sd 0.045 / 0.055 / 0.06 (docs/getting-started.md); the fit finds them."""
+    from sddhr.device import fit_device
+
+    dev = fit_device(ROOT / "examples" / "measured.csv").device
+    assert dev.distribution == "lognormal"
+    assert dev.r_p_ohm == pytest.approx(4200, rel=0.01) and dev.r_t_ohm == pytest.approx(1450, rel=0.01)
+    assert dev.r_p_ohm * (1 + dev.tmr) == pytest.approx(10300, rel=0.02)
+    assert (dev.sigma_p_rel, dev.sigma_ap_rel, dev.sigma_t_rel) == pytest.approx((0.045, 0.055, 0.06), rel=0.15)
+
+
+def test_tour_trains_sddhr_with_the_default_variant():
+    cmd = next(c for c in tour_commands() if c[1] == "train" and c[c.index("--recipe") + 1] == "sddhr")
+    assert "--variant" not in cmd
 
 
 @pytest.mark.parametrize("name", ["sddhr", "ddhr"])
