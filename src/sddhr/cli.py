@@ -435,7 +435,8 @@ def _add_train_args(p, e):
 
 def _add_eval_args(p, e):
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or run folders")
-    p.add_argument("--names", nargs="*", help="display names, one per checkpoint (default: the run folders' names)")
+    p.add_argument("--names", nargs="*", help="display names, one per checkpoint (default: each one's recipe, "
+                                                  "numbered where two share one)")
     p.add_argument("--config", help="YAML / TOML / JSON evaluation config; flags override it (default: none)")
     p.add_argument("--levels", type=float, nargs="+", help="variation levels")
     p.add_argument("--instances", type=int, help="chip instances per level")
@@ -539,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="plot + Markdown table from saved results (no re-run)")
     p.add_argument("results", nargs="+", help="results.json or its folder; several are merged into one report")
     p.add_argument("--out", help="output folder (default: next to the results; required when merging)")
-    p.add_argument("--title", help="plot title (default: the models and the chip count)")
+    p.add_argument("--title", help="plot title (default: the chip count and chip model of the results)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the main job: conventional vs DDHR vs S-DDHR on the embedded digits")
