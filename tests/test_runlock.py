@@ -55,6 +55,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "taking over a stale run lock" in err and f"pid {p.pid}" in err and "no longer running" in err
     assert not (tmp_path / "run" / HOLDER_NAME).exists()  # released: removed
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
 def test_finished_holder_leaves_no_lock(tmp_path, capsys):

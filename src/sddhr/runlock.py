@@ -13,8 +13,8 @@ not supported (some network file systems) filelock falls back to its own marker-
 
 Who holds it is recorded beside the lock, in ``out_dir/.sddhr.lock.holder`` (JSON: pid,
 host, command line, what, start time), written atomically (a new file renamed into place:
-a symbolic link there is replaced, never followed) and removed on release. A holder file
-left by a killed process is reported when its folder is taken over.
+a symbolic link there is replaced, never followed). Both files are removed on release; a
+holder file left by a killed process is reported when its folder is taken over.
 
 Nested locks of the same folder in one process (a command that calls another) share the
 outer lock. Child processes started with ``spawn`` / ``forkserver`` / ``subprocess`` do
@@ -136,9 +136,16 @@ def _acquire(folder: Path, what: str, command: str | None):
 
 
 def _release(folder: Path, lock) -> None:
+    """Remove the holder record and the lock file while still holding the lock (nobody else
+    can have written them), then release it: a finished run leaves neither behind. A process
+    that opened the lock file just before it was removed finds its lock on a deleted file
+    when it gets it; filelock then tries again on a new file."""
     with contextlib.suppress(OSError):
         if _read_holder(folder).get("pid") == os.getpid():
-            os.unlink(folder / HOLDER_NAME)  # still holding the lock: nobody else can have written it
+            os.unlink(folder / HOLDER_NAME)
+    with contextlib.suppress(OSError):
+        if not (folder / LOCK_NAME).is_symlink():
+            os.unlink(folder / LOCK_NAME)
     with contextlib.suppress(OSError):
         lock.release()
 

@@ -209,6 +209,9 @@ class ResultsStore:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
             conn.close()
+            if _write_failure(err):
+                raise SpecError(f"{path}: cannot write the results store ({err}): is the disk full or read-only? "
+                                "The results stored so far are kept; free space and run the command again") from None
             raise SpecError(f"{path}: not a usable sddhr results store ({err}); move it away or choose another "
                             "output folder") from None
         except BaseException:
@@ -266,7 +269,8 @@ class ResultsStore:
                 for sql, args in statements:
                     self._conn.execute(sql, args)
         except sqlite3.DatabaseError as err:
-            raise SpecError(f"{self.path}: cannot write the results store ({err})") from None
+            hint = ": is the disk full or read-only? The results stored so far are kept" if _write_failure(err) else ""
+            raise SpecError(f"{self.path}: cannot write the results store ({err}){hint}") from None
 
     def _ensure_model(self, model: str, pos: int | None = None) -> None:
         self._write((self._ADD_MODEL, (model, pos)))
@@ -379,6 +383,13 @@ class ResultsStore:
                 "train_config": self.model_info(name).get("train_config"), "seconds": seconds,
             })
         return out
+
+
+def _write_failure(err: sqlite3.DatabaseError) -> bool:
+    """SQLite's errors for a write the disk refused (full, quota, file size limit, read-only)."""
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and any(
+        w in text for w in ("disk i/o error", "database or disk is full", "readonly", "read-only", "unable to open"))
 
 
 class _transaction:
