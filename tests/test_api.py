@@ -252,14 +252,20 @@ def test_warning_full_range_steps_at_high_levels(step_scale, level, warned):
     assert any("full-range weight steps" in m for m in hardware_warnings(rec)) == warned
 
 
-def test_batch_norm_train_warns_and_frozen_keeps_norms_in_eval_with_reestimated_statistics():
-    train = clusters(64, 0)
-    trainer = quick_trainer(prepare(small_cnn()), batch_norm="train")
-    with pytest.warns(HardwareSetupWarning, match="batch norm in training mode during S-DDHR"):
-        trainer.train_sddhr(train, epochs=1, ideal_epochs=0)
+@pytest.mark.parametrize(("variant", "batch_norm", "warned"), [
+    ("fresh_chip", "train", True), ("fresh_chip", "frozen", False), ("resampled", "train", False)])
+def test_warning_batch_norm_in_training_mode_with_one_chip_per_batch(variant, batch_norm, warned):
+    trainer = quick_trainer(prepare(small_cnn()), variant=variant, batch_norm=batch_norm)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        trainer.train_sddhr(clusters(32, 0), epochs=1, ideal_epochs=0)
+    assert any("batch norm in training mode" in m for m in hardware_warnings(rec)) == warned
 
+
+def test_frozen_batch_norm_stays_in_eval_with_statistics_reestimated_under_sddhr():
+    train = clusters(64, 0)
     model = prepare(small_cnn())
-    trainer = quick_trainer(model)
+    trainer = quick_trainer(model, batch_norm="frozen")
     trainer.train_float(train, epochs=1)
     bn = model[1]
     before = bn.running_mean.clone()
@@ -280,7 +286,7 @@ def test_trainer_and_evaluation_refuse_bad_arguments():
     model = prepare(small_cnn())
     with pytest.raises(SpecError, match=r"variation level must be in \[0, 100\]"):
         HardwareTrainer(model, 150)
-    with pytest.raises(SpecError, match="batch_norm must be one of frozen, train"):
+    with pytest.raises(SpecError, match="batch_norm must be one of train, frozen"):
         HardwareTrainer(model, 6, batch_norm="eval")  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"step_scale must be in \(0, 4\]"):
         HardwareTrainer(model, 6, step_scale=0)

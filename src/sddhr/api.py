@@ -71,7 +71,10 @@ CALIBRATION_BATCHES = 8
 #: 14-21 at level 10, and SGD at lr 0.05 diverged (docs/RESULTS.md, the MNIST table and "The
 #: weight quantiser's range")
 FULL_RANGE_WARN_LEVEL = 6.0
-BATCH_NORM_MODES = ("frozen", "train")
+BATCH_NORM_MODES = ("train", "frozen")
+#: S-DDHR variants in which every image of a batch sees the same simulated chip: batch statistics
+#: in training mode can absorb that chip's offsets, which a deployed chip does not allow
+ONE_CHIP_PER_BATCH = frozenset({"one_chip", "fresh_chip"}) & frozenset(VARIANTS)
 _EVAL = make_eval_config({})
 
 
@@ -237,11 +240,13 @@ class HardwareTrainer:
     ``level``: the variation level S-DDHR trains at (train at the level you deploy at or
     above). ``variant``: the S-DDHR variant (default :data:`~sddhr.nn.mode.DEFAULT_VARIANT`).
     ``step_scale``: the weight step during S-DDHR, times max|w| / qmax (default
-    :data:`~sddhr.recipes.NOISY_STEP_SCALE`). ``batch_norm``: ``"frozen"`` (default): at the
-    start of S-DDHR every batch-norm layer's running statistics are re-estimated in the S-DDHR
-    mode on ``calibration_batches`` training batches, and the layers then stay in eval mode
-    (their affine parameters still learn), so that the normalisation cannot follow each
-    batch's simulated chips; ``"train"``: batch statistics as in float training (warned).
+    :data:`~sddhr.recipes.NOISY_STEP_SCALE`). ``batch_norm``: ``"train"`` (default: batch
+    statistics as in float training, as every measured run; measured against ``"frozen"`` in
+    docs/API.md) or ``"frozen"``: at the start of S-DDHR every batch-norm layer's running
+    statistics are re-estimated in the S-DDHR mode on ``calibration_batches`` training
+    batches, and the layers then stay in eval mode (their affine parameters still learn), so
+    that the normalisation cannot follow a batch's simulated chip (warned against ``"train"``
+    with the variants that give a whole batch one chip).
     ``calibration_batches``: training batches the activation ranges are calibrated on before
     the first hardware stage (0: no calibration, warned). ``batch_size`` applies to a
     ``DataSplit`` or a tensor pair (a DataLoader keeps its own). ``seed`` seeds shuffling and
@@ -255,7 +260,7 @@ class HardwareTrainer:
         *,
         variant: str = DEFAULT_VARIANT,
         step_scale: float = NOISY_STEP_SCALE,
-        batch_norm: Literal["frozen", "train"] = "frozen",
+        batch_norm: Literal["train", "frozen"] = "train",
         calibration_batches: int = CALIBRATION_BATCHES,
         batch_size: int = BATCH_SIZE,
         device: str | torch.device = "cpu",
@@ -331,10 +336,10 @@ class HardwareTrainer:
         mode = Mode.stochastic(self.level, self.variant)
         set_weight_step_scale(self.model, self.step_scale)
         norms = _norm_layers(self.model)
-        if norms and self.batch_norm == "train":
-            _warn("train_sddhr: batch norm in training mode during S-DDHR: its batch statistics follow each batch's "
-                  "simulated chips, which a deployed chip does not have; the default batch_norm='frozen' keeps "
-                  "statistics re-estimated under S-DDHR")
+        if norms and self.batch_norm == "train" and self.variant in ONE_CHIP_PER_BATCH:
+            _warn(f"train_sddhr: batch norm in training mode with variant {self.variant!r}, where every image of a "
+                  "batch sees the same simulated chip: the batch statistics absorb that chip's offsets, which a "
+                  "deployed chip does not allow; use batch_norm='frozen'")
         frozen = bool(norms) and self.batch_norm == "frozen"
         if frozen:
             torch.manual_seed(self.seed)
