@@ -144,3 +144,14 @@ def test_subsets_larger_than_the_data_record_the_numbers_used(float_ck, tmp_path
     text = json.dumps(saved)
     assert str(10**5) not in text
     assert f'"test_subset": {n_test}' in text and f'"recalibrate": {n_train}' in text
+
+
+def test_too_many_workers_is_refused_before_any_work(float_ck, tmp_path, monkeypatch):
+    from sddhr.config import SpecError
+    from sddhr.executors import available_cpus
+
+    ran = []
+    monkeypatch.setattr(experiment, "run_job_from_checkpoint", lambda task: ran.append(task))
+    with pytest.raises(SpecError, match=rf"workers must be an integer from 1 to {available_cpus()}"):
+        experiment.compare([str(float_ck)], CFG, tmp_path / "out", progress=False, executor=None, workers=1000)
+    assert ran == [] and not (tmp_path / "out").exists()

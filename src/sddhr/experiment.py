@@ -35,7 +35,7 @@ from ._io import check_writable
 from .config import HardwareSpec, SpecError
 from .data import DataError
 from .evaluate import EvalConfig, save_results
-from .executors import Executor, SerialExecutor, available_cpus, make_executor
+from .executors import Executor, SerialExecutor, available_cpus, check_workers, make_executor
 from .nn import ActQuantizer, Mode, recalibrated_norms, set_spec, using_mode
 from .runlock import run_lock
 from .store import STORE_NAME, ResultsStore, fingerprint, model_identity
@@ -394,6 +394,8 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
     """
     if names and len(names) != len(checkpoints):
         raise SpecError(f"--names: got {len(names)} names for {len(checkpoints)} checkpoints")
+    if workers is not None and executor in (None, "local"):
+        check_workers(workers)  # before any work, not when the pool starts
     if out_dir is not None:
         check_writable(out_dir)
     if spec is not None and spec_changes:

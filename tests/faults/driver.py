@@ -121,8 +121,9 @@ def snapshot(root: Path, skip: Path) -> dict[str, str]:
 
 
 def chain(base: Path, seed: int, points: int, command, args_of, local_every: int = 0) -> dict:
-    """A reference run, then runs killed at seeded random times (SIGKILL or SIGTERM) until
-    ``points`` kills hit a running command. The runs go to ``base/chain-<k>``: a run that
+    """A reference run, then runs killed at seeded random times (SIGKILL or SIGTERM, after
+    up to 0.9 x the shortest whole run seen so far) until ``points`` kills hit a running
+    command. The runs go to ``base/chain-<k>``: a run that
     finishes before its signal completes that folder and the next run starts a new one; the
     last folder gets a final uninterrupted run. Every run's process group must be empty
     after it ends, and nothing outside the chain folders may change."""
@@ -130,7 +131,7 @@ def chain(base: Path, seed: int, points: int, command, args_of, local_every: int
     t0 = time.monotonic()
     ref = fork(command, *args_of(base / "reference", "serial"))
     assert wait(ref) == 0, "the reference run failed (see child.log)"
-    t_ref = time.monotonic() - t0
+    t_ref = t_run = time.monotonic() - t0
     root = base.parent  # the inputs and everything beside the output folders
 
     def outside() -> dict[str, str]:
@@ -143,7 +144,8 @@ def chain(base: Path, seed: int, points: int, command, args_of, local_every: int
         attempts += 1
         executor = "local" if local_every and len(kills) % local_every == local_every - 1 else "serial"
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        delay = rng.uniform(0.0, t_ref * (3.0 if executor == "local" else 1.0))
+        delay = rng.uniform(0.0, 0.9 * t_run * (3.0 if executor == "local" else 1.0))
+        t_start = time.monotonic()
         pid = fork(command, *args_of(base / f"chain-{k}", executor))
         time.sleep(delay)
         try:
@@ -155,6 +157,8 @@ def chain(base: Path, seed: int, points: int, command, args_of, local_every: int
             kills.append({"signal": sig.name, "after_s": round(delay, 3), "executor": executor, "chain": k})
         elif status == 0:
             k += 1  # this folder is complete; the next kills go to a new one
+            if executor == "serial":  # a whole run takes this long now (the machine's load changes)
+                t_run = min(t_run, time.monotonic() - t_start)
         else:
             errors.append(status)
         leftovers += left_behind(pid)
