@@ -40,11 +40,13 @@ from sddhr.models import build_model
 from sddhr.nn import Mode, set_mode
 from sddhr.nn.column_stats import get_sampler, get_table
 
-TRAIN_MODES = ["float", "ideal", "instance-bit_true", "instance-fast", "exact", "composed", "resampled", "faithful"]
+TRAIN_MODES = ["float", "ideal", "instance-bit_true", "instance-fast", "exact", "composed", "resampled", "faithful",
+               "one_chip"]
 #: faithful with every output drawn independently (no part shared across a conv's positions)
 EXTRA_MODES = ["faithful-independent"]
 EVAL_MODES = ["float", "ideal", "instance-bit_true", "instance-fast"]
-TARGETS = {"resampled": 1.3, "composed": 2.0, "faithful": 1.3}  # exact: 1.5 * B_x * B_w, set from the spec
+# exact: 1.5 * B_x * B_w, set from the spec
+TARGETS = {"resampled": 1.3, "composed": 2.0, "faithful": 1.3, "one_chip": 1.3}
 
 
 def make_mode(name: str, level: float) -> Mode:
@@ -58,6 +60,7 @@ def make_mode(name: str, level: float) -> Mode:
         "resampled": Mode.stochastic(level, "resampled"),
         "faithful": Mode.stochastic(level, "faithful"),
         "faithful-independent": Mode.stochastic(level, "faithful"),
+        "one_chip": Mode.stochastic(level, "one_chip"),
     }[name]
 
 
@@ -86,10 +89,10 @@ def setup(args):
 
 def prepare_tables(spec, level, device, modes):
     """Build the column table and the sampler outside the timed region."""
-    if {"exact", "composed", "faithful", "faithful-independent"} & set(modes):
+    if {"exact", "composed", "faithful", "faithful-independent", "one_chip"} & set(modes):
         t0 = time.perf_counter()
         get_sampler(get_table(spec, level), device)
-        if any(m.startswith("faithful") for m in modes):
+        if any(m.startswith("faithful") or m == "one_chip" for m in modes):
             from sddhr.nn.backends.faithful import faithful_tables
 
             faithful_tables(get_table(spec, level), level)

@@ -67,12 +67,11 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_splits, tiny_split)
     cfg = _cfg(recipe="sddhr", level=3, variant="resampled", epochs=3)
     full = train(cfg, tmp_path / "full", train_split=tr, test_split=te, progress=False)
     killed = tiny_split(96, 0)
-    calls = {"n": 0}
     orig = killed.batches
+    ck = tmp_path / "killed" / "checkpoint.pt"
 
-    def batches(*a, **k):  # die in the middle of the second epoch
-        calls["n"] += 1
-        killed.fail_after = 2 if calls["n"] == 2 else None
+    def batches(*a, **k):  # die two batches into the first stream read after epoch 1 was saved
+        killed.fail_after = 2 if ck.exists() else None
         return orig(*a, **k)
 
     killed.batches = batches

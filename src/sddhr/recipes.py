@@ -26,6 +26,7 @@ from .data import DATASETS
 from .models import ARCHS
 from .nn import IMPLS, VARIANTS, Mode, check_table_matches
 from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD
+from .nn.norms import NORM_MODES
 from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 
 #: weight step scale of the recipes trained under hardware noise (ddhr, sddhr, noise): measured
@@ -36,6 +37,9 @@ NOISY_STEP_SCALE = 0.35
 #: none: with coupled decay a clipped weight's only gradient is the decay, which Adam turns into a
 #: full-size step inward for every clipped weight (measured on MNIST and CIFAR-10, docs/RESULTS.md)
 DEFAULT_WEIGHT_DECAY = 5e-4
+#: recipes whose batch norm trains on running statistics by default (``TrainConfig.norm_mode``);
+#: none until measured better (docs/RESULTS.md)
+FROZEN_NORM_RECIPES: tuple[str, ...] = ()
 #: the mode kind each recipe trains in (one to one)
 RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
                 "noise": "noise"}
@@ -95,6 +99,10 @@ class TrainConfig(_Cfg):
     distill_from: str | None = Field(None, description="teacher checkpoint (e.g. the float model) for distillation")
     distill_weight: float = Field(0.5, gt=0, le=1, description="share of the distillation term in the loss")
     distill_temperature: float = Field(4.0, ge=1, le=20, description="softmax temperature of distillation")
+    batch_norm: Literal[NORM_MODES] | None = Field(
+        None, description="batch norm in training: batch (batch statistics) or frozen (running statistics, "
+                          "re-estimated under the training mode each epoch); default: batch (measured, "
+                          "docs/RESULTS.md)")
 
     @field_validator("hardware", mode="before")
     @classmethod
@@ -138,6 +146,14 @@ class TrainConfig(_Cfg):
         if self.weight_step_scale is not None:
             return self.weight_step_scale
         return NOISY_STEP_SCALE if self.trained_under_noise else 1.0
+
+    def norm_mode(self) -> str:
+        """How batch norm trains in this run (:attr:`batch_norm` or the recipe's default): a
+        chip's offset is shared by the batch in ddhr and sddhr, and batch statistics would
+        subtract it in training (:mod:`sddhr.nn.norms`)."""
+        if self.batch_norm is not None:
+            return self.batch_norm
+        return "frozen" if self.recipe in FROZEN_NORM_RECIPES else "batch"
 
     def decay(self) -> float:
         """The weight decay of this run (:attr:`weight_decay` or the default for its recipe and

@@ -11,6 +11,7 @@ where the last completed epoch left it (every epoch reseeds all generators from
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from .checkpoints import (  # noqa: F401  (re-exported)
 )
 from .config import SpecError, check_level, make_spec
 from .nn import set_clip_gradient, set_mode, set_spec, set_weight_step_scale
+from .nn.norms import NORM_BATCHES, estimate_norm_statistics, freeze_norms
 from .recipes import (  # noqa: F401  (re-exported)
     NOISY_STEP_SCALE,
     OPTIMIZERS,
@@ -279,7 +281,16 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
             gen = torch.Generator().manual_seed(es)  # the same global batches on every rank
             lr = float(opt.param_groups[0]["lr"])
             set_mode(model, cfg.train_mode(table, epoch))  # the epoch's level (level_ramp_epochs)
+            frozen = cfg.norm_mode() == "frozen"
+            if frozen:  # statistics of the quantised network under the epoch's mode, then frozen
+                ngen = torch.Generator().manual_seed(es ^ 0x5EED)
+                estimate_norm_statistics(model, itertools.islice(
+                    (xb.to(device) for xb, _ in train_split.batches(cfg.batch_size, shuffle=True,
+                                                                    augment=cfg.data.augment, generator=ngen)),
+                    NORM_BATCHES))
             net.train()
+            if frozen:
+                freeze_norms(model)
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             steps = math.ceil(len(train_split) / cfg.batch_size)
             if cfg.max_steps_per_epoch:

@@ -57,7 +57,7 @@ def _stacked_products(layer, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) 
     w = torch.stack([a.reshape(g, per, *a.shape[1:]), b.reshape(g, per, *b.shape[1:])], 1)
     y = layer.lin(x, w.reshape(2 * out, *a.shape[1:]).to(x.dtype))
     y = y.view(y.shape[0], g, 2, per, *y.shape[2:])
-    return y[:, :, 0].reshape(y.shape[0], out, *y.shape[3:]), y[:, :, 1].reshape(y.shape[0], out, *y.shape[3:])
+    return y[:, :, 0].reshape(y.shape[0], out, *y.shape[4:]), y[:, :, 1].reshape(y.shape[0], out, *y.shape[4:])
 
 
 @register("stochastic", "one_chip")
@@ -93,17 +93,26 @@ class OneChipBackend(FaithfulBackend):
             d.add_((pw * gain[:, :, seg] * mean_c).sum(0).view(d.shape))
         return d, offset
 
+    def _k_parts(self, layer, xc, w_int, ft, f, x2s, a_off, a_gain, s4, so2, sg2):
+        """The k form's mean and what is left of its total variance after the static parts
+        (cells through ``f``; the columns' ADC offset and gain, cross terms included), for the
+        samples ``xc``; grouped (nc, G, out / G, P)."""
+        bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
+        mean, var = (layer.grouped(t) for t in self._k_form(layer, xc, w_int, ft))
+        with _integer_products(xc.device, bx, bw):
+            lin2 = layer.lin(xc * xc, square_code(w_int, bw, signed=True))
+        cells = layer.grouped(lin2).mul_(ft.v_p - ft.v_ap).add_(x2s.mul(s4 * ft.v_ap).unsqueeze(2))
+        var = var.sub_(cells.mul_(f.unsqueeze(2)))
+        if so2 or sg2:
+            var.sub_((so2 * a_off * a_off + sg2 * a_gain * a_gain).sum(2).mul_(s4).unsqueeze(2))
+        return mean, var
+
     def product(self, layer, x_int, w_int):
         ft = self.tables(layer)
         bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
         p = float(weight_bit_planes(w_int, bw).mean()) if w_int.numel() else 0.5
         nt = ft.n_only(p, x_int.device)
-        form, counts = self.form, None
-        if form == "auto":
-            z, counts = self._phase_ratio(layer, x_int, nt)
-            self.last_z = z
-            form = "k" if z > self.threshold else "fast"
-        self.last_form = form
+        form, counts, k_rows = self.choose_form(layer, x_int, nt, self.form)
         if counts is None:
             counts = []
             for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
@@ -126,37 +135,37 @@ class OneChipBackend(FaithfulBackend):
             xc = x_int[sl]
             rb = looked[..., ir]  # (bx, nc, G, S, P)
             x2, num = _f_terms(n, npair, rb, p2, pairs)
-            f = num.sum(2).div_(x2.sum(2).clamp(min=1e-30))  # (nc, G, P)
+            x2s = x2.sum(2)
+            f = num.sum(2).div_(x2s.clamp(min=1e-30))  # (nc, G, P)
             with _integer_products(x_int.device, bx, bw):
                 lin_w, lin_d = _stacked_products(layer, xc, w_int, d)
             shape = lin_w.shape
             static = layer.grouped(lin_d).mul_(f.sqrt().unsqueeze(2))  # (nc, G, out / G, P)
-            adc_var = None
-            if off is not None:  # the chip's offsets through each conversion's ADC slope
+            a_off = a_gain = None
+            if off is not None or so2 or sg2:
                 a_off = sum(p2[b] * rb[b] for b in range(bx))  # (nc, G, S, P)
+                a_gain = sum(p2[b] * rb[b] * n[b] for b in range(bx)).mul_(m_bar)
+            if off is not None:  # the chip's offsets through each conversion's ADC slope
                 static.add_(torch.einsum("ngsp,gos->ngop", a_off, off))
-            if so2 or sg2:  # faithful's per-conversion variance holds the static ADC part: take it out
-                adc_var = sum(p2[b] ** 2 * (rb[b] * rb[b] * (so2 + sg2 * (n[b] * m_bar) ** 2)).sum(2)
-                              for b in range(bx)).mul_(s4)  # (nc, G, P)
             if form == "k":
-                mean, var = (layer.grouped(t) for t in self._k_form(layer, xc, w_int, ft))
-                with _integer_products(x_int.device, bx, bw):
-                    lin2 = layer.lin(xc * xc, square_code(w_int, bw, signed=True))
-                cells = layer.grouped(lin2).mul_(ft.v_p - ft.v_ap).add_(x2.sum(2).mul_(s4 * ft.v_ap).unsqueeze(2))
-                var = var.sub_(cells.mul_(f.unsqueeze(2)))
-                if so2 or sg2:  # the k form's total holds the static ADC offset / gain, cross terms included
-                    a_off = sum(p2[b] * rb[b] for b in range(bx))
-                    a_gain = sum(p2[b] * rb[b] * n[b] for b in range(bx)).mul_(m_bar)
-                    var.sub_((so2 * a_off * a_off + sg2 * a_gain * a_gain).sum(2).mul_(s4).unsqueeze(2))
+                mean, var = self._k_parts(layer, xc, w_int, ft, f, x2s, a_off, a_gain, s4, so2, sg2)
             else:
                 g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
                 u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx)).mul_(s4)
                 x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
-                if adc_var is not None:
-                    u_sum.sub_(adc_var)
+                if so2 or sg2:  # faithful's per-conversion variance holds the static ADC part: take it out
+                    u_sum.sub_(sum(p2[b] ** 2 * (rb[b] * rb[b] * (so2 + sg2 * (n[b] * m_bar) ** 2)).sum(2)
+                                   for b in range(bx)).mul_(s4))
                 mean = torch.add(x_sum.mul_(ft.m_ap).add_(g_sum).neg_().unsqueeze(2), layer.grouped(lin_w),
                                  alpha=ft.m_p - ft.m_ap)
                 var = u_sum.unsqueeze(2).expand_as(mean)
+                rows = k_rows[sl] if form == "mixed" else None
+                if rows is not None and bool(rows.any()):  # the k form for these samples
+                    var = var.clone()
+                    rr = rows.repeat_interleave(f.shape[0] // rows.shape[0])  # their output rows
+                    sub = (None if a_off is None else a_off[rr], None if a_gain is None else a_gain[rr])
+                    mean[rr], var[rr] = self._k_parts(layer, xc[rows], w_int, ft, f[rr], x2s[rr], *sub,
+                                                      s4, so2, sg2)
             y = var.clamp(min=0).sqrt_().mul_(torch.randn(mean.shape, device=mean.device)).add_(mean).add_(static)
             if len(counts) == 1:
                 return y.view(shape)
