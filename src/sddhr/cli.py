@@ -70,7 +70,7 @@ TRAIN_FLAGS = {
     "recipe": "recipe", "arch": "arch", "width": "width", "keep_digital": "keep_digital", "level": "level",
     "variant": "variant", "table": "table", "chip_seed": "chip_seed", "impl": "instance_impl",
     "noise_std": "noise_std", "weight_step_scale": "weight_step_scale", "level_ramp_epochs": "level_ramp_epochs",
-    "clip_gradient": "clip_gradient",
+    "clip_gradient": "clip_gradient", "batch_norm": "batch_norm", "model": "arch",
     "distill_from": "distill_from", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
     "weight_decay": "weight_decay",
@@ -156,6 +156,8 @@ def _train_config_from_args(args):
     from .spec_flags import DEFAULT_PRESET, spec_changes_from_args, spec_from_args
     from .train import inherit_from_checkpoint, make_config
 
+    if getattr(args, "arch", None) and getattr(args, "model", None):
+        raise SpecError(f"--arch {args.arch} and --model {args.model}: give one (--model names your own network)")
     data = config_from_args(args, TRAIN_FLAGS, TrainConfig)
     if not isinstance(data.get("data", {}), dict):
         raise SpecError(f"{args.config}: data must be a mapping (name, data_dir, ...), got {data['data']!r}")
@@ -386,7 +388,9 @@ def _add_train_args(p, e):
     p.add_argument("--config", help="YAML / TOML / JSON training config; flags override it (default: none)")
     p.add_argument("--recipe", choices=e.RECIPES, help="training recipe")
     p.add_argument("--arch", choices=e.ARCHS, help="network architecture")
-    # a user's model factory (pkg.mod:fn) is one more flag here, mapped in TRAIN_FLAGS
+    p.add_argument("--model", help="your own network instead of --arch: a factory's import path, "
+                                   "package.module:function or file.py:function, called as factory(in_shape, "
+                                   "classes) (default: none)")
     p.add_argument("--width", type=int, help="network width, channels of the first conv / MLP scale (default: the "
                                              "architecture's own)")
     p.add_argument("--keep-digital", nargs="*", help="layers kept digital (names, 'first', 'last')")
@@ -402,6 +406,8 @@ def _add_train_args(p, e):
                    help="weight step / (max|w| / qmax), in (0, 4] (default: 1 for float / conventional, "
                         "0.35 for ddhr / sddhr / noise)")
     p.add_argument("--clip-gradient", choices=("zero", "inward"), help="gradient of clipped weights")
+    p.add_argument("--batch-norm", choices=("batch", "frozen"), help="batch norm in training: batch statistics, "
+                   "or frozen running statistics re-estimated under the training mode each epoch (docs/MODEL.md)")
     p.add_argument("--level-ramp-epochs", type=int, help="sddhr: raise the level linearly over these first epochs")
     p.add_argument("--distill-from", help="teacher checkpoint (e.g. the float run) for distillation (default: none)")
     p.add_argument("--distill-weight", type=float, help="share of the distillation loss, in (0, 1]")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .config import HardwareSpec, Level, SpecError, preset, validated
 from .data import DATASETS
-from .models import ARCHS
+from .models import ARCHS, check_arch
 from .nn import IMPLS, VARIANTS, Mode, check_table_matches
 from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD
 from .nn.norms import NORM_MODES
@@ -65,7 +65,9 @@ class TrainConfig(_Cfg):
     """Everything that defines a training run; saved with every checkpoint and result."""
 
     recipe: Literal[RECIPES] = "conventional"
-    arch: Literal[ARCHS] = "mlp"
+    arch: str = Field("mlp", description=f"network: {', '.join(ARCHS)}, or a model factory's import path "
+                                         "(package.module:function or file.py:function, called as "
+                                         "factory(in_shape, classes))")
     width: int | None = Field(None, ge=1, le=4096)
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
@@ -103,6 +105,11 @@ class TrainConfig(_Cfg):
         None, description="batch norm in training: batch (batch statistics) or frozen (running statistics, "
                           "re-estimated under the training mode each epoch); default: batch (measured, "
                           "docs/RESULTS.md)")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        return check_arch(v)
 
     @field_validator("hardware", mode="before")
     @classmethod
