@@ -25,7 +25,8 @@ def test_train_a_users_model_then_fine_tune_and_evaluate_it(tmp_path):
     model = f"{src}:net"
     base, ft = tmp_path / "base", tmp_path / "ft"
     tiny = ["--data", "digits", "--max-steps-per-epoch", "4", "--rows", "16", "--adc-bits", "5"]
-    assert main(["train", "--recipe", "conventional", "--model", model, *tiny, "--epochs", "1", "--out", str(base)]) == 0
+    argv = ["train", "--recipe", "conventional", "--model", model, *tiny, "--epochs", "1", "--out", str(base)]
+    assert main(argv) == 0
     cfg = json.loads((base / "config.json").read_text())
     assert cfg["arch"] == model
     # the checkpoint holds the user's network, converted: its IMC layers and weights come back
