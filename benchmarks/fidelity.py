@@ -1,4 +1,4 @@
-"""How close every S-DDHR variant's output distribution is to bit-true chips (issue 11's table).
+"""How close every S-DDHR variant's output distribution is to bit-true chips.
 
 Default layer (the issue's): an ``IMCLinear`` with K = 600 rows (3 segments at N = 256),
 64 outputs, 4b x 4b, fixed integer weights uniform in [-7, 7]; 8 uniform inputs
@@ -19,7 +19,14 @@ With 200 draws and 200 chips the median |bias| of a perfect model is ~0.07 (samp
 Temporal noise (fresh at every conversion) is not part of the hardware spec yet: this
 table has only the static cell variation and the ADC, no temporal-noise axis.
 
-    python benchmarks/fidelity.py                                   # the issue's table
+``--conv``: the error-sharing table of a convolution instead (:mod:`sddhr.fidelity`): an
+``IMCConv2d`` 32 -> 32, 3x3, padding 1, on a batch of 64 16 x 16 images (uniform, sparse and
+varied inputs), per (ADC bits, level) and variant the sd ratios (variant / chips) of each
+output's error, of each channel's batch-mean error and of each image's residual, and the
+cross-image correlation beside the chips'.
+
+    python benchmarks/fidelity.py --conv --chips 100 --draws 100     # the conv table
+    python benchmarks/fidelity.py                                   # the dense table
     python benchmarks/fidelity.py --chips 100 --draws 100 --json fidelity.json
     python benchmarks/fidelity.py --variants faithful --kinds unif,sparse,relu --layer-seed 1
 """
@@ -138,6 +145,40 @@ def passes(r, b, sp=None):
     return 0.91 <= r <= 1.10 and b <= 0.25 and (sp is None or 0.91 <= sp <= 1.10)
 
 
+def conv_table(args) -> str:
+    """The conv error-sharing table (``--conv``)."""
+    from sddhr.fidelity import INPUT_KINDS, chip_errors, compare_conv, conv_case, variant_errors
+
+    variants = [v for v in args.variants.split(",") if v]
+    levels = [float(v) for v in args.levels.split(",")]
+    adcs = [int(v) for v in args.adc_bits.split(",")]
+    kinds = [k for k in args.kinds.split(",") if k] if args.kinds != "unif,sparse" else list(INPUT_KINDS)
+    lines = [f"IMCConv2d {args.channels} -> {args.channels}, 3x3, {args.batch} images of {args.hw} x {args.hw}; "
+             f"{args.chips} bit-true chips vs {args.draws} passes per variant; preset {args.preset}; per cell: "
+             "sd ratio (variant / chips) of each output's error / of each channel's batch-mean error / of each "
+             "image's residual; cross-image correlation variant (chips); median |bias| / chip sd",
+             "", "| ADC | level | input | variant | output | batch mean | residual | correlation | bias |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    t_start = time.time()
+    for adc in adcs:
+        spec = make_spec(adc, name=args.preset)
+        for kind in kinds:
+            layer, x = conv_case(spec, kind, args.layer_seed, args.channels, args.hw, args.batch)
+            for lv in levels:
+                get_table(spec, lv)
+                chips = chip_errors(layer, x, lv, args.chips)
+                for v in variants:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        r = compare_conv(variant_errors(layer, x, lv, v, args.draws, args.seed), chips)
+                    lines.append(f"| {adc} | {lv:g} | {kind} | {v} | {r['output']:.2f} | {r['batch_mean']:.2f} | "
+                                 f"{r['residual']:.2f} | {r['corr']:.2f} ({r['corr_chips']:.2f}) | {r['bias']:.2f} |")
+                print(f"adc {adc} {kind} level {lv:g} done ({time.time() - t_start:.0f} s)", file=sys.stderr,
+                      flush=True)
+    lines.append(f"total {time.time() - t_start:.0f} s (1 thread)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -155,8 +196,21 @@ def main(argv=None) -> int:
                    help="hardware preset (mram-22nm-noisy: temporal read / ADC noise and static ADC errors on)")
     p.add_argument("--temporal-only", action="store_true",
                    help="keep the preset's temporal noise sources, zero its static ADC offset / gain")
+    p.add_argument("--conv", action="store_true", help="the conv error-sharing table (sddhr.fidelity) instead")
+    p.add_argument("--channels", type=int, default=32, help="--conv: channels in and out")
+    p.add_argument("--hw", type=int, default=16, help="--conv: image height and width")
+    p.add_argument("--batch", type=int, default=64, help="--conv: images per batch")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.conv:
+        if args.levels == ",".join(f"{v:g}" for v in LEVELS):
+            args.levels = "4,10"
+        text = conv_table(args)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"args": vars(args), "report": text}, fh, indent=1)
+        return 0
     variants = [v for v in args.variants.split(",") if v]
     levels = [float(v) for v in args.levels.split(",")]
     adcs = [int(v) for v in args.adc_bits.split(",")]
