@@ -253,7 +253,7 @@ def test_warning_full_range_steps_at_high_levels(step_scale, level, warned):
 
 
 @pytest.mark.parametrize(("variant", "batch_norm", "warned"), [
-    ("fresh_chip", "train", True), ("fresh_chip", "frozen", False), ("resampled", "train", False)])
+    ("fresh_chip", "batch", True), ("fresh_chip", "frozen", False), ("resampled", "batch", False)])
 def test_warning_batch_norm_in_training_mode_with_one_chip_per_batch(variant, batch_norm, warned):
     trainer = quick_trainer(prepare(small_cnn()), variant=variant, batch_norm=batch_norm)
     with warnings.catch_warnings(record=True) as rec:

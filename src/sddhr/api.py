@@ -43,6 +43,7 @@ from .nn import (
     using_mode,
 )
 from .nn.mode import DEFAULT_VARIANT
+from .nn.norms import NORM_MODES, estimate_norm_statistics, freeze_norms, norm_layers
 from .recipes import NOISY_STEP_SCALE, make_config
 
 #: what a trainer or :func:`evaluate_chips` takes as data: the library's :class:`~sddhr.data.DataSplit`,
@@ -71,7 +72,6 @@ CALIBRATION_BATCHES = 8
 #: 14-21 at level 10, and SGD at lr 0.05 diverged (docs/RESULTS.md, the MNIST table and "The
 #: weight quantiser's range")
 FULL_RANGE_WARN_LEVEL = 6.0
-BATCH_NORM_MODES = ("train", "frozen")
 #: S-DDHR variants in which every image of a batch sees the same simulated chip: batch statistics
 #: in training mode can absorb that chip's offsets, which a deployed chip does not allow
 ONE_CHIP_PER_BATCH = frozenset({"one_chip", "fresh_chip"}) & frozenset(VARIANTS)
@@ -240,13 +240,14 @@ class HardwareTrainer:
     ``level``: the variation level S-DDHR trains at (train at the level you deploy at or
     above). ``variant``: the S-DDHR variant (default :data:`~sddhr.nn.mode.DEFAULT_VARIANT`).
     ``step_scale``: the weight step during S-DDHR, times max|w| / qmax (default
-    :data:`~sddhr.recipes.NOISY_STEP_SCALE`). ``batch_norm``: ``"train"`` (default: batch
+    :data:`~sddhr.recipes.NOISY_STEP_SCALE`). ``batch_norm``: ``"batch"`` (default: batch
     statistics as in float training, as every measured run; measured against ``"frozen"`` in
-    docs/API.md) or ``"frozen"``: at the start of S-DDHR every batch-norm layer's running
-    statistics are re-estimated in the S-DDHR mode on ``calibration_batches`` training
-    batches, and the layers then stay in eval mode (their affine parameters still learn), so
-    that the normalisation cannot follow a batch's simulated chip (warned against ``"train"``
-    with the variants that give a whole batch one chip).
+    docs/API.md) or ``"frozen"`` (:mod:`sddhr.nn.norms`): at the start of every S-DDHR epoch
+    every batch-norm layer's running statistics are re-estimated in the S-DDHR mode on
+    ``calibration_batches`` training batches, and the layers then stay in eval mode for the
+    epoch (their affine parameters still learn), so that the normalisation cannot follow a
+    batch's simulated chip (warned against ``"batch"`` with the variants that give a whole
+    batch one chip).
     ``calibration_batches``: training batches the activation ranges are calibrated on before
     the first hardware stage (0: no calibration, warned). ``batch_size`` applies to a
     ``DataSplit`` or a tensor pair (a DataLoader keeps its own). ``seed`` seeds shuffling and
@@ -260,7 +261,7 @@ class HardwareTrainer:
         *,
         variant: str = DEFAULT_VARIANT,
         step_scale: float = NOISY_STEP_SCALE,
-        batch_norm: Literal["train", "frozen"] = "train",
+        batch_norm: Literal["batch", "frozen"] = "batch",
         calibration_batches: int = CALIBRATION_BATCHES,
         batch_size: int = BATCH_SIZE,
         device: str | torch.device = "cpu",
@@ -277,8 +278,8 @@ class HardwareTrainer:
         from .nn.quant import WeightQuantizer
 
         self.step_scale = _positive_float(step_scale, "step_scale", WeightQuantizer.MAX_STEP_SCALE)
-        if batch_norm not in BATCH_NORM_MODES:
-            raise SpecError(f"batch_norm must be one of {', '.join(BATCH_NORM_MODES)}, got {batch_norm!r}")
+        if batch_norm not in NORM_MODES:
+            raise SpecError(f"batch_norm must be one of {', '.join(NORM_MODES)}, got {batch_norm!r}")
         self.batch_norm = batch_norm
         self.calibration_batches = _positive_int(calibration_batches, "calibration_batches", 0)
         self.batch_size = _positive_int(batch_size, "batch_size")
@@ -335,20 +336,13 @@ class HardwareTrainer:
                   f"21 points; docs/RESULTS.md); the default is {NOISY_STEP_SCALE}")
         mode = Mode.stochastic(self.level, self.variant)
         set_weight_step_scale(self.model, self.step_scale)
-        norms = _norm_layers(self.model)
-        if norms and self.batch_norm == "train" and self.variant in ONE_CHIP_PER_BATCH:
+        norms = norm_layers(self.model)
+        if norms and self.batch_norm == "batch" and self.variant in ONE_CHIP_PER_BATCH:
             _warn(f"train_sddhr: batch norm in training mode with variant {self.variant!r}, where every image of a "
                   "batch sees the same simulated chip: the batch statistics absorb that chip's offsets, which a "
                   "deployed chip does not allow; use batch_norm='frozen'")
         frozen = bool(norms) and self.batch_norm == "frozen"
-        if frozen:
-            torch.manual_seed(self.seed)
-            gen = torch.Generator().manual_seed(self.seed + 1)
-            batches = (x.to(self.device) for _, (x, _y) in
-                       zip(range(max(self.calibration_batches, 1)), _batches(data, self.batch_size, True, gen)))
-            _reestimate_norms(self.model, norms, mode, batches)
-        return self._stage("sddhr", mode, data, epochs, lr, "sgd", test, frozen_norms=norms if frozen else [],
-                           eval_mode=Mode.ideal())
+        return self._stage("sddhr", mode, data, epochs, lr, "sgd", test, frozen_norms=frozen, eval_mode=Mode.ideal())
 
     def fit(self, train: Data, test: Data | None = None, float_epochs: int = FLOAT_EPOCHS,
             ideal_epochs: int = IDEAL_EPOCHS, epochs: int = SDDHR_EPOCHS) -> list[EpochRecord]:
@@ -368,7 +362,7 @@ class HardwareTrainer:
         self.calibrate(data)
 
     def _stage(self, stage: str, mode: Mode, data: Data, epochs: int, lr: float, optimizer: str,
-               test: Data | None, frozen_norms: Sequence[nn.Module] = (), eval_mode: Mode | None = None
+               test: Data | None, frozen_norms: bool = False, eval_mode: Mode | None = None
                ) -> list[EpochRecord]:
         epochs = _positive_int(epochs, "epochs")
         lr = _positive_float(lr, "lr", 10.0)
@@ -389,9 +383,13 @@ class HardwareTrainer:
             seed = int(np.random.SeedSequence([self.seed, len(self.history), 11]).generate_state(1)[0])
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
+            if frozen_norms:  # statistics of this epoch's network under the mode, then frozen
+                ngen = torch.Generator().manual_seed(seed ^ 0x5EED)
+                estimate_norm_statistics(model, (x.to(self.device) for _, (x, _y) in zip(
+                    range(max(self.calibration_batches, 1)), _batches(data, self.batch_size, True, ngen))))
             model.train()
-            for m in frozen_norms:
-                m.eval()
+            if frozen_norms:
+                freeze_norms(model)
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             for x, y in _batches(data, self.batch_size, True, gen):
                 x, y = x.to(self.device), y.to(self.device)
@@ -424,34 +422,6 @@ class HardwareTrainer:
         set_mode(model, Mode.ideal() if stage != "float" else Mode.float())
         self._stages_done.add(stage)
         return records
-
-
-def _norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def _reestimate_norms(model: nn.Module, norms: Sequence[nn.modules.batchnorm._BatchNorm], mode: Mode,
-                      batches: Iterable[torch.Tensor]) -> None:
-    """Every batch norm's running statistics, replaced by their average over ``batches`` with
-    the model in ``mode`` (the rest of the model in eval mode)."""
-    was = model.training
-    model.eval()
-    saved: list[float | None] = []
-    for m in norms:
-        saved.append(m.momentum)
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-        m.train()
-    try:
-        with using_mode(model, mode):
-            for x in batches:
-                model(x)
-    finally:
-        for norm, momentum in zip(norms, saved):
-            norm.momentum = momentum
-            norm.eval()
-        model.train(was)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -542,5 +512,5 @@ def evaluate_chips(
     return ChipTable(ideal, tuple(rows), chips, first_seed, impl)
 
 
-__all__ = ["BATCH_NORM_MODES", "ChipTable", "Data", "EpochRecord", "HardwareSetupWarning", "HardwareTrainer",
+__all__ = ["ChipTable", "Data", "EpochRecord", "HardwareSetupWarning", "HardwareTrainer",
            "LevelStats", "evaluate_chips", "layer_table", "prepare"]
