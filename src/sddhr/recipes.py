@@ -15,7 +15,9 @@ Recipes (:data:`RECIPE_MODES`, :meth:`TrainConfig.train_mode`):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -200,10 +202,28 @@ def load_table(cfg: TrainConfig):
     except SpecError as err:
         raise SpecError(f"--table {cfg.table} does not fit this run's hardware (set it with --rows / --adc-bits / "
                         f"--full-scale / --spec-file): {err}") from None
+    if table.spec.device != cfg.hardware.device:
+        warnings.warn(f"--table {cfg.table} was built for another cell (device {table.spec.device.model_dump()}) "
+                      f"than the run's hardware ({cfg.hardware.device.model_dump()}): training follows the table's "
+                      "column statistics, chips are drawn from the run's cell", stacklevel=2)
     if table.level == table.level and table.level != cfg.level:  # not NaN
         raise SpecError(f"--table {cfg.table} was built at level {table.level:g}, the run has level {cfg.level:g} "
                         "(leave --level out to take the table's)")
     return table
+
+def table_sha256(cfg: TrainConfig) -> str | None:
+    """The sha256 of the run's table file (None without one): a resumed run must train on
+    the same table content, not only the same path."""
+    if cfg.table is None:
+        return None
+    from ._io import reading
+
+    h = hashlib.sha256()
+    with reading(Path(cfg.table), "--table"), open(cfg.table, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
 
 def read_table(path: str):
     """``ColumnTable.load`` with every failure a :class:`SpecError` naming ``--table``."""

@@ -22,7 +22,8 @@ def base_spec(args) -> HardwareSpec:
         except SpecError as err:
             raise SpecError(f"--spec-file {args.spec_file}: {err}") from None
     else:
-        spec = preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+        name = getattr(args, "preset", None)
+        spec = preset(DEFAULT_PRESET if name is None else name)  # "" is refused by preset(), not the default
     if getattr(args, "cell_csv", None):
         from .technology import empirical_spec
 

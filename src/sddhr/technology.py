@@ -309,6 +309,11 @@ class EmpiricalCell(CellTechnology):
 _STATE_NAMES = {"1": "P", "0": "AP", "P": "P", "AP": "AP", "LRS": "P", "HRS": "AP"}
 
 
+#: the largest measured cell value read (any unit of ``CELL_UNITS``): far beyond any real cell,
+#: small enough that sums and squares of a few million samples stay finite in float64
+CELL_VALUE_MAX = 1e12
+
+
 def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
     """Measured samples of a cell per state from a CSV: a ``state`` column (``1`` / ``0``; also
     ``P`` / ``AP`` or ``LRS`` / ``HRS``) and one value column naming its unit, ``g_siemens`` /
@@ -335,8 +340,8 @@ def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
             value = float(raw)
         except (TypeError, ValueError):
             raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}") from None
-        if not math.isfinite(value):
-            raise SpecError(f"{path}:{i}: column {col} must be finite, got {value}")
+        if not math.isfinite(value) or not 0.0 <= value <= CELL_VALUE_MAX:
+            raise SpecError(f"{path}:{i}: column {col} must be in [0, {CELL_VALUE_MAX:g}], got {raw.strip()}")
         samples[state].append(value)
     for state, bit in (("P", 1), ("AP", 0)):
         problem = cell_samples_problem(samples[state])

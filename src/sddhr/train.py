@@ -51,6 +51,7 @@ from .recipes import (  # noqa: F401  (re-exported)
     load_config_file,
     load_table,
     make_config,
+    table_sha256,
 )
 
 # ----------------------------------------------------------------------------- seeding
@@ -158,6 +159,11 @@ def _prepare_run(cfg: TrainConfig, out: Path, resume: bool, force: bool) -> dict
     if diff:
         raise SpecError(f"--resume: {ck_path} was written by a different config: {'; '.join(diff)}. Give the same "
                         "settings (only --epochs may change), or use another --out (or --force to replace the run)")
+    stored, now = ck.get("table_sha256"), table_sha256(cfg)
+    if stored is not None and stored != now:
+        raise SpecError(f"--resume: the table file {cfg.table} changed since the run in {out} began (sha256 "
+                        f"{stored[:12]}... then, {str(now)[:12]}... now): resume with the table it trained on, or "
+                        "start a new run (another --out, or --force)")
     if cfg.epochs < ck["epoch"]:
         raise SpecError(f"--epochs {cfg.epochs}: the run in {out} has already done {ck['epoch']} epochs; give at "
                         f"least {ck['epoch']}")
@@ -233,6 +239,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
     resumed = shared[1]
     tb = decision[2] if len(decision) > 2 else None
     table = load_table(cfg)
+    table_hash = table_sha256(cfg)
     if train_split is None or test_split is None:
         from .experiment import load_splits  # the experiment layer builds on this module
 
@@ -336,6 +343,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
             ck = {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": epoch + 1, "history": history, "config": cfg.model_dump_json(),
+                "table_sha256": table_hash,
                 "in_shape": list(in_shape), "classes": int(classes),
             }
             if w.is_main:
