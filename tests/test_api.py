@@ -286,7 +286,7 @@ def test_trainer_and_evaluation_refuse_bad_arguments():
     model = prepare(small_cnn())
     with pytest.raises(SpecError, match=r"variation level must be in \[0, 100\]"):
         HardwareTrainer(model, 150)
-    with pytest.raises(SpecError, match="batch_norm must be one of train, frozen"):
+    with pytest.raises(SpecError, match="batch_norm must be one of batch, frozen"):
         HardwareTrainer(model, 6, batch_norm="eval")  # type: ignore[arg-type]
     with pytest.raises(SpecError, match=r"step_scale must be in \(0, 4\]"):
         HardwareTrainer(model, 6, step_scale=0)
