@@ -340,7 +340,9 @@ def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
             value = float(raw)
         except (TypeError, ValueError):
             raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}") from None
-        if not math.isfinite(value) or not 0.0 <= value <= CELL_VALUE_MAX:
+        if not math.isfinite(value):
+            raise SpecError(f"{path}:{i}: column {col} must be finite, got {value}")
+        if not 0.0 <= value <= CELL_VALUE_MAX:
             raise SpecError(f"{path}:{i}: column {col} must be in [0, {CELL_VALUE_MAX:g}], got {raw.strip()}")
         samples[state].append(value)
     for state, bit in (("P", 1), ("AP", 0)):
