@@ -141,9 +141,13 @@ def plot(doc: dict, path: str | Path, title: str | None = None) -> Path:
     with a ±1 sd band over chips, the worst chip as a dotted line and the ideal accuracy
     (no variation) as an x at level 0; the legend names each of these. ``title`` defaults
     to :func:`default_title`."""
+    return _save_figure(accuracy_figure(doc, title), path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (folders made) and close it."""
     import matplotlib.pyplot as plt
 
-    fig = accuracy_figure(doc, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
@@ -209,14 +213,7 @@ def pareto_figure(rows: list[dict], title: str | None = None):
 
 def pareto_plot(rows: list[dict], path: str | Path, title: str | None = None) -> Path:
     """PNG of :func:`pareto_figure`."""
-    import matplotlib.pyplot as plt
-
-    fig = pareto_figure(rows, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save_figure(pareto_figure(rows, title), path)
 
 
 #: evaluation settings that must agree for results to share one table
