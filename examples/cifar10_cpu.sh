@@ -18,12 +18,12 @@ source "$(dirname "$0")/lib.sh"
 run float        --recipe float        --epochs 6 --lr 2e-3
 run conventional --recipe conventional --epochs 2 --lr 1e-3 --init-from "$OUT/float"
 FT=(--epochs 2 --lr 5e-4 --init-from "$OUT/conventional")
-run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --instance-impl fast "${FT[@]}"
+run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --impl fast "${FT[@]}"
 run sddhr-composed  --recipe sddhr --level "$LEVEL" --variant composed  "${FT[@]}"
 run sddhr-resampled --recipe sddhr --level "$LEVEL" --variant resampled "${FT[@]}"
 run sddhr-resampled-L10 --recipe sddhr --level 10 --variant resampled "${FT[@]}"
 # exact costs about 13x a float step here (docs/PERFORMANCE.md): one capped epoch (150 steps)
-run sddhr-exact     --recipe sddhr --level "$LEVEL" --variant exact --epochs 1 --max-steps 150 --lr 5e-4 \
+run sddhr-exact     --recipe sddhr --level "$LEVEL" --variant exact --epochs 1 --max-steps-per-epoch 150 --lr 5e-4 \
     --init-from "$OUT/conventional"
 for s in 0.06 0.12 0.25; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
 

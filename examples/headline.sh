@@ -42,7 +42,7 @@ source "$(dirname "$0")/lib.sh"
 run float        --recipe float        --epochs "$EPOCHS_FLOAT" --lr 2e-3
 run conventional --recipe conventional --epochs "$EPOCHS_CONV"  --lr 1e-3 --init-from "$OUT/float"
 FT=(--epochs "$EPOCHS_FT" --lr 5e-4 --init-from "$OUT/conventional")
-run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --instance-impl fast "${FT[@]}"
+run ddhr            --recipe ddhr  --level "$LEVEL" --chip-seed 0 --impl fast "${FT[@]}"
 for v in $VARIANTS; do run "sddhr-$v" --recipe sddhr --level "$LEVEL" --variant "$v" "${FT[@]}"; done
 for s in $NOISE_STDS; do run "noise-$s" --recipe noise --noise-std "$s" "${FT[@]}"; done
 
