@@ -64,6 +64,10 @@ def main() -> dict[str, sddhr.ChipTable]:
     ap.add_argument("--tiny", action="store_true", help="embedded digits instead of MNIST")
     ap.add_argument("--float-epochs", type=int, help="float epochs (default: 3; --tiny 15)")
     ap.add_argument("--epochs", type=int, help="S-DDHR epochs (default: 2; --tiny 1)")
+    ap.add_argument("--sddhr-optimizer", choices=("sgd", "adam"), default="sgd",
+                    help="S-DDHR optimiser (default sgd, the library's)")
+    ap.add_argument("--sddhr-lr", type=float, default=sddhr.api.SDDHR_LR,
+                    help=f"S-DDHR learning rate (default {sddhr.api.SDDHR_LR:g}, the library's)")
     ap.add_argument("--chips", type=int, default=5, help="chips per level")
     ap.add_argument("--test-subset", type=int, help="evaluate on the first N test images")
     args = ap.parse_args()
@@ -79,7 +83,7 @@ def main() -> dict[str, sddhr.ChipTable]:
     trainer.train_float(train, epochs=float_epochs)
     trainer.train_ideal(train)  # the conventional model: calibrated ranges, one epoch on the ideal macro
     conventional = copy.deepcopy(model)
-    trainer.train_sddhr(train, epochs=epochs)
+    trainer.train_sddhr(train, epochs=epochs, lr=args.sddhr_lr, optimizer=args.sddhr_optimizer)
     tables = {}
     for label, net in (("conventional", conventional), ("sddhr", model)):
         tables[label] = sddhr.evaluate_chips(net, test, levels=[4, 10], chips=args.chips)

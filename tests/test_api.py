@@ -296,6 +296,8 @@ def test_trainer_and_evaluation_refuse_bad_arguments():
         HardwareTrainer(small_cnn(), 6)
     with pytest.raises(SpecError, match="epochs must be an integer >= 1"):
         HardwareTrainer(model, 6, progress=False).train_float(clusters(8, 0), epochs=0)
+    with pytest.raises(SpecError, match="optimizer must be one of sgd, adam"):
+        HardwareTrainer(model, 6, progress=False).train_sddhr(clusters(8, 0), optimizer="rmsprop")  # type: ignore
     with pytest.raises(SpecError, match="chips must be an integer >= 1"):
         evaluate_chips(model, clusters(8, 0), [6], chips=0)
     with pytest.raises(SpecError, match="impl must be one of bit_true, fast"):
@@ -368,3 +370,23 @@ def test_transformer_example_runs_end_to_end_on_tiny_data(monkeypatch, one_threa
         assert [r.level for r in table.rows] == [4.0, 10.0] and table.chips == 2
         assert table.ideal > 0.2  # ten classes: chance is 0.1
     assert tables["conventional"].ideal > 0.5
+
+
+def test_sddhr_optimizer_reaches_the_stage(monkeypatch):
+    """optimizer='adam' trains the S-DDHR stage with Adam and no weight decay (the library's
+    recipe under hardware noise); the default stays SGD with its weight decay."""
+    made = []
+    for name in ("SGD", "Adam"):
+        cls = getattr(torch.optim, name)
+
+        def spy(params, *a, _cls=cls, **k):
+            opt = _cls(params, *a, **k)
+            made.append((type(opt).__name__, opt.defaults["weight_decay"]))
+            return opt
+
+        monkeypatch.setattr(torch.optim, name, spy)
+    for optimizer in ("sgd", "adam"):
+        made.clear()
+        trainer = quick_trainer(prepare(small_cnn()))
+        trainer.train_sddhr(clusters(32, 0), epochs=1, ideal_epochs=0, optimizer=optimizer)
+        assert made[-1] == (("SGD", 5e-4) if optimizer == "sgd" else ("Adam", 0.0))

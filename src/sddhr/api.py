@@ -321,11 +321,16 @@ class HardwareTrainer:
         return self._stage("ideal", Mode.ideal(), data, epochs, lr, "adam", test)
 
     def train_sddhr(self, data: Data, epochs: int = SDDHR_EPOCHS, lr: float = SDDHR_LR,
-                    ideal_epochs: int = IDEAL_EPOCHS, test: Data | None = None) -> list[EpochRecord]:
+                    ideal_epochs: int = IDEAL_EPOCHS, test: Data | None = None,
+                    optimizer: Literal["sgd", "adam"] = "sgd") -> list[EpochRecord]:
         """S-DDHR at the trainer's level: ranges calibrated and ``ideal_epochs`` of
-        :meth:`train_ideal` first if not done yet, then SGD (lr ``lr``, momentum and weight
-        decay of the library's recipes) in ``Mode.stochastic(level, variant)`` with the
-        trainer's weight step scale and batch-norm handling. Test accuracy per epoch is ideal."""
+        :meth:`train_ideal` first if not done yet, then ``optimizer`` (SGD by default: lr
+        ``lr``, momentum and weight decay of the library's recipes; ``"adam"``: no weight
+        decay, as the library's recipes under hardware noise) in ``Mode.stochastic(level,
+        variant)`` with the trainer's weight step scale and batch-norm handling. Test accuracy
+        per epoch is ideal."""
+        if optimizer not in ("sgd", "adam"):
+            raise SpecError(f"optimizer must be one of sgd, adam, got {optimizer!r}")
         _positive_int(ideal_epochs, "ideal_epochs", 0)
         self._ensure_calibrated(data, "train_sddhr")
         if ideal_epochs and "ideal" not in self._stages_done:
@@ -342,7 +347,8 @@ class HardwareTrainer:
                   "batch sees the same simulated chip: the batch statistics absorb that chip's offsets, which a "
                   "deployed chip does not allow; use batch_norm='frozen'")
         frozen = bool(norms) and self.batch_norm == "frozen"
-        return self._stage("sddhr", mode, data, epochs, lr, "sgd", test, frozen_norms=frozen, eval_mode=Mode.ideal())
+        return self._stage("sddhr", mode, data, epochs, lr, optimizer, test, frozen_norms=frozen,
+                           eval_mode=Mode.ideal())
 
     def fit(self, train: Data, test: Data | None = None, float_epochs: int = FLOAT_EPOCHS,
             ideal_epochs: int = IDEAL_EPOCHS, epochs: int = SDDHR_EPOCHS) -> list[EpochRecord]:
