@@ -90,3 +90,16 @@ def test_pareto_plot_labels_every_front_point():
         assert "level 6" in ax.get_title()
     finally:
         plt.close(fig)
+
+
+def test_terminal_table_never_prints_minus_zero():
+    """A model slightly above its ideal on every chip has a drop of -1e-7: the terminal table
+    prints it as 0.00 (the old table printed -0.00), and every number is the rounded percent."""
+    from sddhr.evaluate import format_table
+
+    ideal = 0.9
+    rows = [{"model": "m", "level": 2.0, "seed": s, "accuracy": ideal + 1e-7} for s in range(3)]
+    text = format_table([{"name": "m", "float": 0.95, "ideal": ideal, "rows": rows}])
+    assert "-0.00" not in text
+    line = [ln for ln in text.splitlines() if ln.split()[:2] == ["m", "2"]][0].split()
+    assert line[2] == f"{100 * (ideal + 1e-7):.2f}" and line[-1] == "0.00"

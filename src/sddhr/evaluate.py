@@ -70,21 +70,28 @@ def summarise(result: dict) -> list[dict]:
     return out
 
 
+def pct(x: float, digits: int = 2) -> str:
+    """``x`` (a fraction) in percent, rounded to ``digits`` decimals; a value that rounds to
+    zero prints as zero, never ``-0.00``."""
+    text = f"{100 * x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def format_table(results: list[dict]) -> str:
-    """Plain-text summary table of several models (percent)."""
+    """Plain-text summary table of several models (percent, rounded by :func:`pct`)."""
     head = f"{'model':<18}{'level':>6}{'mean':>8}{'std':>7}{'min':>8}{'p5':>8}{'-float':>8}{'-ideal':>8}"
     lines = [head, "-" * len(head)]
     for res in results:
-        lines.append(f"{res['name']:<18}{'float':>6}{100 * res['float']:>8.2f}")
-        lines.append(f"{res['name']:<18}{'ideal':>6}{100 * res['ideal']:>8.2f}")
+        lines.append(f"{res['name']:<18}{'float':>6}{pct(res['float']):>8}")
+        lines.append(f"{res['name']:<18}{'ideal':>6}{pct(res['ideal']):>8}")
         if res.get("own_instance"):
             o = res["own_instance"]
-            lines.append(f"{res['name']:<18}{'own':>6}{100 * o['accuracy']:>8.2f}   (training chip: level "
+            lines.append(f"{res['name']:<18}{'own':>6}{pct(o['accuracy']):>8}   (training chip: level "
                          f"{o['level']:g}, seed {o['seed']})")
         for s in summarise(res):
-            lines.append(f"{res['name']:<18}{s['level']:>6g}{100 * s['mean']:>8.2f}{100 * s['std']:>7.2f}"
-                         f"{100 * s['min']:>8.2f}{100 * s['p5']:>8.2f}{100 * s['drop_vs_float']:>8.2f}"
-                         f"{100 * s['drop_vs_ideal']:>8.2f}")
+            lines.append(f"{res['name']:<18}{s['level']:>6g}{pct(s['mean']):>8}{pct(s['std']):>7}"
+                         f"{pct(s['min']):>8}{pct(s['p5']):>8}{pct(s['drop_vs_float']):>8}"
+                         f"{pct(s['drop_vs_ideal']):>8}")
     return "\n".join(lines)
 
 

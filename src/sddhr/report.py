@@ -7,14 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import SpecError
-from .evaluate import load_results, make_eval_config, save_results, summarise
-
-
-def pct(x: float, digits: int = 2) -> str:
-    """``x`` (a fraction) in percent, rounded to ``digits`` decimals; a value that rounds to
-    zero prints as zero, never ``-0.00``."""
-    text = f"{100 * x:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text
+from .evaluate import load_results, make_eval_config, pct, save_results, summarise
 
 
 def markdown_table(doc: dict) -> str:
