@@ -54,3 +54,22 @@ def test_bad_model_and_norm_flags_are_refused(tmp_path, capsys, argv, msg):
     assert err.value.code == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_progress_lines_give_each_levels_time_and_the_total(tmp_path, capsys):
+    """Without a terminal, one line per finished level: the seconds since the previous line
+    and since the start; the former add up to the latter (each rounded to a second)."""
+    import re
+
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "conventional", "--arch", "mlp", "--data", "digits", "--epochs", "1",
+                 "--max-steps-per-epoch", "2", "--rows", "16", "--adc-bits", "5", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--levels", "2", "4", "6", "--instances", "2", "--test-subset", "40",
+                 "--executor", "serial", "--out", str(tmp_path / "ev")]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "mean accuracy" in ln]
+    assert len(lines) == 3
+    times = [tuple(map(int, re.search(r"\((\d+) s since the last line, (\d+) s in all\)", ln).groups()))
+             for ln in lines]
+    assert [t[1] for t in times] == sorted(t[1] for t in times)
+    assert abs(sum(t[0] for t in times) - times[-1][1]) <= len(times)

@@ -241,6 +241,7 @@ def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: T
         calibration = load_calibration(train_cfg.data, cfg.recalibrate)
     bar = tqdm(total=sum(j.kind == "instance" for j in jobs), desc=f"evaluate {name}",
                disable=None if progress else True, leave=False, delay=0.5)
+    t_level = t0
     for job in jobs:
         rows.append(run_job(model, job, test_split, cfg, device, calibration))
         if job.kind != "instance":
@@ -248,8 +249,10 @@ def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: T
         bar.update(1)
         if log_levels and job.seed == last_seed:
             accs = [r["accuracy"] for r in rows if r["kind"] == "instance" and r["level"] == job.level]
+            now = time.perf_counter()
             print(f"evaluate {name}: level {job.level:g}, {len(accs)} chips, mean accuracy "
-                  f"{100 * sum(accs) / len(accs):.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                  f"{100 * sum(accs) / len(accs):.2f}% ({_took(now - t_level, now - t0)})", file=sys.stderr, flush=True)
+            t_level = now
     bar.close()
     return collect(name, jobs, rows, train_cfg, time.perf_counter() - t0)
 
@@ -338,6 +341,12 @@ def _check_fits(path, in_shape, classes, split, data: DataConfig) -> None:
                         "on data of its own shape (--data)")
 
 
+def _took(since_last: float, in_all: float) -> str:
+    """A progress line's times: since the previous line (this level's, where levels run one
+    after another), and since the start."""
+    return f"{since_last:.0f} s since the last line, {in_all:.0f} s in all"
+
+
 class _Progress:
     """A bar on a terminal, else one flushed line per finished (model, level)."""
 
@@ -349,7 +358,7 @@ class _Progress:
             if j.kind == "instance":
                 self.left[(j.model, j.level)] = self.left.get((j.model, j.level), 0) + 1
         self.bar = tqdm(total=len(jobs), desc="evaluate", disable=None if enabled else True, leave=False, delay=0.5)
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
 
     def done(self, job: Job, store_rows) -> None:
         self.bar.update(1)
@@ -359,9 +368,11 @@ class _Progress:
         self.left[key] -= 1
         if self.lines and self.left[key] == 0:
             accs = [r["accuracy"] for r in store_rows(job.model) if r["level"] == job.level]
+            now = time.perf_counter()
             print(f"evaluate {job.model}: level {job.level:g}, {len(accs)} chips, mean accuracy "
-                  f"{100 * sum(accs) / max(len(accs), 1):.2f}% ({time.perf_counter() - self.t0:.0f} s)",
+                  f"{100 * sum(accs) / max(len(accs), 1):.2f}% ({_took(now - self.last, now - self.t0)})",
                   file=sys.stderr, flush=True)
+            self.last = now
 
     def close(self) -> None:
         self.bar.close()
