@@ -349,3 +349,20 @@ def test_extreme_but_allowed_resistances_fit_or_fail_cleanly(tmp_path):
         assert "cells.csv" in str(err)
     else:
         assert math.isfinite(fit.device.r_p_ohm)
+
+
+def test_fit_summary_prints_six_significant_digits_and_the_spec_keeps_all(tmp_path):
+    """The summary line shows each fitted number to 6 significant digits (no float noise such
+    as 4201.5470000000005); the fitted spec itself is not rounded."""
+    import re
+    from pathlib import Path
+
+    from sddhr.device import fit_device
+
+    csv = Path(__file__).resolve().parents[1] / "examples" / "measured.csv"
+    fit = fit_device(csv)
+    line = fit.summary().splitlines()[0]
+    for key, value in fit.device.model_dump().items():
+        if isinstance(value, float):
+            shown = re.search(rf"'{key}': ([0-9.e+-]+)", line).group(1)
+            assert float(shown) == float(f"{value:.6g}") and len(shown.replace(".", "").lstrip("0")) <= 6

@@ -265,7 +265,8 @@ class DeviceFit:
     report: dict
 
     def summary(self) -> str:
-        lines = [f"fitted device: {self.device.model_dump()}"]
+        shown = {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in self.device.model_dump().items()}
+        lines = [f"fitted device: {shown}"]  # 6 significant digits on screen; the spec file keeps every digit
         for state, r in self.report["states"].items():
             lines.append(
                 f"  {state}: n={r['n']} mean={r['mean_ohm']:.1f} ohm sigma_rel={r['sigma_rel']:.4f}"
