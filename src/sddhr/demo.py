@@ -23,6 +23,7 @@ from pathlib import Path
 from .config import MAX_LEVEL, HardwareSpec, preset
 from .evaluate import EvalConfig, format_table, save_results
 from .experiment import evaluate_checkpoint, load_splits
+from .nn.mode import DEFAULT_VARIANT
 from .report import write_report
 from .technology import cell_model
 from .train import DataConfig, make_config, train
@@ -58,7 +59,8 @@ def demo_configs(quick: bool = False, spec: HardwareSpec | None = None) -> dict:
         "conventional": {**base, "recipe": "conventional", "epochs": epochs, "lr": 3e-3},
         "ddhr": {**base, "recipe": "ddhr", "level": level, "chip_seed": 0, "instance_impl": "bit_true",
                  "epochs": ft, "lr": 1e-3},
-        "sddhr": {**base, "recipe": "sddhr", "level": level, "variant": "exact", "epochs": ft, "lr": 1e-3},
+        "sddhr": {**base, "recipe": "sddhr", "level": level, "variant": DEFAULT_VARIANT, "epochs": ft,
+                  "lr": 1e-3},
     }
 
 
