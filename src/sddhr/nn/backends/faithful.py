@@ -204,6 +204,16 @@ def _plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return out[:bx], out[bx:]
 
 
+def chunk_counts(layer, x_int: torch.Tensor, nt: dict) -> list[tuple]:
+    """Per chunk of samples: ``(slice, n, npair, lookups)``, the plane and pair counts
+    (:func:`_plane_counts`) and the n-only tables at ``n`` (:func:`_lookup`)."""
+    out = []
+    for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
+        n, npair = _plane_counts(layer, x_int[sl])
+        out.append((sl, n, npair, _lookup(nt, n)))
+    return out
+
+
 def _lookup(nt: dict, n: torch.Tensor) -> torch.Tensor:
     """The n-only tables (:data:`N_ONLY` columns) at counts ``n`` (float): ``(*n.shape, 5)``."""
     return nt["all"].index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
@@ -339,10 +349,7 @@ class FaithfulBackend(Backend):
         p2 = [2.0**b for b in range(bx)]
         pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
         if counts is None:
-            counts = []
-            for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-                n, npair = _plane_counts(layer, x_int[sl])
-                counts.append((sl, n, npair, _lookup(nt, n)))
+            counts = chunk_counts(layer, x_int, nt)
         for sl, n, npair, looked in counts:
             rb = looked[..., N_ONLY.index("r")]
             x2, num = _f_terms(n, npair, rb, p2, pairs)
@@ -381,10 +388,7 @@ class FaithfulBackend(Backend):
         pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
         ir, ig, iu = (N_ONLY.index(name) for name in ("r", "g", "u"))
         if counts is None:
-            counts = []
-            for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-                n, npair = _plane_counts(layer, x_int[sl])
-                counts.append((sl, n, npair, _lookup(nt, n)))
+            counts = chunk_counts(layer, x_int, nt)
         mean_out = var_out = None
         for sl, n, npair, looked in counts:
             xc = x_int[sl]

@@ -39,7 +39,7 @@ import torch
 from ...hardware import plane_weights, square_code, weight_bit_planes
 from ...technology import cell_model
 from .base import register
-from .faithful import N_ONLY, Z_THRESHOLD, FaithfulBackend, _f_terms, _integer_products, _lookup, _plane_counts
+from .faithful import N_ONLY, Z_THRESHOLD, FaithfulBackend, _f_terms, _integer_products, chunk_counts
 from .weight_sampler import get_weight_sampler
 
 
@@ -114,10 +114,7 @@ class OneChipBackend(FaithfulBackend):
         nt = ft.n_only(p, x_int.device)
         form, counts, k_rows = self.choose_form(layer, x_int, nt, self.form)
         if counts is None:
-            counts = []
-            for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-                n, npair = _plane_counts(layer, x_int[sl])
-                counts.append((sl, n, npair, _lookup(nt, n)))
+            counts = chunk_counts(layer, x_int, nt)
         d, offset = self.draw_chip(layer, w_int, ft)
         col = layer.spec.column
         so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
