@@ -93,8 +93,7 @@ def test_a_failing_job_raises_its_own_error(local):
     with pytest.raises(ValueError, match="bad job") as exc:
         local.run(failing, list(range(6)))
     assert local.run(slow_first, [2, 3]) == [4, 9]  # the pool still works after a failed job
-    if sys.version_info >= (3, 11):
-        assert any("job 3" in n for n in exc.value.__notes__)
+    assert any("job 3" in n for n in exc.value.__notes__)
 
 
 def test_make_executor_names_and_errors(monkeypatch):

@@ -11,6 +11,7 @@ settings name the parameter.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -155,3 +156,38 @@ def test_resume_compares_the_resolved_weight_decay():
     adam_old = make_config({"recipe": "sddhr", "optimizer": "adam", "weight_decay": 5e-4})
     diff = resume_differences(adam_old, make_config({"recipe": "sddhr", "optimizer": "adam"}))
     assert len(diff) == 1 and "weight_decay" in diff[0]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+def test_label_smoothing_gives_the_smoothed_cross_entropy(tmp_path, eps):
+    """One float step on the whole (64-image) training set: the recorded loss is the mean of
+    (1 - eps) * (-log p_y) + eps * mean_k(-log p_k) over the images, computed here by hand from
+    the same initial network (the mean over the set does not depend on the shuffled order)."""
+    from sddhr.checkpoints import model_from_config
+    from sddhr.experiment import load_splits
+    from sddhr.nn import Mode, set_mode
+    from sddhr.train import seed_everything
+
+    out = tmp_path / "ls"
+    assert main(["train", "--recipe", "float", "--data", "digits", "--train-subset", "64", "--test-subset", "16",
+                 "--batch-size", "64", "--max-steps-per-epoch", "1", "--epochs", "1", "--no-augment",
+                 "--arch", "mlp", "--width", "8", "--label-smoothing", str(eps), "--out", str(out)]) == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    cfg = make_config(json.loads(ck["config"]))
+    assert cfg.label_smoothing == eps
+    train_split, _ = load_splits(cfg.data)
+    seed_everything(cfg.seed)
+    model = model_from_config(cfg, train_split.in_shape, train_split.classes)
+    set_mode(model, Mode.float())
+    model.train()
+    x, y = next(iter(train_split.batches(64, shuffle=False, augment=False)))
+    with torch.no_grad():
+        logp = torch.log_softmax(model(x).double(), dim=1).numpy()
+    yv = y.numpy()
+    expected = np.mean((1 - eps) * -logp[np.arange(len(yv)), yv] + eps * -logp.mean(axis=1))
+    assert ck["history"][0]["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_label_smoothing_out_of_range_names_the_parameter():
+    with pytest.raises(SpecError, match="label_smoothing"):
+        make_config({"label_smoothing": 1.0})

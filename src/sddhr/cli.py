@@ -73,7 +73,7 @@ TRAIN_FLAGS = {
     "clip_gradient": "clip_gradient", "batch_norm": "batch_norm", "model": "arch",
     "distill_from": "distill_from", "distill_weight": "distill_weight", "distill_temperature": "distill_temperature",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
-    "weight_decay": "weight_decay",
+    "weight_decay": "weight_decay", "label_smoothing": "label_smoothing",
     "seed": "seed", "init_from": "init_from", "max_steps_per_epoch": "max_steps_per_epoch", "data": "data.name",
     "data_dir": "data.data_dir", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
 }
@@ -418,6 +418,7 @@ def _add_train_args(p, e):
     p.add_argument("--optimizer", choices=e.OPTIMIZERS, help="optimiser")
     p.add_argument("--weight-decay", type=float,
                    help="coupled L2 weight decay (default 5e-4; 0 for Adam in ddhr / sddhr / noise)")
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, in [0, 1) (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and training noise")
     p.add_argument("--init-from", help="checkpoint to fine-tune from; its network, data and hardware are "
                                        "taken unless given (default: none, train from scratch)")

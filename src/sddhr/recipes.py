@@ -91,6 +91,8 @@ class TrainConfig(_Cfg):
         None, ge=0, le=1, description="coupled L2 weight decay; default: 0 for Adam in the recipes trained under "
                                       f"hardware noise, else {DEFAULT_WEIGHT_DECAY} (measured, docs/RESULTS.md)")
     optimizer: Literal[OPTIMIZERS] = "sgd"
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of the target spread evenly over all "
+                                   "classes in the cross-entropy (0: off)")
     seed: int = Field(0, ge=0)
     init_from: str | None = Field(None, description="checkpoint to fine-tune from")
     data: DataConfig = Field(default_factory=DataConfig)

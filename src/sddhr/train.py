@@ -279,7 +279,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
     if w.is_main:
         atomic_write_text(metrics, _metrics_text(history))
     net = wrap(model, device)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     ck = None
     try:
         for epoch in range(start_epoch, cfg.epochs):
