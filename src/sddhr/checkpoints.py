@@ -37,8 +37,11 @@ def model_from_config(cfg: TrainConfig, in_shape, classes: int) -> nn.Module:
 
 def load_checkpoint(path: str | Path, device="cpu") -> dict:
     """The checkpoint dict of a file or run folder (tensors and plain data only: nothing in
-    the file is executed), checked to hold an sddhr checkpoint."""
-    path = Path(path)
+    the file is executed), checked to hold an sddhr checkpoint. ``zoo:<name>``: a shipped model
+    (:mod:`sddhr.zoo`, its SHA-256 checked)."""
+    from .zoo import resolve
+
+    path = resolve(path)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():

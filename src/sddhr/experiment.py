@@ -40,6 +40,7 @@ from .nn import ActQuantizer, Mode, recalibrated_norms, set_spec, using_mode
 from .runlock import run_lock
 from .store import STORE_NAME, ResultsStore, fingerprint, model_identity
 from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
+from .zoo import is_zoo_name
 
 # ------------------------------------------------------------------------------ splits
 
@@ -434,7 +435,9 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
         name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")
         if name in taken:
             raise SpecError(f"--names: {name!r} is given twice")
-        ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
+        ck_file = str(path)  # a shipped model keeps its zoo: name
+        if not is_zoo_name(path):
+            ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
         models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data, "spec": model_spec,
                        "images": len(split)})
     cfg = _used_sizes(cfg, models, progress)

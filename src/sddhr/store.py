@@ -114,8 +114,13 @@ def model_identity(name: str, checkpoint: str | Path | None = None, data: object
     """A model's part of a fingerprint: name, resolved checkpoint path and its sha256, data set."""
     ident: dict = {"name": str(name)}
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser().resolve()
-        ident.update(checkpoint=str(path), checkpoint_sha256=file_sha256(path))
+        from .zoo import is_zoo_name, path_of
+
+        if is_zoo_name(checkpoint):  # a shipped model is known by its name (its file moves with the install)
+            ident.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(path_of(str(checkpoint))))
+        else:
+            path = Path(checkpoint).expanduser().resolve()
+            ident.update(checkpoint=str(path), checkpoint_sha256=file_sha256(path))
     if data is not None:
         ident["data"] = data
     ident.update(extra)

@@ -53,6 +53,7 @@ from .recipes import (  # noqa: F401  (re-exported)
     make_config,
     table_sha256,
 )
+from .zoo import is_zoo_name
 
 # ----------------------------------------------------------------------------- seeding
 
@@ -88,8 +89,8 @@ METRICS = ("epoch", "loss", "train_acc", "test_acc", "seconds", "lr")
 
 def _norm_path(p: str | None) -> str | None:
     """A checkpoint / table path in one form: absolute, a run folder as its checkpoint file."""
-    if p is None:
-        return None
+    if p is None or is_zoo_name(p):
+        return p
     path = Path(p).expanduser().resolve()
     return str(path / CHECKPOINT) if path.is_dir() else str(path)
 
