@@ -61,11 +61,11 @@ def cnn(in_shape: Sequence[int], classes: int = 10, width: int = 16) -> nn.Seque
 def vgg(in_shape: Sequence[int], classes: int = 10, width: int = 64) -> nn.Sequential:
     """VGG-style CIFAR-10 / SVHN network: 6 conv (3x3, BN, ReLU; pooled every two) + 2 Linear."""
     c, h, w = in_shape
-    cfg = [width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width, "M"]
+    cfg: list[int | str] = [width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width, "M"]
     layers: list[nn.Module] = []
     prev = c
     for v in cfg:
-        if v == "M":
+        if isinstance(v, str):  # "M": a pooling layer
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
         else:
@@ -200,7 +200,7 @@ def resolve_model(name: str) -> Callable[..., nn.Module]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise SpecError(f"model {name!r}: {attr!r} is a {type(obj).__name__}, not a callable factory")
-    return obj  # type: ignore[return-value]
+    return obj
 
 
 def build_model(

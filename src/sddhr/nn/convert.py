@@ -39,6 +39,7 @@ from torch import nn
 from ..config import HardwareSpec, SpecError, make_spec
 from .layers import IMCConv2d, IMCLayer, IMCLinear
 from .mode import Mode
+from .norms import norm_layers, running_stats
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer
 
 
@@ -53,9 +54,6 @@ def _candidates(model: nn.Module) -> list[str]:
 class _SignedInputs:
     """Sign-magnitude inputs for an IMC layer (see the module docstring): two passes of the
     macro when the input has negative values, one otherwise."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layer: IMCLayer = self  # type: ignore[assignment]
@@ -73,11 +71,11 @@ class _SignedInputs:
         return y
 
 
-class SignedIMCLinear(_SignedInputs, IMCLinear):  # type: ignore[misc]
+class SignedIMCLinear(_SignedInputs, IMCLinear):  # type: ignore[misc]  # bias: as IMCLinear
     """:class:`IMCLinear` for inputs of either sign (two macro passes when an input has negatives)."""
 
 
-class SignedIMCConv2d(_SignedInputs, IMCConv2d):  # type: ignore[misc]
+class SignedIMCConv2d(_SignedInputs, IMCConv2d):
     """:class:`IMCConv2d` for inputs of either sign (two macro passes when an input has negatives)."""
 
 
@@ -270,8 +268,8 @@ def convert(
             new = conv_cls(old.in_channels, old.out_channels, old.kernel_size, old.stride,
                            _explicit_padding(name, old), old.dilation, old.groups, old.bias is not None, spec, wq,
                            aq, next_id, device=dev, dtype=dt)
-        new.weight = old.weight  # type: ignore[misc]
-        new.bias = old.bias  # type: ignore[misc]
+        new.weight = old.weight
+        new.bias = old.bias
         new.aq.to(dev)
         new.train(old.training)
         _set(model, name, new)
@@ -282,15 +280,25 @@ def convert(
 def revert(model: nn.Module) -> nn.Module:
     """Replace IMC layers by plain ``nn.Linear`` / ``nn.Conv2d`` with the same (float) weights."""
     for name, layer in imc_layers(model):
+        new: nn.Linear | nn.Conv2d
         if isinstance(layer, IMCLinear):
             new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
+        elif isinstance(layer, IMCConv2d):
+            new = nn.Conv2d(layer.in_channels, layer.out_channels, _pair(layer.kernel_size), _pair(layer.stride),
+                            _pair(layer.padding), _pair(layer.dilation), layer.groups, layer.bias is not None)
         else:
-            new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                            layer.dilation, layer.groups, layer.bias is not None)
+            raise SpecError(f"{name}: cannot revert a {type(layer).__name__} (not an IMCLinear / IMCConv2d)")
         new.weight = layer.weight
         new.bias = layer.bias
         _set(model, name, new)
     return model
+
+
+def _pair(v: str | tuple[int, ...]) -> tuple[int, int]:
+    """A 2-d convolution's (height, width) parameter as stored by ``nn.Conv2d``."""
+    if isinstance(v, str) or len(v) != 2:
+        raise SpecError(f"expected a (height, width) pair, got {v!r}")
+    return v[0], v[1]
 
 
 def _set(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -372,9 +380,11 @@ def recalibrated_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> Ite
     the training statistics are restored. No labels and no gradient: the affine parameters
     stay as trained. A chip's offsets and gains shift its pre-norm activations; re-estimating
     the statistics on that chip removes the shift the trained statistics cannot know."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum,
-              m.training) for m in norms]
+    norms = norm_layers(model)
+    saved = []
+    for m in norms:
+        mean, var, count = running_stats(m)
+        saved.append((m, mean.clone(), var.clone(), count.clone(), m.momentum, m.training))
     try:
         was_training = model.training
         model.eval()
@@ -390,9 +400,8 @@ def recalibrated_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> Ite
         yield model
     finally:
         for m, mean, var, count, momentum, training in saved:
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+            for buf, old in zip(running_stats(m), (mean, var, count)):
+                buf.copy_(old)
             m.momentum = momentum
             m.train(training)
         model.train(was_training)

@@ -212,12 +212,12 @@ class IMCLayer(nn.Module):
         backend = self.backend
         copies = self._mode.copies
         if copies > 1:  # redundancy: the same layer on `copies` column sets of the chip, averaged
-            y = None
             try:
-                for c in range(copies):
+                self._copy = 0
+                y = self._one_product(backend, x_int, w_int, sx, sw)
+                for c in range(1, copies):
                     self._copy = c
-                    yc = self._one_product(backend, x_int, w_int, sx, sw)
-                    y = yc if y is None else y.add_(yc)
+                    y.add_(self._one_product(backend, x_int, w_int, sx, sw))
             finally:
                 self._copy = 0
             return y.div_(copies)
@@ -245,7 +245,7 @@ class IMCLayer(nn.Module):
             return y.mul_(sx * self.out_scale(sw))
 
 
-class IMCLinear(LinearColumns, IMCLayer, nn.Linear):
+class IMCLinear(LinearColumns, IMCLayer, nn.Linear):  # type: ignore[misc]  # torch types Linear.bias as Parameter, Conv2d.bias as Tensor | None
     """``nn.Linear`` computed on the IMC macro. Inputs must be non-negative (post-ReLU)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, spec: HardwareSpec | None = None,

@@ -19,17 +19,21 @@ Kinds and their parameters:
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from ..abstraction import ColumnTable
 from ..config import SpecError, check_level
 
-KINDS = ("float", "ideal", "instance", "stochastic", "noise")
-VARIANTS = ("exact", "composed", "resampled", "faithful", "fresh_chip", "one_chip")
+Kind = Literal["float", "ideal", "instance", "stochastic", "noise"]
+Variant = Literal["exact", "composed", "resampled", "faithful", "fresh_chip", "one_chip"]
+Impl = Literal["bit_true", "fast"]
+KINDS: tuple[str, ...] = get_args(Kind)
+VARIANTS: tuple[str, ...] = get_args(Variant)
 #: the S-DDHR variant used wherever none is named (train, demo, explore, the Python API)
-DEFAULT_VARIANT = "faithful"
-IMPLS = ("bit_true", "fast")
+DEFAULT_VARIANT: Variant = "faithful"
+IMPLS: tuple[str, ...] = get_args(Impl)
 MAX_NOISE_STD = 10.0
 #: most copies of a layer on one chip (redundancy)
 MAX_COPIES = 16
@@ -42,16 +46,16 @@ class Mode:
     Two modes are equal when their fields are and they use the same table object.
     """
 
-    kind: Literal["float", "ideal", "instance", "stochastic", "noise"] = "ideal"
+    kind: Kind = "ideal"
     level: float = 0.0
     seed: int = 0
-    variant: Literal[VARIANTS] = DEFAULT_VARIANT
-    impl: Literal["bit_true", "fast"] = "bit_true"
+    variant: Variant = DEFAULT_VARIANT
+    impl: Impl = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0
     copies: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SpecError(f"mode kind must be one of {KINDS}, got {self.kind!r}")
         if self.variant not in VARIANTS:
@@ -72,13 +76,13 @@ class Mode:
         object.__setattr__(self, "level", check_level(self.level))
         object.__setattr__(self, "seed", int(self.seed))
 
-    def _fields(self):
+    def _fields(self) -> tuple:
         return (self.kind, self.level, self.seed, self.variant, self.impl, id(self.table), self.noise_std, self.copies)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Mode) and self._fields() == other._fields()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._fields())
 
     @classmethod
@@ -90,21 +94,24 @@ class Mode:
         return cls("ideal")
 
     @classmethod
-    def instance(cls, level: float, seed: int, impl: str = "bit_true", copies: int = 1) -> Mode:
+    def instance(cls, level: builtins.float, seed: int, impl: str = "bit_true", copies: int = 1) -> Mode:
         """Chip ``seed`` at ``level``; ``copies > 1``: every layer on that many column sets of
         the chip (independent cells and ADCs), outputs averaged (:meth:`IMCLayer.hardware_product`)."""
-        return cls("instance", level=level, seed=seed, impl=impl, copies=copies)
+        # impl is checked in __post_init__ (a SpecError names the allowed values)
+        return cls("instance", level=level, seed=seed, impl=cast(Impl, impl), copies=copies)
 
     @classmethod
-    def stochastic(cls, level: float = 1.0, variant: str = DEFAULT_VARIANT, table: ColumnTable | None = None) -> Mode:
+    def stochastic(cls, level: builtins.float = 1.0, variant: str = DEFAULT_VARIANT,
+                   table: ColumnTable | None = None) -> Mode:
         """S-DDHR at ``level``; with a ``table`` (e.g. ``ColumnTable.load``), the table's
         own level is used when it has one."""
         if table is not None and table.level == table.level:  # not NaN
             level = table.level
-        return cls("stochastic", level=level, variant=variant, table=table)
+        # variant is checked in __post_init__
+        return cls("stochastic", level=level, variant=cast(Variant, variant), table=table)
 
     @classmethod
-    def noise(cls, std: float) -> Mode:
+    def noise(cls, std: builtins.float) -> Mode:
         """Gaussian weight noise, ``std`` times each layer's max |integer weight|."""
         return cls("noise", noise_std=std)
 

@@ -35,6 +35,15 @@ def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch norm's running mean, running variance and batch count (the buffers themselves).
+    Raises ``ValueError`` for a layer built with ``track_running_stats=False``, which has none."""
+    mean, var, count = m.running_mean, m.running_var, m.num_batches_tracked
+    if mean is None or var is None or count is None:
+        raise ValueError(f"{type(m).__name__} keeps no running statistics (track_running_stats=False)")
+    return mean, var, count
+
+
 @torch.no_grad()
 def estimate_norm_statistics(model: nn.Module, batches: Iterable[torch.Tensor], mode: Mode | None = None) -> int:
     """Replace every batch norm's running mean and variance by their average over ``batches``
@@ -47,8 +56,10 @@ def estimate_norm_statistics(model: nn.Module, batches: Iterable[torch.Tensor], 
     if not norms:
         return 0
     was_training = model.training
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in norms]
+    saved: list[tuple[float | None, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for m in norms:
+        mean, var, count = running_stats(m)
+        saved.append((m.momentum, mean.clone(), var.clone(), count.clone()))
     used = 0
     try:
         model.eval()
@@ -64,9 +75,8 @@ def estimate_norm_statistics(model: nn.Module, batches: Iterable[torch.Tensor], 
         for m, (momentum, mean, var, count) in zip(norms, saved):
             m.momentum = momentum
             if used == 0:  # nothing measured: keep what was there
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+                for buf, old in zip(running_stats(m), (mean, var, count)):
+                    buf.copy_(old)
         model.train(was_training)
     return used
 

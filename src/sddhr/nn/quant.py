@@ -19,19 +19,24 @@ three intermediate tensors of the composed expression; its gradients are those o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
 from ..config import SpecError
 
+if TYPE_CHECKING:
+    from .layers import IMCLayer
+
 
 class _RoundSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
         return g
 
 
@@ -41,13 +46,13 @@ class _ActQuant(torch.autograd.Function):
     (Computed as ``round(clamp(x L / alpha, 0, L))``: three passes forward, three back.)"""
 
     @staticmethod
-    def forward(ctx, x, alpha, levels: int):
+    def forward(ctx: Any, x: torch.Tensor, alpha: torch.Tensor, levels: int) -> torch.Tensor:
         ctx.levels = levels
         ctx.save_for_backward(x, alpha)
         return (x * (levels / alpha)).clamp_(0.0, float(levels)).round_()
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, alpha = ctx.saved_tensors
         # g where 0 < x < alpha, else 0 (one fused pass)
         gl = torch.ops.aten.hardtanh_backward(g, x, 0.0, float(alpha)).mul_(ctx.levels / alpha)
@@ -65,13 +70,13 @@ class _ClipInward(torch.autograd.Function):
     other weight of the channel, which the detached step's gradient does not see)."""
 
     @staticmethod
-    def forward(ctx, v, qmax: float, frozen):
+    def forward(ctx: Any, v: torch.Tensor, qmax: float, frozen: torch.Tensor) -> torch.Tensor:
         ctx.qmax = qmax
         ctx.save_for_backward(v, frozen)
         return v.clamp(-qmax, qmax)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         v, frozen = ctx.saved_tensors
         keep = (v.abs() <= ctx.qmax) | ((g * v > 0) & ~frozen)
         return g * keep, None, None
@@ -83,11 +88,11 @@ CLIP_GRADIENTS = ("zero", "inward")
 
 class _SignSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
         return g
 
 
@@ -216,6 +221,10 @@ class WeightQuantizer(nn.Module):
 
 
 class ActQuantizer(nn.Module):
+    """Unsigned ``bits``-bit activations over the clipping range ``[0, alpha]`` (see the module docstring)."""
+
+    calibrated: torch.Tensor  # bool buffer: whether ``alpha`` has been calibrated
+
     def __init__(self, bits: int = 4, learn: bool = True, percentile: float = 99.9):
         super().__init__()
         if not 1 <= int(bits) <= 8:
@@ -278,7 +287,8 @@ class IMCProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_int, w_int, sx, sw, layer):
+    def forward(ctx: Any, x_int: torch.Tensor, w_int: torch.Tensor, sx: torch.Tensor, sw: torch.Tensor,
+                layer: IMCLayer) -> torch.Tensor:
         with torch.no_grad():
             y = layer.hardware_product(x_int.detach(), w_int.detach(), sx.detach(), sw)
         ctx.layer = layer
@@ -288,7 +298,8 @@ class IMCProduct(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
+                                                     None, None]:
         w_int, sx, sw = ctx.saved_tensors
         need_x, need_w, need_sx = ctx.needs_input_grad[:3]
         gx = gw = gsx = None

@@ -61,203 +61,27 @@ and keeps its own variance. Linear layers have no positions: their draws are ind
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections import OrderedDict
 
-import numpy as np
 import torch
-from scipy import special
 
-from ...abstraction import ColumnTable, readout_var
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
-from ...technology import CellTechnology, cell_model
 from ..column_stats import check_table_matches, get_table
 from ..geometry import chunks
-from .base import Backend, register, tf32
+from .base import Backend, register
+from .faithful_counts import chunk_counts, f_terms, integer_products, lookup, plane_counts, static_adc_cross
+from .faithful_tables import N_ONLY, FaithfulTables, NOnlyTables, faithful_tables
 from .position_shared import shared_static_var
 
 #: the fast form's predicted (rounding bias / sd)^2 above which the k form runs (median
 #: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
 Z_THRESHOLD = 0.02
 FORMS = ("auto", "fast", "k")
-#: column order of ``FaithfulTables.n_only(...)["all"]``
-N_ONLY = ("r", "g", "u", "vt", "gvar")
-_MAX_CACHED = 8
-_TABLES: OrderedDict[tuple, tuple[ColumnTable, FaithfulTables]] = OrderedDict()
+# the names these helpers had when they were defined here
+_f_terms, _integer_products, _plane_counts, _lookup = f_terms, integer_products, plane_counts, lookup
 
-
-class FaithfulTables:
-    """The per-(n, k) quantities of the model for one column table and cell model, float64
-    ``[N+1, N+1]`` indexed ``[n, k]`` (0 where k > n): ``et``, ``vt`` (the table's
-    moments), ``r`` (ADC mean slope), ``u`` (``V_T - R^2 V_e``), ``g`` (``E_T - mu``); and
-    their Binomial(n, p) averages over k (:meth:`n_only`), as float32 tensors per device."""
-
-    def __init__(self, table: ColumnTable, cells: CellTechnology):
-        col = table.spec.column
-        et, vt = (np.nan_to_num(a) for a in table.moments())
-        self.n1 = et.shape[0]
-        self.m_p, self.m_ap = cells.mean("P"), cells.mean("AP")
-        self.v_p, self.v_ap = cells.var("P"), cells.var("AP")
-        n, k = np.meshgrid(np.arange(self.n1), np.arange(self.n1), indexing="ij")
-        valid = k <= n
-        mu = k * self.m_p + (n - k) * self.m_ap
-        ve = np.where(valid, k * self.v_p + (n - k) * self.v_ap, 0.0)
-        thr = (np.arange(col.n_codes - 1) + 0.5) * col.step  # inner decision thresholds
-        r = np.zeros_like(ve)
-        for nn in range(0 if col.noisy else 1, self.n1):
-            # the slope of the ADC smoothed by the readout noise (independent of e), at the
-            # static error's Gaussian: density of e + noise at the thresholds (with readout
-            # noise also at n = 0: an idle conversion reads the column's offset)
-            noise = readout_var(table.spec, nn, mu[nn, : nn + 1]) if col.noisy else 0.0
-            sd = np.sqrt(ve[nn, : nn + 1] + noise)
-            ok = sd > 0
-            sds = np.where(ok, sd, 1.0)
-            z = (thr[None, :] - mu[nn, : nn + 1, None]) / sds[:, None]
-            dens = np.exp(-0.5 * z * z).sum(1) / math.sqrt(2 * math.pi)
-            r[nn, : nn + 1] = np.where(ok, col.step * dens / sds, 0.0)
-        self.valid = valid
-        self.et = np.where(valid, et, 0.0)
-        self.vt = np.where(valid, vt, 0.0)
-        self.r = r
-        self.u = np.where(valid, np.maximum(self.vt - r * r * ve, 0.0), 0.0)
-        self.g = np.where(valid, self.et - mu, 0.0)
-        self._n_only: OrderedDict[tuple, dict] = OrderedDict()
-        self._k_tables: dict[str, dict] = {}
-
-    def n_only(self, p: float, device) -> dict[str, torch.Tensor]:
-        """k ~ Binomial(n, p) averages, float32 [N+1] on ``device``: ``r``, ``g``, ``vt``,
-        ``u = vt - r^2 E_k[V_e]`` and ``gvar`` (the variance over k of ``g``: the fast
-        form's phase error)."""
-        pk = round(min(max(float(p), 0.0), 1.0), 3)
-        key = (pk, str(device))
-        if key in self._n_only:
-            self._n_only.move_to_end(key)
-            return self._n_only[key]
-        n, k = np.meshgrid(np.arange(self.n1), np.arange(self.n1), indexing="ij")
-        pp = min(max(pk, 1e-9), 1 - 1e-9)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lw = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(np.maximum(n - k, 0) + 1)
-                  + k * math.log(pp) + (n - k) * math.log1p(-pp))
-        wgt = np.where(self.valid, np.exp(np.where(self.valid, lw, -np.inf)), 0.0)
-        wgt /= wgt.sum(1, keepdims=True)
-        gbar = (wgt * self.g).sum(1, keepdims=True)
-        vals = {name: (wgt * getattr(self, name)).sum(1) for name in ("r", "g", "vt")}
-        # U(n) = E_k[V_T] - R(n)^2 E_k[V_e]: with the fast form's diagonal R(n)^2 V_e this
-        # keeps each conversion's variance at the table's V_T on average over k (E_k[V_T -
-        # R^2 V_e] would lose E_k[R^2] - R(n)^2 where R depends on the phase of k)
-        ve = np.arange(self.n1) * (pk * self.v_p + (1 - pk) * self.v_ap)
-        vals["u"] = np.maximum(vals["vt"] - vals["r"] ** 2 * ve, 0.0)
-        vals["gvar"] = (wgt * (self.g - gbar) ** 2).sum(1)
-        out = {name: torch.as_tensor(v, dtype=torch.float32, device=device) for name, v in vals.items()}
-        # the same columns side by side, for one gather per count tensor: [N+1, 5]
-        out["all"] = torch.stack([out[name] for name in N_ONLY], 1).contiguous()
-        out["p"] = pk  # the weight-bit density these averages are for
-        self._n_only[key] = out
-        while len(self._n_only) > 64:
-            self._n_only.popitem(last=False)
-        return out
-
-    def k_tables(self, device) -> dict[str, torch.Tensor]:
-        """``et``, ``vt``, ``r`` flattened (index ``n (N+1) + k``), float32 on ``device``."""
-        key = str(device)
-        if key not in self._k_tables:
-            self._k_tables[key] = {name: torch.as_tensor(getattr(self, name).reshape(-1), dtype=torch.float32,
-                                                         device=device) for name in ("et", "vt", "r")}
-        return self._k_tables[key]
-
-
-def faithful_tables(table: ColumnTable, level: float) -> FaithfulTables:
-    """:class:`FaithfulTables` of ``table`` with the cell model of the table's own spec at
-    ``level``, cached per (table, spec, level) (LRU of 8)."""
-    spec = table.spec
-    key = (id(table), spec.device.model_dump_json(), spec.column.calibrated, float(level))
-    if key in _TABLES:
-        _TABLES.move_to_end(key)
-        return _TABLES[key][1]
-    ft = FaithfulTables(table, cell_model(spec.device, level, spec.column.calibrated))
-    _TABLES[key] = (table, ft)  # the table is kept alive so that its id cannot be reused
-    while len(_TABLES) > _MAX_CACHED:
-        _TABLES.popitem(last=False)
-    return ft
-
-
-def _plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (sample, group, segment, position): active rows ``n`` of each input plane
-    (B_x, ...) and of each pair's AND ``N_bb'``, b < b' (B_x (B_x - 1) / 2, ...). Two counts
-    share one float32 plane (``q + M q'``, M a power of two above N; exact below 2^24), so
-    that :meth:`IMCLayer.segment_counts` runs on half as many planes."""
-    bx, rows = layer.spec.macro.x_bits, layer.spec.column.rows
-    xu = x_int.to(torch.uint8)
-    bits = [(xu >> b).bitwise_and_(1) for b in range(bx)]
-    qs = bits + [bits[b] & bits[c] for b in range(bx) for c in range(b + 1, bx)]
-    m = 1 << max(1, rows.bit_length())
-    if (rows + 1) * m > 1 << 24:  # too large to pack: one plane per count
-        cnt = layer.segment_counts(torch.stack([q.to(torch.float32) for q in qs]))
-        return cnt[:bx], cnt[bx:]
-    packed = torch.stack([qs[i].to(torch.float32).add_(qs[i + 1], alpha=m) if i + 1 < len(qs)
-                          else qs[i].to(torch.float32) for i in range(0, len(qs), 2)])
-    cnt = layer.segment_counts(packed)
-    hi = torch.floor(cnt / m)
-    lo = cnt.sub_(hi, alpha=m)
-    out = torch.stack([lo, hi], 1).flatten(0, 1)[: len(qs)]
-    return out[:bx], out[bx:]
-
-
-def chunk_counts(layer, x_int: torch.Tensor, nt: dict) -> list[tuple]:
-    """Per chunk of samples: ``(slice, n, npair, lookups)``, the plane and pair counts
-    (:func:`_plane_counts`) and the n-only tables at ``n`` (:func:`_lookup`)."""
-    out = []
-    for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-        n, npair = _plane_counts(layer, x_int[sl])
-        out.append((sl, n, npair, _lookup(nt, n)))
-    return out
-
-
-def _lookup(nt: dict, n: torch.Tensor) -> torch.Tensor:
-    """The n-only tables (:data:`N_ONLY` columns) at counts ``n`` (float): ``(*n.shape, 5)``."""
-    return nt["all"].index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
-
-
-def _static_adc_cross(layer, ft: FaithfulTables, rb: torch.Tensor, n: torch.Tensor, p2: list[float],
-                      p: float) -> torch.Tensor:
-    """The fast form's coherent part of a column's static ADC offset ``o`` and gain ``g``:
-    shared by the column's conversions of every input plane, they add
-    ``sum_{b != b'} 2^(b+b') R_b R_b' (sigma_o^2 step^2 + sigma_g^2 mu_b mu_b')`` per segment
-    and weight plane (the diagonal ``b = b'`` is in the table's ``V_T``), with
-    ``mu_b = n_b (p m_P + (1 - p) m_AP)``. Returns the sum over segments, (nc, G, P), to be
-    multiplied by ``sum_j 4^j`` like the other per-plane terms."""
-    col = layer.spec.column
-    so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
-    m = p * ft.m_p + (1.0 - p) * ft.m_ap
-    s1 = sum(p2[b] * rb[b] for b in range(len(p2)))
-    s2 = sum(p2[b] ** 2 * rb[b] * rb[b] for b in range(len(p2)))
-    t1 = sum(p2[b] * rb[b] * n[b] for b in range(len(p2))) * m
-    t2 = sum((p2[b] * rb[b] * n[b]) ** 2 for b in range(len(p2))) * (m * m)
-    return (so2 * (s1 * s1 - s2) + sg2 * (t1 * t1 - t2)).sum(2)
-
-
-def _integer_products(device: torch.device, x_bits: int, w_bits: int):
-    """TF32 allowed on CUDA for the fast form's two products: TF32 keeps 11 significant
-    bits, so integer inputs below 2^11 (x, w; x^2 and w2 for B_x, B_w <= 5) are exact and
-    the sums accumulate in float32 (the layer turns TF32 off around hardware products)."""
-    if max(x_bits, w_bits) > 5:
-        return contextlib.nullcontext()
-    return tf32(device, True)
-
-
-def _f_terms(n, npair, rb, p2, pairs):
-    """Per segment: ``X2 = sum_i x_i^2`` and ``f``'s numerator ``sum_{b,b'} 2^(b+b') R_b R_b'
-    N_bb'`` from the plane (pair) counts."""
-    x2 = torch.zeros_like(n[0])
-    num = torch.zeros_like(n[0])
-    for b in range(len(p2)):
-        x2.add_(n[b], alpha=p2[b] ** 2)
-        num.addcmul_(rb[b] * rb[b], n[b], value=p2[b] ** 2)
-    for q, (b, c) in enumerate(pairs):
-        x2.add_(npair[q], alpha=2 * p2[b] * p2[c])
-        num.addcmul_(rb[b] * rb[c], npair[q], value=2 * p2[b] * p2[c])
-    return x2, num
+__all__ = ["FORMS", "N_ONLY", "Z_THRESHOLD", "FaithfulBackend", "FaithfulTables", "NOnlyTables", "chunk_counts",
+           "faithful_tables"]
 
 
 @register("stochastic", "faithful")
@@ -352,9 +176,9 @@ class FaithfulBackend(Backend):
             counts = chunk_counts(layer, x_int, nt)
         for sl, n, npair, looked in counts:
             rb = looked[..., N_ONLY.index("r")]
-            x2, num = _f_terms(n, npair, rb, p2, pairs)
+            x2, num = f_terms(n, npair, rb, p2, pairs)
             f = num.sum(2).div_(x2.sum(2).clamp(min=1e-30))
-            out[sl] = shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt["p"])
+            out[sl] = shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt.p)
 
     # ---------------------------------------------------------------- switch
     def _phase_ratio(self, layer, x_int, nt):
@@ -365,8 +189,8 @@ class FaithfulBackend(Backend):
         p4 = 4.0 ** torch.arange(bx, device=x_int.device, dtype=torch.float32)
         zs, counts, rows = [], [], []
         for sl in layer.chunks(x_int, layer.out_per_item(x_int)):
-            n, npair = _plane_counts(layer, x_int[sl])  # (bx, nc, G, S, P), (pairs, ...)
-            looked = _lookup(nt, n)
+            n, npair = plane_counts(layer, x_int[sl])  # (bx, nc, G, S, P), (pairs, ...)
+            looked = lookup(nt, n)
             counts.append((sl, n, npair, looked))
             num = torch.tensordot(p4, looked[..., N_ONLY.index("gvar")].sum(3), 1)
             den = torch.tensordot(p4, looked[..., N_ONLY.index("vt")].sum(3), 1)
@@ -393,15 +217,15 @@ class FaithfulBackend(Backend):
         for sl, n, npair, looked in counts:
             xc = x_int[sl]
             rb = looked[..., ir]  # (bx, nc, G, S, P)
-            x2, num = _f_terms(n, npair, rb, p2, pairs)
+            x2, num = f_terms(n, npair, rb, p2, pairs)
             col = layer.spec.column
             static = None
             if col.adc_offset_lsb or col.adc_gain_rel:
-                static = _static_adc_cross(layer, ft, rb, n, p2, nt["p"])
+                static = static_adc_cross(layer, ft, rb, n, p2, nt.p)
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
             f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
             if shared_out is not None:
-                shared_out[sl] = shared_static_var(layer, xc, f, rb, n, w2, ft, nt["p"])
+                shared_out[sl] = shared_static_var(layer, xc, f, rb, n, w2, ft, nt.p)
             g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
             u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx))
             x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
@@ -413,7 +237,7 @@ class FaithfulBackend(Backend):
                 c_var.add_(static)
             c_var = c_var.mul_(s4).unsqueeze(2)
             a_var = f.mul_(ft.v_p - ft.v_ap).unsqueeze(2)
-            with _integer_products(x_int.device, bx, bw):
+            with integer_products(x_int.device, bx, bw):
                 lin1 = layer.lin(xc, w_int)
                 lin2 = layer.lin(xc * xc, w2)
             shape = lin1.shape
@@ -422,7 +246,7 @@ class FaithfulBackend(Backend):
             del lin1, lin2
             if len(counts) == 1 and shared_out is None:
                 return mean.view(shape), var.view(shape)
-            if mean_out is None:
+            if mean_out is None or var_out is None:
                 mean_out = torch.empty((x_int.shape[0], *shape[1:]), dtype=torch.float32, device=dev)
                 var_out = torch.empty_like(mean_out)
             mean_out[sl] = mean.view(shape)
@@ -485,7 +309,7 @@ class FaithfulBackend(Backend):
                 vs.append(v_g)
             mean = fold(torch.cat(ms, 1))
             var = fold(torch.cat(vs, 1))
-            if mean_out is None:
+            if mean_out is None or var_out is None:
                 mean_out = torch.empty((x_int.shape[0], *mean.shape[1:]), dtype=torch.float32, device=dev)
                 var_out = torch.empty_like(mean_out)
             mean_out[osl] = mean

@@ -39,7 +39,9 @@ import torch
 from ...hardware import plane_weights, square_code, weight_bit_planes
 from ...technology import cell_model
 from .base import register
-from .faithful import N_ONLY, Z_THRESHOLD, FaithfulBackend, _f_terms, _integer_products, chunk_counts
+from .faithful import Z_THRESHOLD, FaithfulBackend
+from .faithful_counts import chunk_counts, f_terms, integer_products
+from .faithful_tables import N_ONLY
 from .weight_sampler import get_weight_sampler
 
 
@@ -99,7 +101,7 @@ class OneChipBackend(FaithfulBackend):
         samples ``xc``; grouped (nc, G, out / G, P)."""
         bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
         mean, var = (layer.grouped(t) for t in self._k_form(layer, xc, w_int, ft))
-        with _integer_products(xc.device, bx, bw):
+        with integer_products(xc.device, bx, bw):
             lin2 = layer.lin(xc * xc, square_code(w_int, bw, signed=True))
         cells = layer.grouped(lin2).mul_(ft.v_p - ft.v_ap).add_(x2s.mul(s4 * ft.v_ap).unsqueeze(2))
         var = var.sub_(cells.mul_(f.unsqueeze(2)))
@@ -118,7 +120,7 @@ class OneChipBackend(FaithfulBackend):
         d, offset = self.draw_chip(layer, w_int, ft)
         col = layer.spec.column
         so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
-        m_bar = nt["p"] * ft.m_p + (1.0 - nt["p"]) * ft.m_ap
+        m_bar = nt.p * ft.m_p + (1.0 - nt.p) * ft.m_ap
         s4 = (4.0**bw - 1) / 3.0
         p2 = [2.0**b for b in range(bx)]
         pairs = [(b, c) for b in range(bx) for c in range(b + 1, bx)]
@@ -131,10 +133,10 @@ class OneChipBackend(FaithfulBackend):
         for sl, n, npair, looked in counts:
             xc = x_int[sl]
             rb = looked[..., ir]  # (bx, nc, G, S, P)
-            x2, num = _f_terms(n, npair, rb, p2, pairs)
+            x2, num = f_terms(n, npair, rb, p2, pairs)
             x2s = x2.sum(2)
             f = num.sum(2).div_(x2s.clamp(min=1e-30))  # (nc, G, P)
-            with _integer_products(x_int.device, bx, bw):
+            with integer_products(x_int.device, bx, bw):
                 lin_w, lin_d = _stacked_products(layer, xc, w_int, d)
             shape = lin_w.shape
             static = layer.grouped(lin_d).mul_(f.sqrt().unsqueeze(2))  # (nc, G, out / G, P)

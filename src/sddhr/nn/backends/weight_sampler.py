@@ -72,7 +72,8 @@ class EffectiveWeightSampler:
                 if all(sds[s] == 0 for s in picked):  # every cell exact (e.g. a cell state without spread)
                     q[row] = sum(a * cm.mean(s) for a, s in zip(scales, picked))
                     continue
-                spec_prod, mu_sum, shift_sum = 1.0, 0.0, 0.0
+                spec_prod: float | np.ndarray = 1.0  # the product of the components' spectra
+                mu_sum, shift_sum = 0.0, 0.0
                 for j in range(w_bits):
                     mu, shift, phi = comp[(j, states[(int(v) >> j) & 1])]
                     spec_prod = spec_prod * phi
