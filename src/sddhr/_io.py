@@ -52,7 +52,7 @@ _REASONS = {
 
 def os_error_message(err: OSError, path: str | Path, action: str = "write") -> str:
     """One line naming ``path`` and the reason of ``err`` in words."""
-    reason = _REASONS.get(err.errno) or err.strerror or str(err)
+    reason = (_REASONS.get(err.errno) if err.errno is not None else None) or err.strerror or str(err)
     where = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
     return f"{path}: cannot {action}: {reason}{where}"
 
@@ -105,7 +105,7 @@ def clean_orphans(folder: str | Path) -> list[Path]:
 
     Returns the removed paths. Never raises: clean-up is best effort.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -244,7 +244,7 @@ def check_writable(path: str | Path, *, is_file: bool = False, min_free_bytes: i
 
 
 @contextlib.contextmanager
-def reading(path, what: str, label: str | None = None) -> Iterator[None]:
+def reading(path: str | Path, what: str, label: str | None = None) -> Iterator[None]:
     """Read errors inside the block as one-line :class:`SpecError` s: text that is not UTF-8
     (``"<label>: the <what> is not UTF-8 text (byte N)"``, ``label`` defaulting to the path)
     and an ``OSError`` (:func:`os_error_message`)."""
@@ -256,7 +256,7 @@ def reading(path, what: str, label: str | None = None) -> Iterator[None]:
         raise SpecError(os_error_message(err, path, "read")) from None
 
 
-def read_json(path, flag: str, what: str) -> dict:
+def read_json(path: str | Path, flag: str, what: str) -> dict:
     """A JSON object from ``path``; a missing, unreadable, non-UTF-8 or malformed file, or
     one that is not an object, is a :class:`SpecError` naming ``flag`` and the file."""
     path = Path(path)
@@ -277,17 +277,32 @@ __all__ = ["TMP_TAG", "atomic_path", "atomic_write_bytes", "atomic_write_text", 
            "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error", "temp_name"]
 
 
-def read_csv_rows(path, what: str = "measurement file") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def csv_number(text: str | None) -> float | None:
+    """The number in a CSV field, or None when the field is missing (a short row) or not a number."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+#: one row of :func:`read_csv_rows`: column name -> text (None where a short row has no field)
+CsvRow = dict[str, str | None]
+
+
+def read_csv_rows(path: str | Path, what: str = "measurement file") -> tuple[list[str], list[tuple[int, CsvRow]]]:
     """A small CSV with a header, read whole: the header's column names (stripped of spaces)
     and ``(line number, row)`` for every row that is not blank. A missing or unreadable
     file, text that is not UTF-8, malformed CSV and a row with more fields than the header
     are one-line :class:`SpecError` s naming the file (and line), and so is a header that
     names a column twice (the last one would silently win); a UTF-8 byte-order mark is
-    skipped; an empty file has no columns."""
+    skipped; an empty file has no columns. A row shorter than the header has None in its
+    missing columns."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{what} not found: {path}")
-    rows = []
+    rows: list[tuple[int, CsvRow]] = []
     try:
         # utf-8-sig: a byte-order mark (what spreadsheet programs write) is not part of the first name
         with reading(path, what), path.open(newline="", encoding="utf-8-sig") as fh:

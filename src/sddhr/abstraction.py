@@ -264,12 +264,12 @@ def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec
 def _single_cell_rows(cm: CellTechnology, spec: HardwareSpec) -> np.ndarray:
     """Rows (k = 0, k = 1) of n = 1: one AP or one P cell."""
     t = _thresholds(spec)
-    rows = []
+    rows: list[np.ndarray] = []
     for state in ("AP", "P"):
         cdf = np.concatenate([[0.0], np.maximum.accumulate(np.clip(cm.cdf(state, t), 0, 1)), [1.0]])
         rows.append(np.clip(np.diff(cdf), 0, None))
-    rows = np.array(rows)
-    return rows / rows.sum(1, keepdims=True)
+    both = np.array(rows)
+    return both / both.sum(1, keepdims=True)
 
 
 def readout_var(spec: HardwareSpec, n: int, mu: np.ndarray) -> np.ndarray:
@@ -329,6 +329,7 @@ def build_table(
         elif n == 1 and not noisy:  # one cell: its CDF at the thresholds directly (no lattice needed)
             rows = _single_cell_rows(cm, spec)
         else:
+            assert lat is not None  # the exact method with variation: built above
             rows = _exact_rows_for_n(lat, pow_p, pow_ap, n, mu, spec, extra if noisy else None)
         fixed = k * v_p + (n - k) * v_ap == 0  # e.g. all cells in a state without variation
         if fixed.any() and not deterministic:
@@ -416,14 +417,15 @@ def validate_table(
     """Largest TV distance between the table and a brute-force Monte Carlo histogram."""
     grid = grid or default_grid(table.rows)
     rng = np.random.default_rng(seed)
-    tv, bound = {}, 0.0
+    tv: dict[tuple[int, int], float] = {}
+    bound = 0.0
     for k, n in tqdm(grid, desc="Monte Carlo", delay=1.0, leave=False, disable=None):
         codes = sample_column_codes(table.spec, table.level, k, n, samples, rng)
         hist = np.bincount(codes, minlength=len(table.code_values)) / samples
         p = table.prob[n, k]
         tv[(k, n)] = 0.5 * float(np.abs(hist - p).sum())
         bound = max(bound, tv_noise_bound(p, samples, alpha / len(grid)))
-    worst = max(tv, key=tv.get)
+    worst = max(tv, key=tv.__getitem__)
     return ValidationReport(tv[worst], worst, samples, bound, tv)
 
 

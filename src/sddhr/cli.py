@@ -641,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from ._io import os_error_message
     from .config import SpecError
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # a replaced stdout may lack it
     with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a pipe / log file at once
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)  # progress lines reach a pipe / log file at once
     parser = build_parser()
     args = parser.parse_args(argv)
     from .data import DataError

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Literal, TypeVar, Union
+from collections.abc import Sequence
+from typing import Annotated, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -53,6 +54,10 @@ class _Spec(BaseModel):
 K_BOLTZMANN = 1.380649e-23
 
 
+#: the family of an MRAM cell's resistance distributions
+Distribution = Literal["lognormal", "truncnormal"]
+
+
 class DeviceSpec(_Spec):
     """The ``mram`` technology: MTJ + access transistor. P state stores weight bit 1, AP state
     stores 0.
@@ -73,7 +78,7 @@ class DeviceSpec(_Spec):
     sigma_p_rel: float = Field(0.04, ge=0, le=1, description="relative sigma of R_P at level 1")
     sigma_ap_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_AP at level 1")
     sigma_t_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_T at level 1")
-    distribution: Literal["lognormal", "truncnormal"] = "lognormal"
+    distribution: Distribution = "lognormal"
 
     @property
     def r_ap_ohm(self) -> float:
@@ -123,14 +128,16 @@ class ReramBinarySpec(_Spec):
         return self
 
 
+#: the unit of an empirical cell's samples (a column name of a measured cell CSV)
+CellUnit = Literal["g_siemens", "g_us", "q_coulomb", "q_fc"]
 #: the columns a measured cell CSV may hold its samples in: name -> (readout, factor to SI)
-CELL_UNITS = {"g_siemens": ("current", 1.0), "g_us": ("current", 1e-6),
+CELL_UNITS: dict[CellUnit, tuple[str, float]] = {"g_siemens": ("current", 1.0), "g_us": ("current", 1e-6),
               "q_coulomb": ("charge", 1.0), "q_fc": ("charge", 1e-15)}
 #: fewest / most samples per state of an empirical cell
 MIN_CELL_SAMPLES, MAX_CELL_SAMPLES = 10, 200_000
 
 
-def cell_samples_problem(values) -> str | None:
+def cell_samples_problem(values: Sequence[float]) -> str | None:
     """What makes ``values`` unfit to describe one state of an empirical cell (too few or too
     many samples, one not finite, all equal: no variation), or None."""
     n = len(values)
@@ -155,7 +162,7 @@ class EmpiricalCellSpec(_Spec):
     (level 1 = as measured). Built from a CSV by :func:`sddhr.technology.empirical_spec`."""
 
     technology: Literal["empirical"] = "empirical"
-    unit: Literal["g_siemens", "g_us", "q_coulomb", "q_fc"] = Field(
+    unit: CellUnit = Field(
         description="what the samples are: conductance (g_*, current readout) or charge (q_*, charge readout)")
     samples_bit1: tuple[float, ...] = Field(description="measured samples of cells storing bit 1, in `unit`")
     samples_bit0: tuple[float, ...] = Field(description="measured samples of cells storing bit 0, in `unit`")
@@ -195,10 +202,13 @@ TECHNOLOGY_SPECS: dict[str, type[_Spec]] = {
 #: the ``device`` part of a :class:`HardwareSpec`: one of :data:`TECHNOLOGY_SPECS`, chosen by
 #: its ``technology`` field (absent = ``mram``)
 CellSpec = Annotated[
-    Union[tuple(Annotated[cls, Tag(name)] for name, cls in TECHNOLOGY_SPECS.items())],  # noqa: UP007
+    Annotated[DeviceSpec, Tag("mram")] | Annotated[SramChargeSpec, Tag("sram-cd")]
+    | Annotated[ReramBinarySpec, Tag("reram-binary")] | Annotated[EmpiricalCellSpec, Tag("empirical")],
     Discriminator(_technology_tag, custom_error_type="technology",
                   custom_error_message=f"unknown technology; valid: {', '.join(TECHNOLOGY_SPECS)}"),
 ]
+if [get_args(a)[1].tag for a in get_args(get_args(CellSpec)[0])] != list(TECHNOLOGY_SPECS):
+    raise AssertionError("CellSpec must list the spec classes of TECHNOLOGY_SPECS, in the same order")
 
 
 class ColumnSpec(_Spec):

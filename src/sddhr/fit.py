@@ -28,11 +28,14 @@ the parameters by the square root and clipped at 0.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import optimize, stats
@@ -49,6 +52,9 @@ from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     write_measurements,
 )
 from .fit_likelihood import _cells, _Likelihood, row_probabilities  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from .abstraction import ColumnTable
 
 #: the fitted parameters, in order: the variation level and the four readout sources
 PARAMS = ("level", "read_noise_counts", "adc_noise_lsb", "adc_offset_lsb", "adc_gain_rel")
@@ -155,7 +161,7 @@ def parse_fix(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _hessian(f, x, h):
+def _hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Central-difference Hessian of ``f`` at ``x`` with steps ``h``."""
     d = len(x)
     hess = np.zeros((d, d))
@@ -203,13 +209,15 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     unit = np.array([typical[p] ** 2 for p in free])
     bounds = [(0.0, _upper(p) ** 2 / typical[p] ** 2) for p in free]
 
-    def phi_of(x):
+    def phi_of(x: np.ndarray) -> np.ndarray:
         phi = base.copy()
         phi[idx] = np.asarray(x) * unit
         return phi
 
-    def minimise(lk, x0):
-        f = lambda x: -lk.total(phi_of(x))  # noqa: E731
+    def minimise(lk: _Likelihood, x0: np.ndarray) -> optimize.OptimizeResult:
+        def f(x: np.ndarray) -> float:
+            return -lk.total(phi_of(x))
+
         res = optimize.minimize(f, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
         return optimize.minimize(f, res.x, method="Nelder-Mead", bounds=bounds,
                                  options={"xatol": 1e-4, "fatol": 1e-4, "maxfev": 400})
@@ -217,12 +225,15 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     # stage 1: every conversion on its own (closed form, fast): several starts
     single = lik if not repeats else _Likelihood(
         Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec)
-    best = None
-    for s in range(max(1, starts)):
+
+    def start(s: int) -> np.ndarray:
         scale = (1.0, 0.1, 10.0)[s % 3]
-        x0 = np.array([scale if p == "level" else 1 / scale for p in free])
-        res = minimise(single, x0)
-        if best is None or res.fun < best.fun:
+        return np.array([scale if p == "level" else 1 / scale for p in free])
+
+    best = minimise(single, start(0))
+    for s in range(1, max(1, starts)):
+        res = minimise(single, start(s))
+        if res.fun < best.fun:
             best = res
     if repeats:  # stage 2: the repeats' likelihood, from there (the temporal / static split from a neutral start)
         x0 = best.x.copy()
@@ -237,7 +248,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     scales = np.array([max(phi_hat[i], (typical[PARAMS[i]] * 0.05) ** 2) for i in idx])
     h = 1e-3 * scales
 
-    def ll_free(v):
+    def ll_free(v: np.ndarray) -> float:
         phi = phi_hat.copy()
         phi[idx] = v
         return lik.total(phi)
@@ -287,7 +298,8 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
                      ncol, kind, time.perf_counter() - t0, evaluations, spec, notes, se_variance=se_var)
 
 
-def goodness_of_fit(fit: ColumnFit, meas: Measurements, table, min_samples: int = 30, alpha: float = 1e-3) -> dict:
+def goodness_of_fit(fit: ColumnFit, meas: Measurements, table: ColumnTable, min_samples: int = 30,
+                    alpha: float = 1e-3) -> dict:
     """Fit quality against the exported table: per ``(k, n)`` with at least ``min_samples``
     conversions (the first of each group), the total-variation distance between the measured
     code histogram and the table's row, and its bound for sampling noise alone
@@ -359,7 +371,8 @@ def fit_and_export(path: str | Path, spec: HardwareSpec, out: str | Path | None 
 # -------------------------------------------------------------------------------------- CLI
 
 
-def add_command(sub, add_spec_args, spec_from_args, methods) -> None:
+def add_command(sub: argparse._SubParsersAction, add_spec_args: Callable[[argparse.ArgumentParser], object],
+                spec_from_args: Callable[[argparse.Namespace], HardwareSpec], methods: Sequence[str]) -> None:
     """Register ``sddhr fit-column`` (the CLI stays thin: parse, call :func:`fit_and_export`, print)."""
     p = sub.add_parser("fit-column", help="fit readout and variation parameters to measured conversions (k, n, code) "
                                           "and export the table")
@@ -371,7 +384,7 @@ def add_command(sub, add_spec_args, spec_from_args, methods) -> None:
     p.add_argument("--json", help="also write the fit (estimates, intervals, quality) as JSON")
     add_spec_args(p)
 
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
         fix = parse_fix(args.fix)
         fit, table = fit_and_export(args.csv, spec, args.out, args.method, fix, args.json)

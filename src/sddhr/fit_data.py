@@ -41,10 +41,12 @@ class Measurements:
         return bool(len(self.group)) and len(np.unique(self.group)) < len(self.group)
 
 
-def _int_field(path, line, name, text, lo, hi, what_hi=""):
+def _int_field(path: Path, line: int, name: str, text: str | None, lo: int, hi: int, what_hi: str = "") -> int:
     try:
+        if text is None:  # a row shorter than the header
+            raise ValueError(name)
         v = int(text.strip())
-    except (AttributeError, ValueError):
+    except ValueError:
         raise SpecError(f"{path}:{line}: column '{name}' must be an integer in [{lo}, {what_hi or hi}], "
                         f"got {text!r}") from None
     if not lo <= v <= hi:
@@ -62,8 +64,12 @@ def read_measurements(path: str | Path, spec: HardwareSpec) -> Measurements:
     names, table = read_csv_rows(path)
     col = spec.column
     rows, top = col.rows, col.n_codes - 1
-    ks, ns, codes, cols, pats = [], [], [], [], []
-    seen: dict[tuple, tuple] = {}
+    ks: list[int] = []
+    ns: list[int] = []
+    codes: list[int] = []
+    cols: list[int] = []
+    pats: list[int] = []
+    seen: dict[tuple, tuple[int, int, int]] = {}
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise SpecError(f"{path}: needs columns {', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)}); "
@@ -149,21 +155,31 @@ def simulate_measurements(spec: HardwareSpec, level: float, seed: int = 0, colum
     c_p, c_ap = (c.reshape(bw * out, n_rows)[:columns] for c in chip.cells(0, out, n_rows, dtype=torch.float64))
     gain, off = (None if a is None else a.reshape(bw * out)[:columns].double() for a in chip.adc_errors(0, out, n_rows))
     rng = np.random.default_rng([seed, 0x5EED])
-    ks, ns, us, cs = [], [], [], []
+    ks: list[int] = []
+    ns: list[int] = []
+    us: list[float] = []
+    cs: list[int] = []
     for c in range(columns):
         for _ in range(patterns):
             n = int(rng.integers(min_rows, n_rows + 1))
             k = int(rng.integers(0, n + 1))
             active = rng.permutation(n_rows)[:n]
             u = float(c_p[c, active[:k]].sum() + c_ap[c, active[k:]].sum())
-            ks.append(k), ns.append(n), us.append(u), cs.append(c)
-    rep = lambda a: np.repeat(np.asarray(a), repeats)  # noqa: E731
-    k, n, u, colid = rep(ks), rep(ns), torch.from_numpy(rep(us)), rep(cs)
+            ks.append(k)
+            ns.append(n)
+            us.append(u)
+            cs.append(c)
+
+    def rep(a: list[int] | list[float]) -> np.ndarray:
+        return np.repeat(np.asarray(a), repeats)
+
+    k_rep, n_rep, colid = rep(ks), rep(ns), rep(cs)
     ci = torch.from_numpy(colid)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        u = readout(u, torch.from_numpy(n).double(), spec.column,
-                    None if gain is None else gain[ci], None if off is None else off[ci])
-        code = digitise(u, spec.column).numpy().astype(np.int64)
+        signal = readout(torch.from_numpy(rep(us)), torch.from_numpy(n_rep).double(), spec.column,
+                         None if gain is None else gain[ci], None if off is None else off[ci])
+        code = digitise(signal, spec.column).numpy().astype(np.int64)
     group = np.repeat(np.arange(len(ks)), repeats)
-    return Measurements(k.astype(np.int64), n.astype(np.int64), code, colid.astype(np.int64), group, "simulated")
+    return Measurements(k_rep.astype(np.int64), n_rep.astype(np.int64), code, colid.astype(np.int64), group,
+                        "simulated")

@@ -28,132 +28,46 @@ Built in (:data:`TECHNOLOGIES`; specs in :mod:`sddhr.config`, sources in ``docs/
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import special
 
-from ._io import read_csv_rows
+from ._io import csv_number, read_csv_rows
+from .cell_technology import STATES, CellTechnology, SignalT, Size, register_technology, registered, step_cdf
 from .config import (
     CELL_UNITS,
+    CellSpec,
+    CellUnit,
     EmpiricalCellSpec,
     ReramBinarySpec,
     SpecError,
     SramChargeSpec,
     cell_samples_problem,
-    check_level,
 )
+from .device import CellModel
 
-#: the two states of every technology: (bit 1, bit 0)
-STATES = ("P", "AP")
-
-_REGISTRY: dict[str, type[CellTechnology]] = {}
-
-
-class CellTechnology:
-    """Statistics of the normalised contribution ``c`` of one technology's cells at one
-    variation level ``level`` (which scales the cells' static spread; 0 = none).
-
-    A technology implements :meth:`mean`, :meth:`var`, :meth:`cdf`, :meth:`sample` and
-    :meth:`sample_cells`, and fills ``mean_signal`` / ``var_signal`` (the cell's signal in
-    ``signal_unit``: S for a current readout, C for a charge readout). ``device`` is its spec.
-    """
-
-    name: ClassVar[str] = ""
-    readout: ClassVar[str] = "current"  # or "charge"
-
-    def __init__(self, device, level: float, calibrated: bool = True):
-        self.device = device
-        self.level = check_level(level)
-        self.calibrated = calibrated
-        self.mean_signal: dict[str, float] = {}
-        self.var_signal: dict[str, float] = {}
-
-    @property
-    def signal_unit(self) -> str:
-        return "S" if self.readout == "current" else "C"
-
-    def mean(self, state: str) -> float:
-        """E[c] for a cell in ``state`` ('P': bit 1, 'AP': bit 0), counts."""
-        raise NotImplementedError
-
-    def var(self, state: str) -> float:
-        """Var[c] for a cell in ``state``, counts squared."""
-        raise NotImplementedError
-
-    def cdf(self, state: str, t) -> np.ndarray:
-        """P(c <= t) for a cell in ``state`` (numpy, any shape)."""
-        raise NotImplementedError
-
-    def sample(self, state: str, rng: np.random.Generator, size) -> np.ndarray:
-        """``c`` of freshly made cells in ``state`` (numpy float64; the Monte Carlo reference)."""
-        raise NotImplementedError
-
-    def sample_cells(self, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(c_P, c_AP)`` of a chip's cells, each of ``shape`` (float64, CPU, from ``generator``:
-        the same numbers on every device): every cell drawn once in both states."""
-        raise NotImplementedError
-
-    def binned_pmf(self, state: str, offsets: np.ndarray, h: float, scale: float = 1.0) -> tuple[np.ndarray, float]:
-        """The distribution of ``scale * c`` (``c`` a cell in ``state``) binned on a lattice:
-        mass of the bins ``[mu + o - h/2, mu + o + h/2)`` for each offset ``o`` of ``offsets``
-        (any order; ``mu = scale * E[c]``), from the exact CDF, normalised. Returns the pmf and
-        the binning's mean offset ``sum pmf * offsets`` (binned mean minus true mean). A cell
-        without variation is a unit mass at the offset nearest 0.
-
-        The one lattice helper of the exact column tables (sums of cells,
-        :mod:`sddhr.abstraction`) and the effective-weight sampler (sums of shift-weighted
-        cells, :mod:`sddhr.nn.backends.weight_sampler`).
-        """
-        offsets = np.asarray(offsets, dtype=np.float64)
-        if self.var(state) == 0:
-            pmf = np.zeros(offsets.shape)
-            pmf[np.argmin(np.abs(offsets))] = 1.0
-        else:
-            mu = scale * self.mean(state)
-            hi = self.cdf(state, (mu + offsets + h / 2) / scale)
-            lo = self.cdf(state, (mu + offsets - h / 2) / scale)
-            pmf = np.clip(hi - lo if scale > 0 else lo - hi, 0, None)
-            pmf /= pmf.sum()
-        return pmf, float(pmf @ offsets)
-
-
-def register_technology(name: str):
-    """Class decorator: register a :class:`CellTechnology` under its spec's ``technology`` name."""
-
-    def deco(cls: type[CellTechnology]) -> type[CellTechnology]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_builtins() -> None:
-    importlib.import_module("sddhr.device")  # registers mram (its module imports this one)
-
+__all__ = [
+    "CELL_VALUE_MAX", "STATES", "CellModel", "CellTechnology", "EmpiricalCell", "ReramBinaryCell", "SramChargeCell",
+    "cell_model", "empirical_spec", "read_cell_csv", "register_technology", "technologies",
+]
 
 def technologies() -> dict[str, type[CellTechnology]]:
     """Every registered technology, by name."""
-    _load_builtins()
-    return dict(_REGISTRY)
+    return registered()
 
 
-def cell_model(device, level: float, calibrated: bool = True) -> CellTechnology:
+def cell_model(device: CellSpec, level: float, calibrated: bool = True) -> CellTechnology:
     """The technology of a spec's ``device`` part (:data:`sddhr.config.CellSpec`) at ``level``."""
-    _load_builtins()
+    known = registered()
     name = getattr(device, "technology", None)
-    if name not in _REGISTRY:
-        raise SpecError(f"no technology registered for {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](device, level, calibrated)
-
-
-def _step(t, at: float) -> np.ndarray:
-    return (np.asarray(t, dtype=np.float64) >= at).astype(np.float64)
+    if name not in known:
+        raise SpecError(f"no technology registered for {name!r}; registered: {', '.join(sorted(known))}")
+    return known[name](device, level, calibrated)
 
 
 # --------------------------------------------------------------------- charge-domain SRAM
@@ -183,17 +97,17 @@ class SramChargeCell(CellTechnology):
     def var(self, state: str) -> float:
         return self.s**2 if state == "P" else 0.0
 
-    def cdf(self, state: str, t) -> np.ndarray:
+    def cdf(self, state: str, t: ArrayLike) -> np.ndarray:
         if state == "AP" or self.s == 0:
-            return _step(t, self.mean(state))
+            return step_cdf(t, self.mean(state))
         return special.ndtr((np.asarray(t, dtype=np.float64) - 1.0) / self.s)
 
-    def sample(self, state: str, rng: np.random.Generator, size) -> np.ndarray:
+    def sample(self, state: str, rng: np.random.Generator, size: Size) -> np.ndarray:
         if state == "AP":
             return np.zeros(size)
         return 1.0 + self.s * rng.standard_normal(size)
 
-    def sample_cells(self, shape, generator: torch.Generator):
+    def sample_cells(self, shape: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(shape, generator=generator, dtype=torch.float64)
         return z.mul_(self.s).add_(1.0), torch.zeros(shape, dtype=torch.float64)
 
@@ -224,10 +138,10 @@ class ReramBinaryCell(CellTechnology):
         self.mean_signal = g
         self.var_signal = {s: (self.level * rel[s] * g[s]) ** 2 for s in STATES}
         self.g_ap_ref, self.delta_g = g["AP"], g["P"] - g["AP"]
-        self._ln = {s: _lognormal(g[s], math.sqrt(self.var_signal[s])) if self.var_signal[s] > 0 else None
-                    for s in STATES}
+        self._ln: dict[str, tuple[float, float] | None] = {
+            s: _lognormal(g[s], math.sqrt(self.var_signal[s])) if self.var_signal[s] > 0 else None for s in STATES}
 
-    def contribution(self, g):
+    def contribution(self, g: SignalT) -> SignalT:
         return (g - self.g_ap_ref) / self.delta_g
 
     def mean(self, state: str) -> float:
@@ -236,24 +150,26 @@ class ReramBinaryCell(CellTechnology):
     def var(self, state: str) -> float:
         return self.var_signal[state] / self.delta_g**2
 
-    def cdf(self, state: str, t) -> np.ndarray:
-        if self._ln[state] is None:
-            return _step(t, self.mean(state))
-        mu, s = self._ln[state]
+    def cdf(self, state: str, t: ArrayLike) -> np.ndarray:
+        ln = self._ln[state]
+        if ln is None:
+            return step_cdf(t, self.mean(state))
+        mu, s = ln
         g = self.g_ap_ref + np.asarray(t, dtype=np.float64) * self.delta_g
         with np.errstate(divide="ignore"):
             return np.where(g > 0, special.ndtr((np.log(np.maximum(g, 1e-300)) - mu) / s), 0.0)
 
-    def _conductance(self, state: str, z):
-        if self._ln[state] is None:
+    def _conductance(self, state: str, z: SignalT) -> SignalT:
+        ln = self._ln[state]
+        if ln is None:
             return z * 0.0 + self.mean_signal[state]
-        mu, s = self._ln[state]
+        mu, s = ln
         return np.exp(mu + s * z) if isinstance(z, np.ndarray) else torch.exp(mu + s * z)
 
-    def sample(self, state: str, rng: np.random.Generator, size) -> np.ndarray:
+    def sample(self, state: str, rng: np.random.Generator, size: Size) -> np.ndarray:
         return self.contribution(self._conductance(state, rng.standard_normal(size)))
 
-    def sample_cells(self, shape, generator: torch.Generator):
+    def sample_cells(self, shape: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z_p = torch.randn(shape, generator=generator, dtype=torch.float64)
         z_ap = torch.randn(shape, generator=generator, dtype=torch.float64)
         return self.contribution(self._conductance("P", z_p)), self.contribution(self._conductance("AP", z_ap))
@@ -291,19 +207,22 @@ class EmpiricalCell(CellTechnology):
     def var(self, state: str) -> float:
         return self.var_signal[state] / self.delta**2
 
-    def cdf(self, state: str, t) -> np.ndarray:
+    def cdf(self, state: str, t: ArrayLike) -> np.ndarray:
         v = self.values[state]
         if self.level == 0:
-            return _step(t, self._mean[state])
+            return step_cdf(t, self._mean[state])
         return np.searchsorted(v, np.asarray(t, dtype=np.float64), side="right") / v.size
 
-    def sample(self, state: str, rng: np.random.Generator, size) -> np.ndarray:
+    def sample(self, state: str, rng: np.random.Generator, size: Size) -> np.ndarray:
         v = self.values[state]
         return v[rng.integers(0, v.size, size)]
 
-    def sample_cells(self, shape, generator: torch.Generator):
-        return tuple(self._torch[s][torch.randint(self._torch[s].numel(), tuple(shape), generator=generator)]
-                     for s in STATES)
+    def sample_cells(self, shape: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        def draw(state: str) -> torch.Tensor:
+            values = self._torch[state]
+            return values[torch.randint(values.numel(), tuple(shape), generator=generator)]
+
+        return draw("P"), draw("AP")
 
 
 _STATE_NAMES = {"1": "P", "0": "AP", "P": "P", "AP": "AP", "LRS": "P", "HRS": "AP"}
@@ -314,7 +233,7 @@ _STATE_NAMES = {"1": "P", "0": "AP", "P": "P", "AP": "AP", "LRS": "P", "HRS": "A
 CELL_VALUE_MAX = 1e12
 
 
-def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
+def read_cell_csv(path: str | Path) -> tuple[CellUnit, dict[str, list[float]]]:
     """Measured samples of a cell per state from a CSV: a ``state`` column (``1`` / ``0``; also
     ``P`` / ``AP`` or ``LRS`` / ``HRS``) and one value column naming its unit, ``g_siemens`` /
     ``g_us`` (conductances: current readout) or ``q_coulomb`` / ``q_fc`` (charges: charge
@@ -323,7 +242,7 @@ def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
     path = Path(path)
     fields, rows = read_csv_rows(path)
     units = ", ".join(CELL_UNITS)
-    value_cols = [f for f in fields if f in CELL_UNITS]
+    value_cols = [u for f in fields for u in CELL_UNITS if u == f]
     if "state" not in fields or not value_cols:
         raise SpecError(f"{path}: needs columns 'state' and one of {units}, got {fields}")
     if len(value_cols) > 1:
@@ -336,10 +255,9 @@ def read_cell_csv(path: str | Path) -> tuple[str, dict[str, list[float]]]:
         if state is None:
             raise SpecError(f"{path}:{i}: column state must be 1 or 0 (or P / AP, LRS / HRS), got {raw_state!r}")
         raw = row.get(col)
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}") from None
+        value = csv_number(raw)
+        if raw is None or value is None:
+            raise SpecError(f"{path}:{i}: column {col} is not a number: {raw!r}")
         if not math.isfinite(value):
             raise SpecError(f"{path}:{i}: column {col} must be finite, got {value}")
         if not 0.0 <= value <= CELL_VALUE_MAX:
@@ -362,5 +280,5 @@ def empirical_spec(path: str | Path) -> EmpiricalCellSpec:
     ``source`` records the file's name and the SHA-256 of its bytes."""
     col, samples = read_cell_csv(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return EmpiricalCellSpec(unit=col, samples_bit1=samples["P"], samples_bit0=samples["AP"],
+    return EmpiricalCellSpec(unit=col, samples_bit1=tuple(samples["P"]), samples_bit0=tuple(samples["AP"]),
                              source=f"{Path(path).name[:200]} sha256:{digest}")

@@ -16,6 +16,8 @@ import codecs
 import math
 import pickle
 import re
+from collections.abc import Iterable
+from typing import IO, Literal, NoReturn
 
 import numpy as np
 
@@ -26,25 +28,30 @@ class _NdarrayClass:
     """Stands for ``numpy.ndarray`` (only ever passed to :func:`_reconstruct`)."""
 
 
+#: the byte orders a pickled dtype may name; only the explicit ones change a dtype
+_BYTE_ORDERS: dict[object, Literal["<", ">"] | None] = {"<": "<", ">": ">", "|": None, "=": None}
+
+
 class _Dtype:
     """Stands for ``numpy.dtype(name, align, copy)`` followed by its ``__setstate__``."""
 
-    def __init__(self, name, align=False, copy=True):
+    def __init__(self, name: object, align: object = False, copy: object = True):
         if not isinstance(name, str) or not _SIMPLE_DTYPE.match(name):
             raise pickle.UnpicklingError(f"unsupported array type {name!r} (only plain numbers)")
-        self.name, self.order = name, "|"
+        self.name = name
+        self.order: Literal["<", ">"] | None = None
 
-    def __setstate__(self, state):
-        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in _BYTE_ORDERS:
             raise pickle.UnpicklingError("corrupt dtype state")
-        self.order = state[1]
+        self.order = _BYTE_ORDERS[state[1]]
 
     def resolve(self) -> np.dtype:
         dt = np.dtype(self.name)
-        return dt.newbyteorder(self.order) if self.order in "<>" else dt
+        return dt if self.order is None else dt.newbyteorder(self.order)
 
 
-def _as_dtype(dt) -> np.dtype:
+def _as_dtype(dt: object) -> np.dtype:
     if isinstance(dt, _Dtype):
         return dt.resolve()
     if isinstance(dt, str) and _SIMPLE_DTYPE.match(dt):
@@ -52,8 +59,8 @@ def _as_dtype(dt) -> np.dtype:
     raise pickle.UnpicklingError(f"corrupt array: bad dtype {type(dt).__name__}")
 
 
-def _array(raw, dtype, shape, fortran: bool) -> np.ndarray:
-    dtype = _as_dtype(dtype)
+def _array(raw: object, dtype: object, shape: object, fortran: bool) -> np.ndarray:
+    dt = _as_dtype(dtype)
     if isinstance(shape, int):
         shape = (shape,)
     if not (isinstance(shape, tuple) and len(shape) <= 32 and all(isinstance(s, int) and s >= 0 for s in shape)):
@@ -62,10 +69,10 @@ def _array(raw, dtype, shape, fortran: bool) -> np.ndarray:
         raw = raw.encode("latin1")
     if not isinstance(raw, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"corrupt array: data is a {type(raw).__name__}, not bytes")
-    need = math.prod(shape) * dtype.itemsize
+    need = math.prod(shape) * dt.itemsize
     if len(raw) != need:
         raise pickle.UnpicklingError(f"corrupt array: shape {shape} needs {need} bytes, the file holds {len(raw)}")
-    return np.frombuffer(bytes(raw), dtype).reshape(shape, order="F" if fortran else "C").copy()
+    return np.frombuffer(bytes(raw), dt).reshape(shape, order="F" if fortran else "C").copy()
 
 
 class _Array:
@@ -73,31 +80,31 @@ class _Array:
 
     __slots__ = ("array",)
 
-    def __init__(self):
-        self.array = None
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: object) -> None:
         if not isinstance(state, tuple) or len(state) != 5:
             raise pickle.UnpicklingError("corrupt array state")
         _, shape, dtype, fortran, raw = state
         self.array = _array(raw, dtype, shape, bool(fortran))
 
 
-def _reconstruct(cls, shape, typecode):
+def _reconstruct(cls: object, shape: object, typecode: object) -> _Array:
     if cls is not _NdarrayClass:
         raise pickle.UnpicklingError("only numpy arrays can be reconstructed")
     return _Array()
 
 
-def _scalar(dtype, data=None):
+def _scalar(dtype: object, data: object = None) -> object:
     return _array(data, dtype, (), False)[()]
 
 
-def _frombuffer(buf, dtype, shape, order):
+def _frombuffer(buf: object, dtype: object, shape: Iterable[int], order: str) -> np.ndarray:
     return _array(buf, dtype, tuple(shape), order == "F")
 
 
-def _encode(obj, encoding="utf-8"):
+def _encode(obj: object, encoding: str = "utf-8") -> bytes:
     if not isinstance(obj, str) or encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591"):
         raise pickle.UnpicklingError("only latin-1 text can be encoded")
     return codecs.encode(obj, "latin1")
@@ -111,7 +118,7 @@ _ALLOWED = {("numpy", "ndarray"): _NdarrayClass, ("numpy", "dtype"): _Dtype, ("_
 class SafeUnpickler(pickle.Unpickler):
     """Only numpy arrays of plain numbers, lists, dicts, strings and numbers (see the module docstring)."""
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> object:
         # numpy 1.x pickles (like the official batches) name numpy.core, numpy 2.x numpy._core
         canon = "numpy._core." + module[len("numpy.core."):] if module.startswith("numpy.core.") else module
         try:
@@ -119,11 +126,11 @@ class SafeUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)") from None
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: object) -> NoReturn:
         raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
-def _resolve(obj, depth: int = 0):
+def _resolve(obj: object, depth: int = 0) -> object:
     if depth > 50:
         raise pickle.UnpicklingError("nested too deeply")
     if isinstance(obj, _Array):
@@ -141,6 +148,6 @@ def _resolve(obj, depth: int = 0):
     return obj
 
 
-def load(fh, encoding: str = "bytes"):
+def load(fh: IO[bytes], encoding: str = "bytes") -> object:
     """Unpickle ``fh`` with :class:`SafeUnpickler` and turn every stand-in into its array."""
     return _resolve(SafeUnpickler(fh, encoding=encoding).load())

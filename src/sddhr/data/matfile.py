@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -26,6 +28,11 @@ MI_MATRIX, MI_COMPRESSED = 14, 15
 _MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8", 16: "u1"}
 _CLASSES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4", 14: "i8", 15: "u8"}
 _CLASS_NAMES = {1: "a cell array", 2: "a struct", 3: "an object", 4: "text", 5: "a sparse matrix", 16: "a function"}
+
+
+#: a file's byte order (numpy / struct notation)
+Endian = Literal["<", ">"]
+_ENDIAN: dict[bytes, Endian] = {b"IM": "<", b"MI": ">"}
 
 
 class MatError(ValueError):
@@ -39,7 +46,7 @@ class MatArray:
         self.kind, self.shape = kind, dims
 
 
-def _tag(buf: bytes, pos: int, end: str) -> tuple[int, int, int, int]:
+def _tag(buf: bytes, pos: int, end: Endian) -> tuple[int, int, int, int]:
     """(data type, byte count, data start, next element) of the element at ``pos``."""
     if pos + 8 > len(buf):
         raise MatError(f"truncated element tag at byte {pos}")
@@ -55,7 +62,7 @@ def _tag(buf: bytes, pos: int, end: str) -> tuple[int, int, int, int]:
     return first, second, start, start + second + (-second % 8 if first != MI_COMPRESSED else 0)
 
 
-def _numbers(buf: bytes, pos: int, end: str, what: str) -> np.ndarray:
+def _numbers(buf: bytes, pos: int, end: Endian, what: str) -> tuple[np.ndarray, int]:
     mi, size, start, nxt = _tag(buf, pos, end)
     if mi not in _MI_TYPES:
         raise MatError(f"{what}: unknown data type {mi}")
@@ -65,7 +72,7 @@ def _numbers(buf: bytes, pos: int, end: str, what: str) -> np.ndarray:
     return np.frombuffer(buf, dt, size // dt.itemsize, start), nxt
 
 
-def _matrix(buf: bytes, end: str) -> tuple[str, np.ndarray | MatArray]:
+def _matrix(buf: bytes, end: Endian) -> tuple[str, np.ndarray | MatArray]:
     """Name and value of one miMATRIX element's body ``buf``."""
     flags, pos = _numbers(buf, 0, end, "array flags")
     if len(flags) < 2:
@@ -74,20 +81,20 @@ def _matrix(buf: bytes, end: str) -> tuple[str, np.ndarray | MatArray]:
     dims, pos = _numbers(buf, pos, end, "dimensions")
     if dims.dtype.kind not in "iu" or len(dims) < 2 or (dims < 0).any():
         raise MatError(f"corrupt dimensions {dims.tolist()[:8]}")
-    dims = tuple(int(d) for d in dims)
-    name, pos = _numbers(buf, pos, end, "array name")
-    name = name.tobytes().decode("latin1")
+    shape = tuple(int(d) for d in dims)
+    raw_name, pos = _numbers(buf, pos, end, "array name")
+    name = raw_name.tobytes().decode("latin1")
     if cls not in _CLASSES:
-        return name, MatArray(_CLASS_NAMES.get(cls, f"MATLAB class {cls}"), dims)
+        return name, MatArray(_CLASS_NAMES.get(cls, f"MATLAB class {cls}"), shape)
     if complex_:
-        return name, MatArray("complex numbers", dims)
+        return name, MatArray("complex numbers", shape)
     real, pos = _numbers(buf, pos, end, f"{name!r} data")
-    if len(real) != math.prod(dims):
-        raise MatError(f"{name!r}: dimensions {dims} need {math.prod(dims)} values, the file holds {len(real)}")
-    return name, real.astype(np.dtype(_CLASSES[cls]).newbyteorder("="), copy=False).reshape(dims, order="F")
+    if len(real) != math.prod(shape):
+        raise MatError(f"{name!r}: dimensions {shape} need {math.prod(shape)} values, the file holds {len(real)}")
+    return name, real.astype(np.dtype(_CLASSES[cls]).newbyteorder("="), copy=False).reshape(shape, order="F")
 
 
-def read_mat(path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray | MatArray]:
+def read_mat(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray | MatArray]:
     """The variables of a level-5 MAT file (only ``names`` when given) as arrays in the
     shape MATLAB shows (column-major data reshaped with ``order="F"``)."""
     with open(path, "rb") as fh:
@@ -96,7 +103,7 @@ def read_mat(path, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray
         raise MatError("not a MATLAB level-5 MAT file (no 'MATLAB' header; v4 files are not supported)")
     if buf[:19] == b"MATLAB 7.3 MAT-file" or buf[124:126] in (b"\x00\x02", b"\x02\x00"):
         raise MatError("MATLAB 7.3 (HDF5) files are not supported: save with -v7 or -v6")
-    end = {b"IM": "<", b"MI": ">"}.get(buf[126:128])
+    end = _ENDIAN.get(buf[126:128])
     if end is None:
         raise MatError("not a MATLAB level-5 MAT file (bad header)")
     out: dict[str, np.ndarray | MatArray] = {}

@@ -12,6 +12,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from .._io import clean_orphans, make_dirs, os_error_message, temp_name
 from ..config import SpecError
@@ -72,7 +73,7 @@ _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta", "readme.html")
 
 
-def _urlopen(url: str, timeout: float):
+def _urlopen(url: str, timeout: float) -> IO[bytes]:
     """Open ``url`` (tests replace this function to serve local bytes)."""
     return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "sddhr"}), timeout=timeout)
 
@@ -164,6 +165,7 @@ def _extract_cifar10(archive: Path, dest_dir: Path) -> Path:
                     parts = PurePosixPath(member.name).parts
                     if len(parts) == 2 and parts[0] == _CIFAR_DIR and parts[1] in _CIFAR_MEMBERS and member.isfile():
                         src = tar.extractfile(member)
+                        assert src is not None  # a regular file's member always has data
                         with open(tmp / parts[1], "wb") as out:
                             shutil.copyfileobj(src, out)
                         written.add(parts[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def _layouts(name: str, split: str, root: Path) -> list[tuple[str, list[tuple[Pa
     return out
 
 
-def _load_official(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndarray, str]:
+def _load_official(name: str, split: str, data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, str]:
     """(x, y, source) of ``name`` / ``split``; see :func:`load_arrays`."""
     _check_name(name)
     _check_split(split)
@@ -84,19 +85,20 @@ def _load_official(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndar
         if any(f is None for f in found):
             missing = [" or ".join(map(str, alts)) for alts, f in zip(slots, found) if f is None]
             raise DataError(f"{name} {split}: incomplete files in {slots[0][0].parent}: missing {'; '.join(missing)}")
+        files = [f for f in found if f is not None]  # every one (checked above)
         if fmt == "npz":
-            x, y = read_npz(found[0])
+            x, y = read_npz(files[0])
         elif fmt == "idx":
-            x, y = read_mnist(found[0], found[1])
+            x, y = read_mnist(files[0], files[1])
         elif fmt == "cifar":
-            parts = [read_cifar_batch(f) for f in found]
+            parts = [read_cifar_batch(f) for f in files]
             x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         else:
-            x, y = read_svhn_mat(found[0])
+            x, y = read_svhn_mat(files[0])
         if x.shape[1:] != IMAGE_SHAPES[name]:
-            raise DataError(f"{found[0]}: {name} images must be {' x '.join(map(str, IMAGE_SHAPES[name]))} "
+            raise DataError(f"{files[0]}: {name} images must be {' x '.join(map(str, IMAGE_SHAPES[name]))} "
                             f"(H x W x C), got {' x '.join(map(str, x.shape[1:]))}")
-        source = str(found[0]) if len(found) == 1 else str(found[0].parent)
+        source = str(files[0]) if len(files) == 1 else str(files[0].parent)
         return x, y, source
     listing = "\n  ".join(dict.fromkeys(map(str, looked)))
     raise DataError(f"{name} {split}: no data found under {root}; looked for:\n  {listing}\n"
@@ -186,8 +188,8 @@ class DataSplit:
     torch DataLoader also works, but :meth:`batches` is much faster.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, crop_padding: int = 0, hflip: bool = False,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, mean: Sequence[float] | np.ndarray | None = None,
+                 std: Sequence[float] | np.ndarray | None = None, crop_padding: int = 0, hflip: bool = False,
                  name: str = "custom", split: str = "train", source: str = "", classes: int = NUM_CLASSES):
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"DataSplit needs a uint8 N x C x H x W tensor, got {x.dtype} {tuple(x.shape)}")
@@ -205,7 +207,7 @@ class DataSplit:
         self._affine: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, y: np.ndarray, **kw) -> DataSplit:
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray, **kw: Any) -> DataSplit:
         """From loader output: x uint8 N x H x W x C, y integer N (copied into a contiguous NCHW tensor)."""
         xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
         return cls(xt, torch.from_numpy(np.asarray(y, dtype=np.int64).copy()), **kw)
@@ -220,7 +222,8 @@ class DataSplit:
     @property
     def in_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.x.shape[1:])
+        c, h, w = self.x.shape[1:]
+        return c, h, w
 
     @property
     def classes(self) -> int:
@@ -291,6 +294,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     Augmentation for ``batches(augment=True)``: see :data:`AUGMENTATION`.
     """
     x, y, source = _load_official(name, split, data_dir)
+    mean: Sequence[float] | np.ndarray
+    std: Sequence[float] | np.ndarray
     if stats_from is None and split == "train":
         mean, std = channel_stats(x)
     elif stats_from is None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import DeviceSpec, SpecError, check_level
+from ..config import CellSpec, SpecError, check_level
 from ..technology import cell_model
 
 
@@ -91,7 +91,7 @@ class EnergySpec(BaseModel):
     def adc_time_s(self, adc_bits: int) -> float:
         return self.adc_time_per_bit_s * adc_bits
 
-    def cell_energies_j(self, device: DeviceSpec, level: float = 1.0) -> tuple[float, float]:
+    def cell_energies_j(self, device: CellSpec, level: float = 1.0) -> tuple[float, float]:
         """Read energy of one active cell per cycle, ``(weight bit 1 / P, weight bit 0 / AP)``, J.
 
         The energy taken from the supply is the supply voltage times the charge the cell
@@ -128,7 +128,7 @@ class EnergySpec(BaseModel):
 
 
 @lru_cache(maxsize=64)
-def _mean_conductances(device, level: float) -> tuple[float, float]:
+def _mean_conductances(device: CellSpec, level: float) -> tuple[float, float]:
     """Mean conductance (S) of a cell storing 1 / 0, from the spec's cell technology."""
     cm = cell_model(device, level)
     if cm.signal_unit != "S":
