@@ -22,7 +22,8 @@ from torch import nn
 from ..config import HardwareSpec, SpecError, make_spec
 from ..hardware import ChipInstance, adc_errors, max_segment_ones
 from .backends import Backend, full_precision, make_backend
-from .geometry import Conv2dColumns, LinearColumns, chunks
+from .context import ProductContext
+from .geometry import AdcErrors, CodeFn, Conv2dGeometry, Fold, Geometry, LinearGeometry
 from .mode import Mode
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
 
@@ -37,9 +38,14 @@ class IMCLayer(nn.Module):
     weight: torch.Tensor
     bias: torch.Tensor | None
     groups: int
+    geometry: Geometry
+    #: the layer stands for the first copy of its columns where it is passed as a backend's view
+    copy_index = 0
 
-    def _init_imc(self, spec: HardwareSpec, wq: WeightQuantizer | None, aq: ActQuantizer | None, layer_id: int):
+    def _init_imc(self, spec: HardwareSpec, wq: WeightQuantizer | None, aq: ActQuantizer | None,
+                  layer_id: int) -> None:
         self.spec = make_spec(spec)
+        self.geometry = self.make_geometry()
         self.wq = wq if wq is not None else WeightQuantizer(self.spec.macro.w_bits)
         self.aq = aq if aq is not None else ActQuantizer(self.spec.macro.x_bits)
         if self.wq.bits != self.spec.macro.w_bits or self.aq.bits != self.spec.macro.x_bits:
@@ -50,8 +56,8 @@ class IMCLayer(nn.Module):
         self.layer_id = int(layer_id)
         self._lossless_key: tuple | None = None  # weights_key() of the cached check
         self._lossless = False
-        self._cells_cache: dict[int, tuple] = {}  # copy -> (key, (c_P, c_AP)) of the last chip drawn
-        self._copy = 0  # which copy of the layer's columns a chip backend is computing (redundancy)
+        # copy -> (key, (c_P, c_AP)) of the last chip drawn
+        self._cells_cache: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._warned: set[str] = set()
         self.mode = Mode.ideal()
 
@@ -75,10 +81,10 @@ class IMCLayer(nn.Module):
         return self._backend
 
     # ---- spec travels with the model
-    def get_extra_state(self):
+    def get_extra_state(self) -> dict:
         return {"spec": self.spec.to_json(), "layer_id": self.layer_id, "w_step_scale": self.wq.step_scale}
 
-    def set_extra_state(self, state):
+    def set_extra_state(self, state: dict) -> None:
         self.set_spec(HardwareSpec.from_json(state["spec"]))
         self.layer_id = int(state["layer_id"])
         self.wq.step_scale = state.get("w_step_scale", 1.0)  # checkpoints before the option: 1
@@ -86,95 +92,103 @@ class IMCLayer(nn.Module):
     def set_spec(self, spec: HardwareSpec) -> None:
         """Evaluate / train under another spec (bit widths of the quantisers follow)."""
         self.spec = make_spec(spec)
+        self.geometry = self.make_geometry()
         self.wq.bits = self.spec.macro.w_bits
         self.aq.bits = self.spec.macro.x_bits
         self._lossless_key = None
         self._warned = set()
         self.mode = self._mode  # a fresh backend: its state depends on the spec
 
-    def warn_once(self, key: str, message: str) -> None:
-        """A warning, once per layer and ``key`` (until the spec changes)."""
+    def warn_once(self, key: str, message: str, stacklevel: int = 3) -> None:
+        """A warning, once per layer and ``key`` (until the spec changes); ``stacklevel`` as
+        for ``warnings.warn``, counted from here (3: the caller of the method that warns)."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, stacklevel=stacklevel)
 
-    # ---- geometry hooks (implemented by LinearColumns / Conv2dColumns)
+    # ---- geometry hooks (the layer's :attr:`geometry` computes them)
+    def make_geometry(self) -> Geometry:
+        """The layer's geometry under its current spec (:class:`LinearGeometry` / :class:`Conv2dGeometry`)."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """The layer in messages: its class and id."""
+        return f"{type(self).__name__} (layer {self.layer_id})"
+
     def lin(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The layer's linear map of (integer) inputs ``x`` by weights ``w`` (weight-shaped)."""
-        raise NotImplementedError
+        return self.geometry.lin(x, w)
 
-    def ideal_backward(self, g, x, w, need_x: bool, need_w: bool):
+    def ideal_backward(self, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, need_x: bool,
+                       need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Gradients ``(dL/dx, dL/dw)`` of ``lin(x, w)`` for output gradient ``g``."""
-        raise NotImplementedError
+        return self.geometry.ideal_backward(g, x, w, need_x, need_w)
 
     def out_scale(self, s: torch.Tensor) -> torch.Tensor:
         """A per-output-channel tensor reshaped to broadcast over the layer's output."""
-        raise NotImplementedError
+        return self.geometry.out_scale(s)
 
     def out_per_item(self, x_int: torch.Tensor) -> int:
         """Elements of per-output work per sample (sizes the chunks)."""
-        raise NotImplementedError
+        return self.geometry.out_per_item(x_int)
 
     def grouped(self, y: torch.Tensor) -> torch.Tensor:
         """An output-shaped tensor viewed as (samples, groups, out / groups, positions)."""
-        raise NotImplementedError
+        return self.geometry.grouped(y)
 
-    def conversions(self, x_int, wmat, fn, gain: float, bias: float = 0.0, dtype=torch.float32,
-                    adc=None) -> torch.Tensor:
-        """``gain * sum_{s,b,j} 2^b s_j 2^j fn(t_sbj)`` over every conversion, where ``t`` is
-        the product of the input bit planes with the rows of ``wmat`` (B_w, out, K_g) in the
-        segment (plus ``bias``), computed in ``dtype``; ``fn`` maps a tensor of ``t`` (in place
-        allowed) to float32 digital values. ``adc``: None (``t`` goes to ``fn`` as it is), or
-        ``(gain, offset)``, each (B_w, out, S) or None: ``t`` first goes through the column's
-        readout (:func:`sddhr.hardware.readout`: those static errors and the spec's temporal
-        noise, which needs each conversion's active rows)."""
-        raise NotImplementedError
+    def conversions(self, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float, bias: float = 0.0,
+                    dtype: torch.dtype = torch.float32, adc: AdcErrors | None = None) -> torch.Tensor:
+        """Every conversion's count through ``fn``, shift-and-added (:meth:`Geometry.conversions`)."""
+        return self.geometry.conversions(x_int, wmat, fn, gain, bias, dtype, adc)
 
     def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:
         """Active rows ``n`` per (input plane, sample, group, segment, output position)."""
-        raise NotImplementedError
+        return self.geometry.segment_counts(planes)
 
-    def matrices(self, x_int: torch.Tensor):
+    def matrices(self, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]:
         """The layer as explicit matrix products ``(list of X, fold)`` (activity counts, references)."""
-        raise NotImplementedError
+        return self.geometry.matrices(x_int)
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The unquantised float layer."""
         raise NotImplementedError
 
     def chunks(self, x_int: torch.Tensor, per_item: int) -> list[slice]:
-        return chunks(x_int, per_item)
+        return self.geometry.chunks(x_int, per_item)
 
     def rows_per_output(self) -> int:
-        return self.weight[0].numel()
+        return self.geometry.rows_per_output
 
     def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
-        return w_int.reshape(w_int.shape[0], -1)
+        return self.geometry.w_flat(w_int)
 
-    def cell_layer_id(self) -> int:
+    def cell_layer_id(self, copy: int = 0) -> int:
         """The id that seeds this layer's cells and ADCs on a chip: ``layer_id`` for the
-        first copy of its columns, ``layer_id + c * COPY_STRIDE`` for copy ``c``."""
-        return self.layer_id + self._copy * COPY_STRIDE
+        first copy of its columns, ``layer_id + copy * COPY_STRIDE`` for copy ``copy``."""
+        return self.layer_id + copy * COPY_STRIDE
 
-    def chip_cells(self, level: float, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells (the current copy's) on
-        chip ``(level, seed)`` (:meth:`sddhr.hardware.ChipInstance.cells`); each copy's last
-        draw is kept, so that switching modes on the same chip (bit-true / fast, evaluation /
-        float) draws nothing."""
+    def chip_cells(self, level: float, seed: int, device: torch.device | str | None,
+                   copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells (copy ``copy`` of its
+        columns) on chip ``(level, seed)`` (:meth:`sddhr.hardware.ChipInstance.cells`); each
+        copy's last draw is kept, so that switching modes on the same chip (bit-true / fast,
+        evaluation / float) draws nothing."""
         key = (self.spec.to_json(), float(level), int(seed), str(device))
-        cached = self._cells_cache.get(self._copy)
+        cached = self._cells_cache.get(copy)
         if cached is None or cached[0] != key:
-            self._cells_cache.pop(self._copy, None)  # free the old draw first
+            self._cells_cache.pop(copy, None)  # free the old draw first
             chip = ChipInstance(self.spec, level, seed)
-            self._cells_cache[self._copy] = (key, chip.cells(self.cell_layer_id(), self.weight.shape[0],
-                                                             self.rows_per_output(), device=device))
-        return self._cells_cache[self._copy][1]
+            self._cells_cache[copy] = (key, chip.cells(self.cell_layer_id(copy), self.weight.shape[0],
+                                                       self.rows_per_output(), device=device))
+        return self._cells_cache[copy][1]
 
-    def chip_adc(self, seed: int, device):
-        """Static ADC ``(gain, offset)`` of this layer's columns (the current copy's) on chip
+    def chip_adc(self, seed: int, device: torch.device | str | None, copy: int = 0) -> AdcErrors:
+        """Static ADC ``(gain, offset)`` of this layer's columns (copy ``copy``) on chip
         ``seed``, each (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`; independent of
         the level)."""
-        return adc_errors(self.spec, seed, self.cell_layer_id(), self.weight.shape[0], self.rows_per_output(), device)
+        return adc_errors(self.spec, seed, self.cell_layer_id(copy), self.weight.shape[0], self.rows_per_output(),
+                          device)
 
     def weights_key(self) -> tuple:
         """Changes whenever the quantised weights may change (in-place updates included)."""
@@ -206,46 +220,43 @@ class IMCLayer(nn.Module):
             y = y + self.out_scale(self.bias)
         return y
 
-    def hardware_product(self, x_int, w_int, sx, sw):
+    def hardware_product(self, x_int: torch.Tensor, w_int: torch.Tensor, sx: torch.Tensor,
+                         sw: torch.Tensor) -> torch.Tensor:
         """The backend's product times the scales ``sx * sw`` (shaped like ``lin(x_int, w_int)``),
         no grad. Backends linear in the weights get the scales folded into their matrix."""
         backend = self.backend
         copies = self._mode.copies
+        y = self._one_product(backend, ProductContext(self, 0), x_int, w_int, sx, sw)
         if copies > 1:  # redundancy: the same layer on `copies` column sets of the chip, averaged
-            try:
-                self._copy = 0
-                y = self._one_product(backend, x_int, w_int, sx, sw)
-                for c in range(1, copies):
-                    self._copy = c
-                    y.add_(self._one_product(backend, x_int, w_int, sx, sw))
-            finally:
-                self._copy = 0
+            for c in range(1, copies):
+                y.add_(self._one_product(backend, ProductContext(self, c), x_int, w_int, sx, sw))
             return y.div_(copies)
-        return self._one_product(backend, x_int, w_int, sx, sw)
+        return y
 
-    def _one_product(self, backend, x_int, w_int, sx, sw):
-        """One copy's product. Binary weights ``q`` in {-1, +1} reach the backend as the cells
+    def _one_product(self, backend: Backend, ctx: ProductContext, x_int: torch.Tensor, w_int: torch.Tensor,
+                     sx: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        """One copy's product (the copy: ``ctx``). Binary weights ``q`` in {-1, +1} reach the backend as the cells
         the macro holds, ``c = (q - 1) / 2``; the periphery forms ``sum(x) + 2 (c . x)`` (with
         effective cells ``c_eff``, the effective weight is ``2 c_eff + 1``)."""
         binary = self.wq.binary
         w_hw = binary_cells(w_int) if binary else w_int
         with full_precision(x_int.device):
             scale = sx * sw  # weight-shaped (or a scalar)
-            w_eff = backend.effective_weights(self, w_hw)
+            w_eff = backend.effective_weights(ctx, w_hw)
             if w_eff is not None:
                 if w_eff is w_hw:  # the integers themselves (ideal macro)
                     return self.lin(x_int, w_int * scale)
                 if binary:
                     w_eff.mul_(2.0).add_(1.0)
                 return self.lin(x_int, w_eff.mul_(scale))
-            y = backend.product(self, x_int, w_hw).to(x_int.dtype)
+            y = backend.product(ctx, x_int, w_hw).to(x_int.dtype)
             if binary:  # sum(x) per output: one output channel (per group) broadcasts over the rest
                 ones = torch.ones_like(w_hw if self.groups > 1 else w_hw[:1])
                 y.mul_(2.0).add_(self.lin(x_int, ones))
             return y.mul_(sx * self.out_scale(sw))
 
 
-class IMCLinear(LinearColumns, IMCLayer, nn.Linear):  # type: ignore[misc]  # torch types Linear.bias as Parameter, Conv2d.bias as Tensor | None
+class IMCLinear(IMCLayer, nn.Linear):  # type: ignore[misc]  # torch types Linear.bias as Parameter, Conv2d.bias as Tensor | None
     """``nn.Linear`` computed on the IMC macro. Inputs must be non-negative (post-ReLU)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, spec: HardwareSpec | None = None,
@@ -254,11 +265,17 @@ class IMCLinear(LinearColumns, IMCLayer, nn.Linear):  # type: ignore[misc]  # to
         nn.Linear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
         self._init_imc(spec or HardwareSpec(), weight_quantizer, act_quantizer, layer_id)
 
-    def float_forward(self, x):
+    groups = 1
+    geometry: LinearGeometry
+
+    def make_geometry(self) -> LinearGeometry:
+        return LinearGeometry(self.spec, self.in_features, self.out_features)
+
+    def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
 
 
-class IMCConv2d(Conv2dColumns, IMCLayer, nn.Conv2d):
+class IMCConv2d(IMCLayer, nn.Conv2d):
     """``nn.Conv2d`` computed on the IMC macro (zero padding). Inputs must be non-negative."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -271,5 +288,17 @@ class IMCConv2d(Conv2dColumns, IMCLayer, nn.Conv2d):
                            device=device, dtype=dtype)
         self._init_imc(spec or HardwareSpec(), weight_quantizer, act_quantizer, layer_id)
 
-    def float_forward(self, x):
+    geometry: Conv2dGeometry
+
+    def make_geometry(self) -> Conv2dGeometry:
+        if isinstance(self.padding, str):  # refused by __init__; a str here was set afterwards
+            raise SpecError(f"IMCConv2d supports explicit integer padding only, got {self.padding!r}")
+        return Conv2dGeometry(self.spec, self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                              self.padding, self.dilation, self.groups)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        """Output height and width for an input of ``h`` x ``w``."""
+        return self.geometry.out_hw(h, w)
+
+    def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

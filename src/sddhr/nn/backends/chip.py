@@ -90,11 +90,11 @@ class _FrozenChip(Backend):
         layer's current copy of its columns)."""
         cells = layer.chip_cells(self.mode.level, self.mode.seed, w_int.device)
         key = (layer.weights_key(), id(cells[0]))
-        kept = self._programmed.get(layer._copy)
+        kept = self._programmed.get(layer.copy_index)
         if kept is None or kept[0] != key:
             bw = layer.spec.macro.w_bits
             contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *cells)
-            kept = self._programmed[layer._copy] = (key, contrib, effective_weights(contrib, bw))
+            kept = self._programmed[layer.copy_index] = (key, contrib, effective_weights(contrib, bw))
         return kept[1], kept[2]
 
 
@@ -123,14 +123,14 @@ class ChipFastBackend(_FrozenChip):
         """``(effective weights (out, K_g), per-output offsets or None)`` of the chip's current
         copy (:func:`static_adc_linear`), kept while its programmed contributions are."""
         contrib, eff = self.programmed(layer, w_int)
-        kept = self._linear.get(layer._copy)
+        kept = self._linear.get(layer.copy_index)
         if kept is None or kept[0] is not contrib:
             gain, offset = layer.chip_adc(self.mode.seed, w_int.device)
             if gain is None and offset is None:
                 kept = (contrib, eff, None)
             else:
                 kept = (contrib, *static_adc_linear(layer, contrib, gain, offset))
-            self._linear[layer._copy] = kept
+            self._linear[layer.copy_index] = kept
         return kept[1], kept[2]
 
     def effective_weights(self, layer, w_int):
@@ -177,7 +177,7 @@ class FreshChipBackend(Backend):
     def product(self, layer, x_int, w_int):
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         chip = ChipInstance(layer.spec, self.mode.level, seed)
-        cells = chip.cells(layer.layer_id, layer.weight.shape[0], layer.rows_per_output(), device=w_int.device)
+        cells = chip.cells(layer.layer_id, layer.geometry.n_out, layer.rows_per_output(), device=w_int.device)
         contrib = programmed(weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits), *cells)
         adc = layer.chip_adc(seed, w_int.device) if layer.spec.column.static_adc_errors else None
         return digitised_conversions(layer, x_int, contrib, adc, noisy=True)

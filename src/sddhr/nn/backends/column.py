@@ -58,14 +58,14 @@ class ComposedBackend(_FromTable):
             col = layer.spec.column
             layer.warn_once(
                 "composed-adc",
-                f"{type(layer).__name__} (layer {layer.layer_id}): composed stochastic mode with an ADC that clips or "
+                f"{layer.label}: composed stochastic mode with an ADC that clips or "
                 f"coarsens these weights' conversions (rows={col.rows}, adc_bits={col.adc_bits}, step={col.step:g}); "
                 "its Gaussian model is outside its regime, use variant='exact'",
             )
         if layer.spec.column.adc_gain_rel > 0:
             layer.warn_once(
                 "composed-gain",
-                f"{type(layer).__name__} (layer {layer.layer_id}): composed stochastic mode with an ADC gain error "
+                f"{layer.label}: composed stochastic mode with an ADC gain error "
                 f"(adc_gain_rel={layer.spec.column.adc_gain_rel:g}): the table's variance grows with k^2, its linear "
                 "fit in k is approximate; use variant='exact' or 'faithful'",
             )

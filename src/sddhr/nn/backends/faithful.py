@@ -67,7 +67,7 @@ import torch
 
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
 from ..column_stats import check_table_matches, get_table
-from ..geometry import chunks
+from ..geometry import Conv2dGeometry, chunks
 from .base import Backend, register
 from .faithful_counts import chunk_counts, f_terms, integer_products, lookup, plane_counts, static_adc_cross
 from .faithful_tables import N_ONLY, FaithfulTables, NOnlyTables, faithful_tables
@@ -118,8 +118,8 @@ class FaithfulBackend(Backend):
         nt = ft.n_only(p, x_int.device)
         form, counts, k_rows = self.choose_form(layer, x_int, nt, form or self.form)
         sh = None
-        if shared and getattr(layer, "kernel_size", None) is not None:
-            sh = torch.empty(x_int.shape[0], layer.out_channels, dtype=torch.float32, device=x_int.device)
+        if shared and isinstance(layer.geometry, Conv2dGeometry):
+            sh = torch.empty(x_int.shape[0], layer.geometry.n_out, dtype=torch.float32, device=x_int.device)
         if form == "k":
             out = self._k_form(layer, x_int, w_int, ft)
             if sh is not None:

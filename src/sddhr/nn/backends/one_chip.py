@@ -38,6 +38,7 @@ import torch
 
 from ...hardware import plane_weights, square_code, weight_bit_planes
 from ...technology import cell_model
+from ..geometry import Conv2dGeometry
 from .base import register
 from .faithful import Z_THRESHOLD, FaithfulBackend
 from .faithful_counts import chunk_counts, f_terms, integer_products
@@ -53,7 +54,7 @@ def _stacked_products(layer, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) 
     out = a.shape[0]
     if g == 1:
         y = layer.lin(x, torch.cat([a.to(x.dtype), b.to(x.dtype)], 0))
-        dim = 1 if getattr(layer, "kernel_size", None) is not None else -1  # the output channels
+        dim = 1 if isinstance(layer.geometry, Conv2dGeometry) else -1  # the output channels
         return y.narrow(dim, 0, out), y.narrow(dim, out, out)
     per = out // g
     w = torch.stack([a.reshape(g, per, *a.shape[1:]), b.reshape(g, per, *b.shape[1:])], 1)

@@ -1,0 +1,162 @@
+"""What a backend sees of an IMC layer: the :class:`LayerView` interface, and the
+:class:`ProductContext` the layer hands its backend for each product.
+
+A backend computes one layer's integer product (:mod:`sddhr.nn.backends`). It reads the
+layer's spec and geometry, asks for the cells and ADC errors of the layer's columns on a
+chip, and uses a few per-layer services (warnings once per layer, the cached losslessness
+check). Under redundancy (``Mode.copies > 1``) a layer is programmed onto several sets of
+columns of the chip; each copy's product gets its own context, whose ``copy_index`` picks
+the copy's cells and ADCs, so that nothing on the layer changes between the copies.
+
+An :class:`~sddhr.nn.layers.IMCLayer` is itself a :class:`LayerView` (of its first copy):
+code that calls a backend directly may pass the layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from ..config import HardwareSpec
+from .geometry import AdcErrors, CodeFn, Fold, Geometry
+
+if TYPE_CHECKING:
+    from .layers import IMCLayer
+
+#: a chip's cells of one layer: ``(c_P, c_AP)``, each (B_w, out, K_g)
+Cells = tuple[torch.Tensor, torch.Tensor]
+
+
+class LayerView(Protocol):
+    """The layer as a backend uses it (an :class:`~sddhr.nn.layers.IMCLayer` or a
+    :class:`ProductContext`)."""
+
+    @property
+    def spec(self) -> HardwareSpec: ...
+
+    @property
+    def geometry(self) -> Geometry: ...
+
+    @property
+    def layer_id(self) -> int: ...
+
+    @property
+    def copy_index(self) -> int: ...
+
+    @property
+    def groups(self) -> int: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def lin(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor: ...
+
+    def out_scale(self, s: torch.Tensor) -> torch.Tensor: ...
+
+    def out_per_item(self, x_int: torch.Tensor) -> int: ...
+
+    def grouped(self, y: torch.Tensor) -> torch.Tensor: ...
+
+    def conversions(self, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float, bias: float = 0.0,
+                    dtype: torch.dtype = torch.float32, adc: AdcErrors | None = None) -> torch.Tensor: ...
+
+    def segment_counts(self, planes: torch.Tensor) -> torch.Tensor: ...
+
+    def matrices(self, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]: ...
+
+    def chunks(self, x_int: torch.Tensor, per_item: int) -> list[slice]: ...
+
+    def rows_per_output(self) -> int: ...
+
+    def w_flat(self, w_int: torch.Tensor) -> torch.Tensor: ...
+
+    def weights_key(self) -> tuple: ...
+
+    def conversions_lossless(self, w_int: torch.Tensor) -> bool: ...
+
+    def warn_once(self, key: str, message: str) -> None: ...
+
+    def chip_cells(self, level: float, seed: int, device: torch.device) -> Cells: ...
+
+    def chip_adc(self, seed: int, device: torch.device) -> AdcErrors: ...
+
+
+@dataclass(frozen=True)
+class ProductContext:
+    """One product of ``layer`` on copy ``copy_index`` of its columns (0: the first, and
+    the only one without redundancy): the layer's geometry and spec, and the chip look-ups
+    of that copy. Made by the layer for each product; immutable."""
+
+    layer: IMCLayer
+    copy_index: int = 0
+
+    @property
+    def spec(self) -> HardwareSpec:
+        return self.layer.spec
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.layer.geometry
+
+    @property
+    def layer_id(self) -> int:
+        return self.layer.layer_id
+
+    @property
+    def groups(self) -> int:
+        return self.layer.geometry.groups
+
+    @property
+    def label(self) -> str:
+        return self.layer.label
+
+    # ---- geometry
+    def lin(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.geometry.lin(x, w)
+
+    def out_scale(self, s: torch.Tensor) -> torch.Tensor:
+        return self.geometry.out_scale(s)
+
+    def out_per_item(self, x_int: torch.Tensor) -> int:
+        return self.geometry.out_per_item(x_int)
+
+    def grouped(self, y: torch.Tensor) -> torch.Tensor:
+        return self.geometry.grouped(y)
+
+    def conversions(self, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float, bias: float = 0.0,
+                    dtype: torch.dtype = torch.float32, adc: AdcErrors | None = None) -> torch.Tensor:
+        return self.geometry.conversions(x_int, wmat, fn, gain, bias, dtype, adc)
+
+    def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:
+        return self.geometry.segment_counts(planes)
+
+    def matrices(self, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]:
+        return self.geometry.matrices(x_int)
+
+    def chunks(self, x_int: torch.Tensor, per_item: int) -> list[slice]:
+        return self.geometry.chunks(x_int, per_item)
+
+    def rows_per_output(self) -> int:
+        return self.geometry.rows_per_output
+
+    def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
+        return self.geometry.w_flat(w_int)
+
+    # ---- the layer's services
+    def weights_key(self) -> tuple:
+        return self.layer.weights_key()
+
+    def conversions_lossless(self, w_int: torch.Tensor) -> bool:
+        return self.layer.conversions_lossless(w_int)
+
+    def warn_once(self, key: str, message: str) -> None:
+        self.layer.warn_once(key, message, stacklevel=4)  # attributed to the backend's caller, as from the layer
+
+    # ---- the chip, on this copy's columns
+    def chip_cells(self, level: float, seed: int, device: torch.device) -> Cells:
+        return self.layer.chip_cells(level, seed, device, copy=self.copy_index)
+
+    def chip_adc(self, seed: int, device: torch.device) -> AdcErrors:
+        return self.layer.chip_adc(seed, device, copy=self.copy_index)
