@@ -18,11 +18,16 @@ Others implement :meth:`Backend.product`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
 from ...config import SpecError
 from ..mode import Mode
+
+if TYPE_CHECKING:
+    from ..context import LayerView
 
 _REGISTRY: dict[tuple[str, str | None], type[Backend]] = {}
 
@@ -36,17 +41,17 @@ class Backend:
     def __init__(self, mode: Mode):
         self.mode = mode
 
-    def effective_weights(self, layer, w_int: torch.Tensor) -> torch.Tensor | None:
+    def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         """For a backend linear in the weights: the weight-shaped matrix that multiplies
         ``x_int`` (``w_int`` itself, or a new tensor the caller may modify); else None."""
         return None
 
-    def product(self, layer, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         """The integer-domain product, shaped like ``layer.lin(x_int, w_int)`` (no grad)."""
         raise NotImplementedError(f"{type(self).__name__} computes no product")
 
 
-def register(kind: str, sub: str | None = None):
+def register(kind: str, sub: str | None = None) -> Callable[[type[Backend]], type[Backend]]:
     """Class decorator: the backend of modes whose :attr:`Mode.key` is ``(kind, sub)``."""
 
     def deco(cls: type[Backend]) -> type[Backend]:
@@ -72,7 +77,7 @@ def registered() -> list[tuple[str, str | None]]:
 
 
 @contextlib.contextmanager
-def tf32(device: torch.device, allow: bool):
+def tf32(device: torch.device, allow: bool) -> Iterator[None]:
     """TF32 allowed (or not) for matrix products and convolutions inside the block, on CUDA;
     nothing changes on other devices. The previous setting is restored."""
     if device.type != "cuda":
@@ -87,6 +92,6 @@ def tf32(device: torch.device, allow: bool):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def full_precision(device: torch.device):
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """No TF32 inside bit-true products on CUDA (it would round cell contributions)."""
     return tf32(device, False)

@@ -4,6 +4,7 @@ forward pass (the ``resampled`` S-DDHR variant)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,8 +14,12 @@ from .base import Backend, register
 from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
 
+if TYPE_CHECKING:
+    from ..context import LayerView
+    from ..mode import Mode
 
-def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
+
+def warn_if_adc_matters(layer: LayerView, w_int: torch.Tensor, level: float, what: str) -> None:
     """Warn (once per layer; Python's default filter then shows it once per process) when a
     linear-ADC form is used where the ADC changes the result:
     conversions of these weights can clip or coarsen, or the static error of a typical
@@ -40,7 +45,7 @@ def warn_if_adc_matters(layer, w_int, level: float, what: str) -> None:
     )
 
 
-def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> None:
+def warn_if_noise_dropped(layer: LayerView, what: str, static_modelled: bool = False) -> None:
     """Warn (as :func:`warn_if_adc_matters`: one message per spec) when a linear-ADC form runs
     on a spec with readout noise sources it does not model: temporal read / ADC noise, and
     (unless ``static_modelled``) the static ADC offset / gain."""
@@ -56,7 +61,8 @@ def warn_if_noise_dropped(layer, what: str, static_modelled: bool = False) -> No
     )
 
 
-def static_adc_linear(layer, contributions, gain, offset):
+def static_adc_linear(layer: LayerView, contributions: torch.Tensor, gain: torch.Tensor | None,
+                      offset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A chip in the linear-ADC form with its columns' static ADC errors: each conversion
     reads ``(1 + g) u + o step`` (no rounding), so the chip acts as the effective weights
     ``sum_j s_j 2^j (1 + g_j,seg(i)) c_ij`` (out, K_g) plus, per output, the offsets of all its
@@ -81,11 +87,11 @@ class _FrozenChip(Backend):
     from :meth:`IMCLayer.chip_cells`; the contributions of the programmed weights are kept
     while the weights (and the cells) do not change."""
 
-    def __init__(self, mode):
+    def __init__(self, mode: Mode) -> None:
         super().__init__(mode)
         self._programmed: dict[int, tuple] = {}  # copy -> (key, contributions (B_w, out, K_g), effective (out, K_g))
 
-    def programmed(self, layer, w_int) -> tuple[torch.Tensor, torch.Tensor]:
+    def programmed(self, layer: LayerView, w_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int`` (on the
         layer's current copy of its columns)."""
         cells = layer.chip_cells(self.mode.level, self.mode.seed, w_int.device)
@@ -103,7 +109,7 @@ class ChipBitTrueBackend(_FrozenChip):
     """One chip, every conversion read (its columns' static ADC errors, fresh temporal noise)
     and digitised (the reference)."""
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         adc = layer.chip_adc(self.mode.seed, w_int.device) if layer.spec.column.static_adc_errors else None
         return digitised_conversions(layer, x_int, self.programmed(layer, w_int)[0], adc, noisy=True)
 
@@ -115,11 +121,11 @@ class ChipFastBackend(_FrozenChip):
     columns' static ADC gain and offset are modelled exactly in that form
     (:func:`static_adc_linear`); temporal noise is not."""
 
-    def __init__(self, mode):
+    def __init__(self, mode: Mode) -> None:
         super().__init__(mode)
         self._linear: dict[int, tuple] = {}  # copy -> (contributions, effective weights, offsets)
 
-    def linear_chip(self, layer, w_int):
+    def linear_chip(self, layer: LayerView, w_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(effective weights (out, K_g), per-output offsets or None)`` of the chip's current
         copy (:func:`static_adc_linear`), kept while its programmed contributions are."""
         contrib, eff = self.programmed(layer, w_int)
@@ -133,7 +139,7 @@ class ChipFastBackend(_FrozenChip):
             self._linear[layer.copy_index] = kept
         return kept[1], kept[2]
 
-    def effective_weights(self, layer, w_int):
+    def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
         warn_if_noise_dropped(layer, "a fast chip instance", static_modelled=True)
         eff, const = self.linear_chip(layer, w_int)
@@ -141,7 +147,7 @@ class ChipFastBackend(_FrozenChip):
             return None  # the offsets add a constant: product() below
         return eff.view(w_int.shape).clone()
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         eff, const = self.linear_chip(layer, w_int)
         y = layer.lin(x_int, eff.view(w_int.shape))
         return y if const is None else y.add_(layer.out_scale(const.to(y.dtype)))
@@ -153,11 +159,11 @@ class ResampledBackend(Backend):
     chip), in the linear-ADC form: one draw per weight of its effective weight
     (:class:`~.weight_sampler.EffectiveWeightSampler`); drops the ADC's rounding and clipping."""
 
-    def __init__(self, mode):
+    def __init__(self, mode: Mode) -> None:
         super().__init__(mode)
         self._cell_model: CellTechnology | None = None
 
-    def effective_weights(self, layer, w_int):
+    def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         warn_if_adc_matters(layer, w_int, self.mode.level, "the resampled S-DDHR variant")
         warn_if_noise_dropped(layer, "the resampled S-DDHR variant")
         if self._cell_model is None:
@@ -174,7 +180,7 @@ class FreshChipBackend(Backend):
     networks. The chip's static ADC errors come with its seed; temporal noise is fresh per
     conversion."""
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         chip = ChipInstance(layer.spec, self.mode.level, seed)
         cells = chip.cells(layer.layer_id, layer.geometry.n_out, layer.rows_per_output(), device=w_int.device)

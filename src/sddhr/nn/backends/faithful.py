@@ -62,6 +62,7 @@ and keeps its own variance. Linear layers have no positions: their draws are ind
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -69,9 +70,21 @@ from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, 
 from ..column_stats import check_table_matches, get_table
 from ..geometry import Conv2dGeometry, chunks
 from .base import Backend, register
-from .faithful_counts import chunk_counts, f_terms, integer_products, lookup, plane_counts, static_adc_cross
+from .faithful_counts import (
+    ChunkCounts,
+    chunk_counts,
+    f_terms,
+    integer_products,
+    lookup,
+    plane_counts,
+    static_adc_cross,
+)
 from .faithful_tables import N_ONLY, FaithfulTables, NOnlyTables, faithful_tables
 from .position_shared import shared_static_var
+
+if TYPE_CHECKING:
+    from ..context import LayerView
+    from ..mode import Mode
 
 #: the fast form's predicted (rounding bias / sd)^2 above which the k form runs (median
 #: over the batch's output rows; measured bias ~ 0.5 sqrt(z), so ~0.07 sd here)
@@ -90,7 +103,7 @@ class FaithfulBackend(Backend):
     the ADC's rounding depends on each conversion's k; ``form`` ('auto', 'fast', 'k') forces
     one (tests, benchmarks). ``last_form`` / ``last_z`` record the latest choice."""
 
-    def __init__(self, mode, form: str = "auto", threshold: float = Z_THRESHOLD, shared: bool = True):
+    def __init__(self, mode: Mode, form: str = "auto", threshold: float = Z_THRESHOLD, shared: bool = True) -> None:
         super().__init__(mode)
         self.shared = shared
         if form not in FORMS:
@@ -100,7 +113,7 @@ class FaithfulBackend(Backend):
         self.last_form: str | None = None
         self.last_z: float | None = None
 
-    def tables(self, layer) -> FaithfulTables:
+    def tables(self, layer: LayerView) -> FaithfulTables:
         """From the mode's table (E_T, V_T), with v_P, v_AP, m_P, m_AP from the cell model of
         that table's spec at the mode's level; else the layer spec's exact table."""
         if self.mode.table is not None:
@@ -131,7 +144,8 @@ class FaithfulBackend(Backend):
                 out[0][k_rows], out[1][k_rows] = mean_k, var_k
         return (*out, sh) if shared else out
 
-    def choose_form(self, layer, x_int, nt, form: str):
+    def choose_form(self, layer: LayerView, x_int: torch.Tensor, nt: NOnlyTables,
+                    form: str) -> tuple[str, list[ChunkCounts] | None, torch.Tensor | None]:
         """``(form, counts, k_rows)``: with ``form`` 'auto', the k form where a sample's median
         ``z`` over its output rows exceeds the threshold, the fast form elsewhere ('k', 'fast'
         or 'mixed'; ``k_rows`` the samples of the k form, for 'mixed'); ``counts`` the n counts
@@ -146,7 +160,7 @@ class FaithfulBackend(Backend):
         self.last_form = form
         return form, counts, k_rows
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         """One draw per output: ``mean + sd (sqrt(rho) z_c + sqrt(1 - rho) z)``, ``z_c`` one
         normal per (sample, output channel) shared by the channel's positions, ``rho`` the
         static part's share (the spatial-mean variance of the static error over the squared
@@ -181,7 +195,8 @@ class FaithfulBackend(Backend):
             out[sl] = shared_static_var(layer, x_int[sl], f, rb, n, w2, ft, nt.p)
 
     # ---------------------------------------------------------------- switch
-    def _phase_ratio(self, layer, x_int, nt):
+    def _phase_ratio(self, layer: LayerView, x_int: torch.Tensor,
+                     nt: NOnlyTables) -> tuple[float, list[ChunkCounts], torch.Tensor]:
         """Median over the batch's output rows (samples x groups x positions) of ``z`` (rows
         where it is 0 / 0 left out), per chunk the n counts and their lookups (reused by
         the fast form), and per sample the median over its own rows (0 where all are 0 / 0)."""

@@ -5,17 +5,22 @@ and the small sums both variants build from them."""
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 
 from .base import tf32
 from .faithful_tables import N_ONLY, FaithfulTables, NOnlyTables
+from .position_shared import plane_sum
+
+if TYPE_CHECKING:
+    from ..context import LayerView
 
 #: one chunk's ``(samples, plane counts n, pair counts, look-ups at n)`` (:func:`chunk_counts`)
 ChunkCounts = tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def plane_counts(layer: LayerView, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (sample, group, segment, position): active rows ``n`` of each input plane
     (B_x, ...) and of each pair's AND ``N_bb'``, b < b' (B_x (B_x - 1) / 2, ...). Two counts
     share one float32 plane (``q + M q'``, M a power of two above N; exact below 2^24), so
@@ -37,7 +42,7 @@ def plane_counts(layer, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return out[:bx], out[bx:]
 
 
-def chunk_counts(layer, x_int: torch.Tensor, nt: NOnlyTables) -> list[ChunkCounts]:
+def chunk_counts(layer: LayerView, x_int: torch.Tensor, nt: NOnlyTables) -> list[ChunkCounts]:
     """Per chunk of samples: ``(slice, n, npair, lookups)``, the plane and pair counts
     (:func:`plane_counts`) and the n-only tables at ``n`` (:func:`lookup`)."""
     out = []
@@ -52,7 +57,7 @@ def lookup(nt: NOnlyTables, n: torch.Tensor) -> torch.Tensor:
     return nt.all.index_select(0, n.reshape(-1).to(torch.int64)).view(*n.shape, len(N_ONLY))
 
 
-def static_adc_cross(layer, ft: FaithfulTables, rb: torch.Tensor, n: torch.Tensor, p2: list[float],
+def static_adc_cross(layer: LayerView, ft: FaithfulTables, rb: torch.Tensor, n: torch.Tensor, p2: list[float],
                       p: float) -> torch.Tensor:
     """The fast form's coherent part of a column's static ADC offset ``o`` and gain ``g``:
     shared by the column's conversions of every input plane, they add
@@ -63,10 +68,10 @@ def static_adc_cross(layer, ft: FaithfulTables, rb: torch.Tensor, n: torch.Tenso
     col = layer.spec.column
     so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
     m = p * ft.m_p + (1.0 - p) * ft.m_ap
-    s1 = sum(p2[b] * rb[b] for b in range(len(p2)))
-    s2 = sum(p2[b] ** 2 * rb[b] * rb[b] for b in range(len(p2)))
-    t1 = sum(p2[b] * rb[b] * n[b] for b in range(len(p2))) * m
-    t2 = sum((p2[b] * rb[b] * n[b]) ** 2 for b in range(len(p2))) * (m * m)
+    s1 = plane_sum(p2[b] * rb[b] for b in range(len(p2)))
+    s2 = plane_sum(p2[b] ** 2 * rb[b] * rb[b] for b in range(len(p2)))
+    t1 = plane_sum(p2[b] * rb[b] * n[b] for b in range(len(p2))) * m
+    t2 = plane_sum((p2[b] * rb[b] * n[b]) ** 2 for b in range(len(p2))) * (m * m)
     return (so2 * (s1 * s1 - s2) + sg2 * (t1 * t1 - t2)).sum(2)
 
 

@@ -43,6 +43,7 @@ from .base import register
 from .faithful import Z_THRESHOLD, FaithfulBackend
 from .faithful_counts import chunk_counts, f_terms, integer_products
 from .faithful_tables import N_ONLY
+from .position_shared import plane_sum
 from .weight_sampler import get_weight_sampler
 
 
@@ -143,23 +144,23 @@ class OneChipBackend(FaithfulBackend):
             static = layer.grouped(lin_d).mul_(f.sqrt().unsqueeze(2))  # (nc, G, out / G, P)
             a_off = a_gain = None
             if off is not None or so2 or sg2:
-                a_off = sum(p2[b] * rb[b] for b in range(bx))  # (nc, G, S, P)
-                a_gain = sum(p2[b] * rb[b] * n[b] for b in range(bx)).mul_(m_bar)
+                a_off = plane_sum(p2[b] * rb[b] for b in range(bx))  # (nc, G, S, P)
+                a_gain = plane_sum(p2[b] * rb[b] * n[b] for b in range(bx)).mul_(m_bar)
             if off is not None:  # the chip's offsets through each conversion's ADC slope
                 static.add_(torch.einsum("ngsp,gos->ngop", a_off, off))
             if form == "k":
                 mean, var = self._k_parts(layer, xc, w_int, ft, f, x2s, a_off, a_gain, s4, so2, sg2)
             else:
-                g_sum = sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
-                u_sum = sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx)).mul_(s4)
-                x_sum = sum(p2[b] * n[b].sum(2) for b in range(bx))
+                g_sum = plane_sum(p2[b] * looked[b, ..., ig].sum(2) for b in range(bx))
+                u_sum = plane_sum(p2[b] ** 2 * looked[b, ..., iu].sum(2) for b in range(bx)).mul_(s4)
+                x_sum = plane_sum(p2[b] * n[b].sum(2) for b in range(bx))
                 if so2 or sg2:  # faithful's per-conversion variance holds the static ADC part: take it out
-                    u_sum.sub_(sum(p2[b] ** 2 * (rb[b] * rb[b] * (so2 + sg2 * (n[b] * m_bar) ** 2)).sum(2)
+                    u_sum.sub_(plane_sum(p2[b] ** 2 * (rb[b] * rb[b] * (so2 + sg2 * (n[b] * m_bar) ** 2)).sum(2)
                                    for b in range(bx)).mul_(s4))
                 mean = torch.add(x_sum.mul_(ft.m_ap).add_(g_sum).neg_().unsqueeze(2), layer.grouped(lin_w),
                                  alpha=ft.m_p - ft.m_ap)
                 var = u_sum.unsqueeze(2).expand_as(mean)
-                rows = k_rows[sl] if form == "mixed" else None
+                rows = k_rows[sl] if form == "mixed" and k_rows is not None else None
                 if rows is not None and bool(rows.any()):  # the k form for these samples
                     var = var.clone()
                     rr = rows.repeat_interleave(f.shape[0] // rows.shape[0])  # their output rows

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ...hardware import digitise, weight_bit_planes
 from .base import Backend, register
+
+if TYPE_CHECKING:
+    from ..context import LayerView
+    from ..geometry import AdcErrors
 
 
 @register("float")
@@ -15,7 +21,8 @@ class FloatBackend(Backend):
     quantised = False
 
 
-def digitised_conversions(layer, x_int: torch.Tensor, wmat: torch.Tensor, adc=None, noisy: bool = False):
+def digitised_conversions(layer: LayerView, x_int: torch.Tensor, wmat: torch.Tensor, adc: AdcErrors | None = None,
+                          noisy: bool = False) -> torch.Tensor:
     """Every conversion of ``x_int`` against the column contents ``wmat`` (B_w, out, K_g)
     read by the layer's ADC, shift-and-added (ideal macro and bit-true chips). ``noisy``: each
     conversion first goes through the column's readout, with the static ADC errors ``adc =
@@ -24,7 +31,7 @@ def digitised_conversions(layer, x_int: torch.Tensor, wmat: torch.Tensor, adc=No
     col = layer.spec.column
     fn = lambda u: digitise(u, col, inplace=True)  # noqa: E731
     if noisy and (col.temporal_noise or (adc is not None and any(e is not None for e in adc))):
-        return layer.conversions(x_int, wmat, fn, col.step, adc=tuple(adc) if adc is not None else (None, None))
+        return layer.conversions(x_int, wmat, fn, col.step, adc=(adc[0], adc[1]) if adc is not None else (None, None))
     return layer.conversions(x_int, wmat, fn, col.step)
 
 
@@ -35,10 +42,10 @@ class IdealBackend(Backend):
     clip or coarsen (:meth:`IMCLayer.conversions_lossless`), that is exactly
     ``x_int . w_int`` (one product); otherwise every conversion is digitised."""
 
-    def effective_weights(self, layer, w_int):
+    def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         return w_int if layer.conversions_lossless(w_int) else None
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         return digitised_conversions(layer, x_int, weight_bit_planes(layer.w_flat(w_int), layer.spec.macro.w_bits))
 
 
@@ -48,7 +55,7 @@ class NoiseBackend(Backend):
     per layer, ``z ~ N(0, 1)`` fresh every forward pass from torch's global generator; the
     ADC and the cells are ignored. The baseline that analog toolkits train with."""
 
-    def effective_weights(self, layer, w_int):
+    def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         w = w_int.to(torch.float32, copy=True)
         std = self.mode.noise_std * float(w.abs().max()) if w.numel() else 0.0
         return w.add_(torch.randn_like(w), alpha=std) if std > 0 else w

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy import special
 
+from ...technology import CellTechnology
+
 _MAX_CACHED = 4
 
 
@@ -33,7 +35,7 @@ class EffectiveWeightSampler:
 
     Z_MAX, Z_STEPS = 8.0, 4096
 
-    def __init__(self, cm, w_bits: int, device=None):
+    def __init__(self, cm: CellTechnology, w_bits: int, device: torch.device | str | None = None) -> None:
         self.w_bits = w_bits
         self.offset = 2 ** (w_bits - 1)
         scales = [2.0**j for j in range(w_bits - 1)] + [-(2.0 ** (w_bits - 1))]
@@ -108,7 +110,7 @@ class EffectiveWeightSampler:
 _WEIGHT_SAMPLERS: OrderedDict[tuple, EffectiveWeightSampler] = OrderedDict()
 
 
-def get_weight_sampler(cm, w_bits: int, device) -> EffectiveWeightSampler:
+def get_weight_sampler(cm: CellTechnology, w_bits: int, device: torch.device | str) -> EffectiveWeightSampler:
     """The :class:`EffectiveWeightSampler` of a technology's cell model and weight width, cached."""
     key = (cm.device.model_dump_json(), cm.calibrated, cm.level, int(w_bits), str(torch.device(device)))
     if key in _WEIGHT_SAMPLERS:
