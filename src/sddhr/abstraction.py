@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import special
 from tqdm import tqdm
 
 from ._io import atomic_path
-from .config import HardwareSpec, SpecError, check_level, make_spec
+from .config import ColumnSpec, HardwareSpec, SpecError, check_level, make_spec
 from .hardware import code_values, input_planes, n_segments, plane_weights, weight_planes
 from .technology import CellTechnology, cell_model
 
@@ -176,7 +177,7 @@ def _deterministic_rows(mu: np.ndarray, spec: HardwareSpec) -> np.ndarray:
     return out
 
 
-def _gaussian_rows(mu, var, spec: HardwareSpec) -> np.ndarray:
+def _gaussian_rows(mu: np.ndarray, var: np.ndarray, spec: HardwareSpec) -> np.ndarray:
     sd = np.sqrt(var)
     if np.all(sd == 0):
         return _deterministic_rows(mu, spec)
@@ -236,7 +237,8 @@ class _Lattice:
             self.phi[s] = np.fft.rfft(pmf)
 
 
-def _exact_rows_for_n(lat: _Lattice, pow_p, pow_ap, n: int, mu: np.ndarray, spec, extra_var=None) -> np.ndarray:
+def _exact_rows_for_n(lat: _Lattice, pow_p: np.ndarray, pow_ap: np.ndarray, n: int, mu: np.ndarray,
+                      spec: HardwareSpec, extra_var: np.ndarray | None = None) -> np.ndarray:
     spectra = pow_p[: n + 1] * pow_ap[n::-1]
     if extra_var is not None:  # + independent Gaussian readout noise: times its characteristic function
         # (only where it is above 1e-40 for some k: higher frequencies are dropped)
@@ -388,7 +390,7 @@ def sample_column_codes(
     return codes
 
 
-def readout_samples(u: np.ndarray, n, col, rng: np.random.Generator) -> np.ndarray:
+def readout_samples(u: np.ndarray, n: ArrayLike, col: ColumnSpec, rng: np.random.Generator) -> np.ndarray:
     """``u' = (1 + g)(u + e_read) + (o + e_adc) step`` with every term drawn independently per
     sample (numpy; the reference for :func:`sddhr.hardware.readout` and the tables)."""
     shape = np.shape(u)
@@ -432,7 +434,7 @@ def validate_table(
 # ---------------------------------------------------------------------------- composition
 
 
-def column_counts(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec):
+def column_counts(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-conversion ideal counts of a (M, K) x (out, K) product.
 
     Returns ``k`` (B_x, B_w, S, M, out) and ``n`` (B_x, S, M), both int64.
@@ -450,7 +452,7 @@ def column_counts(x_int: torch.Tensor, w_int: torch.Tensor, spec: HardwareSpec):
     return k, n
 
 
-def compose_moments(table: ColumnTable, x_int: torch.Tensor, w_int: torch.Tensor):
+def compose_moments(table: ColumnTable, x_int: torch.Tensor, w_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance (M, out) of a multi-bit dot product built from the column table:
     ``mean = sum s_j 2^(b+j) E[col(k, n)]``, ``var = sum 4^(b+j) Var[col(k, n)]``
     (columns are independent)."""

@@ -15,203 +15,47 @@ The variation level ``v`` (multiplies every relative sigma) is *not* part of the
 it is an argument of everything that draws or models variation, so one spec serves a
 whole sweep. Every invalid value raises :class:`SpecError` naming the parameter and its
 allowed range.
+
+The cell specs live in :mod:`sddhr.cell_specs`, :class:`SpecError` and the variation level
+in :mod:`sddhr.spec_base`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, Field, ValidationError
+
+from .cell_specs import (
+    CELL_UNITS,
+    K_BOLTZMANN,
+    MAX_CELL_SAMPLES,
+    MIN_CELL_SAMPLES,
+    TECHNOLOGY_SPECS,
+    CellSpec,
+    CellUnit,
+    DeviceSpec,
+    Distribution,
+    EmpiricalCellSpec,
+    ReramBinarySpec,
+    SramChargeSpec,
+    cell_samples_problem,
+    technology_tag,
 )
+from .spec_base import MAX_LEVEL, FrozenSpec, Level, SpecError, check_level
 
-#: largest accepted variation level (0 = no variation, 1 = nominal sigmas)
-MAX_LEVEL = 100.0
+__all__ = [
+    "CELL_UNITS", "K_BOLTZMANN", "MAX_CELL_SAMPLES", "MAX_LEVEL", "MIN_CELL_SAMPLES", "PRESETS", "TECHNOLOGY_SPECS",
+    "CellSpec", "CellUnit", "ColumnSpec", "DeviceSpec", "Distribution", "EmpiricalCellSpec", "HardwareSpec", "Level",
+    "MacroSpec", "ReramBinarySpec", "SpecError", "SramChargeSpec", "cell_samples_problem", "check_device",
+    "check_level", "make_spec", "preset", "validated", "validation_message",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class SpecError(ValueError):
-    """An invalid hardware spec, preset name or variation level."""
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-#: Boltzmann constant, J/K (the kT/C noise of a charge-domain cell)
-K_BOLTZMANN = 1.380649e-23
-
-
-#: the family of an MRAM cell's resistance distributions
-Distribution = Literal["lognormal", "truncnormal"]
-
-
-class DeviceSpec(_Spec):
-    """The ``mram`` technology: MTJ + access transistor. P state stores weight bit 1, AP state
-    stores 0.
-
-    Resistance distributions are parameterised by their mean (ohm) and relative
-    standard deviation; at variation level ``v`` the relative sigma is ``v * sigma_rel``.
-    ``lognormal`` matches that mean and sigma exactly; ``truncnormal`` is a normal with
-    that mean and sigma truncated to positive resistances.
-
-    ``technology`` is never written out (a spec without it is MRAM), so MRAM specs, tables
-    and checkpoints keep the JSON they had before technologies were plug-ins.
-    """
-
-    technology: Literal["mram"] = Field("mram", exclude=True, description="cell technology (see CellSpec)")
-    r_p_ohm: float = Field(4000.0, gt=0, le=1e9, description="mean P-state MTJ resistance, ohm")
-    tmr: float = Field(1.5, gt=0, le=100, description="tunnel magnetoresistance ratio (R_AP-R_P)/R_P")
-    r_t_ohm: float = Field(1500.0, ge=0, le=1e9, description="mean access-transistor on-resistance, ohm")
-    sigma_p_rel: float = Field(0.04, ge=0, le=1, description="relative sigma of R_P at level 1")
-    sigma_ap_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_AP at level 1")
-    sigma_t_rel: float = Field(0.05, ge=0, le=1, description="relative sigma of R_T at level 1")
-    distribution: Distribution = "lognormal"
-
-    @property
-    def r_ap_ohm(self) -> float:
-        return self.r_p_ohm * (1.0 + self.tmr)
-
-
-class SramChargeSpec(_Spec):
-    """The ``sram-cd`` technology: a charge-domain SRAM bit cell (Jia et al., IEEE JSSC 2020).
-
-    The cell's 1-b product charges its local capacitor: a cell whose product is 1 puts the
-    charge ``C V`` on the column, one whose product is 0 puts none. The static error is the
-    capacitor's mismatch: ``C ~ N(c_unit, (v sigma_c_rel c_unit)^2)`` at variation level ``v``
-    (normal, Pelgrom-type; a bit-0 cell contributes exactly 0). Temporal noise is the
-    column's ``read_noise_counts`` (the preset sets it to :attr:`ktc_noise_counts`)."""
-
-    technology: Literal["sram-cd"] = "sram-cd"
-    c_unit_ff: float = Field(1.0, gt=0, le=1e4, description="unit (bit-cell) capacitance, fF")
-    sigma_c_rel: float = Field(0.003, ge=0, le=1, description="relative sigma of a unit capacitor at level 1")
-    v_swing_v: float = Field(1.0, gt=0, le=10, description="voltage on a cell capacitor whose product is 1, V")
-    temperature_k: float = Field(300.0, gt=0, le=1000, description="temperature of the kT/C noise, K")
-
-    @property
-    def ktc_noise_counts(self) -> float:
-        """kT/C noise of one cell capacitor, sd in counts (one count = ``c_unit V``):
-        ``sqrt(k T / C) / V``."""
-        return math.sqrt(K_BOLTZMANN * self.temperature_k / (self.c_unit_ff * 1e-15)) / self.v_swing_v
-
-
-class ReramBinarySpec(_Spec):
-    """The ``reram-binary`` technology: a two-state (binary) 1T1R ReRAM cell read by its
-    current. Low-resistance state LRS stores weight bit 1, high-resistance state HRS stores 0;
-    each cell's conductance is lognormal with the given mean and relative sigma (times the
-    variation level ``v``), drawn once per cell."""
-
-    technology: Literal["reram-binary"] = "reram-binary"
-    g_lrs_us: float = Field(100.0, gt=0, le=1e6, description="mean LRS (bit 1) conductance, uS")
-    g_hrs_us: float = Field(10.0, gt=0, le=1e6, description="mean HRS (bit 0) conductance, uS")
-    sigma_lrs_rel: float = Field(0.15, ge=0, le=2, description="relative sigma of the LRS conductance at level 1")
-    sigma_hrs_rel: float = Field(0.35, ge=0, le=2, description="relative sigma of the HRS conductance at level 1")
-    v_read_v: float = Field(0.2, gt=0, le=10, description="read voltage, V")
-
-    @model_validator(mode="after")
-    def _lrs_above_hrs(self):
-        if self.g_lrs_us <= self.g_hrs_us:
-            raise ValueError(f"g_lrs_us ({self.g_lrs_us:g}) must exceed g_hrs_us ({self.g_hrs_us:g}): "
-                             "the LRS (bit 1) conducts more")
-        return self
-
-
-#: the unit of an empirical cell's samples (a column name of a measured cell CSV)
-CellUnit = Literal["g_siemens", "g_us", "q_coulomb", "q_fc"]
-#: the columns a measured cell CSV may hold its samples in: name -> (readout, factor to SI)
-CELL_UNITS: dict[CellUnit, tuple[str, float]] = {"g_siemens": ("current", 1.0), "g_us": ("current", 1e-6),
-              "q_coulomb": ("charge", 1.0), "q_fc": ("charge", 1e-15)}
-#: fewest / most samples per state of an empirical cell
-MIN_CELL_SAMPLES, MAX_CELL_SAMPLES = 10, 200_000
-
-
-def cell_samples_problem(values: Sequence[float]) -> str | None:
-    """What makes ``values`` unfit to describe one state of an empirical cell (too few or too
-    many samples, one not finite, all equal: no variation), or None."""
-    n = len(values)
-    if n < MIN_CELL_SAMPLES:
-        return f"need at least {MIN_CELL_SAMPLES} samples, got {n}"
-    if n > MAX_CELL_SAMPLES:
-        return f"at most {MAX_CELL_SAMPLES} samples, got {n}"
-    bad = next((v for v in values if not math.isfinite(v)), None)
-    if bad is not None:
-        return f"samples must be finite, got {bad}"
-    lo, hi = min(values), max(values)
-    if hi - lo <= 1e-12 * max(abs(lo), abs(hi)):
-        return f"the {n} samples are all equal ({lo:g}): no variation; give measurements of several cells"
-    return None
-
-
-class EmpiricalCellSpec(_Spec):
-    """The ``empirical`` technology: a cell defined by measured samples of its contribution
-    per state (conductances or charges of many cells), embedded in the spec so that tables
-    and checkpoints carry them. The distribution is the samples' empirical distribution; at
-    variation level ``v`` every sample's deviation from its state's mean is scaled by ``v``
-    (level 1 = as measured). Built from a CSV by :func:`sddhr.technology.empirical_spec`."""
-
-    technology: Literal["empirical"] = "empirical"
-    unit: CellUnit = Field(
-        description="what the samples are: conductance (g_*, current readout) or charge (q_*, charge readout)")
-    samples_bit1: tuple[float, ...] = Field(description="measured samples of cells storing bit 1, in `unit`")
-    samples_bit0: tuple[float, ...] = Field(description="measured samples of cells storing bit 0, in `unit`")
-    source: str = Field("", max_length=500, description="where the samples came from (file name; informational)")
-
-    @field_validator("samples_bit1", "samples_bit0")
-    @classmethod
-    def _enough_samples(cls, v):
-        problem = cell_samples_problem(v)
-        if problem:
-            raise ValueError(problem)
-        return v
-
-    @model_validator(mode="after")
-    def _bit1_above_bit0(self):
-        m1, m0 = (math.fsum(s) / len(s) for s in (self.samples_bit1, self.samples_bit0))
-        if m1 <= m0:
-            raise ValueError(f"the bit-1 samples' mean ({m1:g}) must exceed the bit-0 samples' mean ({m0:g})")
-        return self
-
-    @property
-    def readout(self) -> str:
-        return CELL_UNITS[self.unit][0]
-
-
-def _technology_tag(value) -> str:
-    if isinstance(value, dict):
-        return value.get("technology", "mram")
-    return getattr(value, "technology", "mram")
-
-
-#: spec class of each technology, by its ``technology`` name
-TECHNOLOGY_SPECS: dict[str, type[_Spec]] = {
-    "mram": DeviceSpec, "sram-cd": SramChargeSpec, "reram-binary": ReramBinarySpec, "empirical": EmpiricalCellSpec,
-}
-
-#: the ``device`` part of a :class:`HardwareSpec`: one of :data:`TECHNOLOGY_SPECS`, chosen by
-#: its ``technology`` field (absent = ``mram``)
-CellSpec = Annotated[
-    Annotated[DeviceSpec, Tag("mram")] | Annotated[SramChargeSpec, Tag("sram-cd")]
-    | Annotated[ReramBinarySpec, Tag("reram-binary")] | Annotated[EmpiricalCellSpec, Tag("empirical")],
-    Discriminator(_technology_tag, custom_error_type="technology",
-                  custom_error_message=f"unknown technology; valid: {', '.join(TECHNOLOGY_SPECS)}"),
-]
-if [get_args(a)[1].tag for a in get_args(get_args(CellSpec)[0])] != list(TECHNOLOGY_SPECS):
-    raise AssertionError("CellSpec must list the spec classes of TECHNOLOGY_SPECS, in the same order")
-
-
-class ColumnSpec(_Spec):
+class ColumnSpec(FrozenSpec):
     """One column conversion: ``rows`` cells summed, digitised by a ``adc_bits`` ADC.
 
     ``full_scale_counts`` (default: ``rows``) is the ADC range in units of one ideal
@@ -281,14 +125,14 @@ class ColumnSpec(_Spec):
         return self.rows <= self.lossless_counts
 
 
-class MacroSpec(_Spec):
+class MacroSpec(FrozenSpec):
     """Bit-parallel two's-complement weights, bit-serial unsigned activations."""
 
     w_bits: int = Field(4, ge=1, le=8, description="weight bits B_w (two's complement)")
     x_bits: int = Field(4, ge=1, le=8, description="activation bits B_x (unsigned)")
 
 
-class HardwareSpec(_Spec):
+class HardwareSpec(FrozenSpec):
     name: str = "custom"
     device: CellSpec = DeviceSpec()
     column: ColumnSpec = ColumnSpec()
@@ -305,14 +149,14 @@ class HardwareSpec(_Spec):
             raise SpecError(f"hardware spec is not valid JSON ({err})") from None
         return make_spec(data)
 
-    def replace(self, **changes) -> HardwareSpec:
+    def replace(self, **changes: object) -> HardwareSpec:
         """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated. A
         ``device`` dict of another technology (or with fields the current one lacks)
         replaces the device instead of being merged into it."""
         data = self.model_dump()
         for key, val in changes.items():
             if key == "device" and isinstance(val, dict) and (
-                    _technology_tag(val) != self.device.technology and "technology" in val
+                    technology_tag(val) != self.device.technology and "technology" in val
                     or not set(val) <= set(type(self.device).model_fields)):
                 data[key] = val
             elif isinstance(val, dict) and isinstance(data.get(key), dict):
@@ -336,10 +180,7 @@ def validation_message(err: ValidationError, what: str) -> str:
     return f"invalid {what}: " + "; ".join(parts)
 
 
-_format_validation = validation_message  # the name device.py imports
-
-
-def validated(cls: type[M], data, what: str) -> M:
+def validated(cls: type[M], data: object, what: str) -> M:
     """``data`` (a dict, or already a ``cls``) validated as ``cls``; any problem raises
     :class:`SpecError` with :func:`validation_message` (``what`` names the config)."""
     if isinstance(data, cls):
@@ -391,21 +232,6 @@ def preset(name: str) -> HardwareSpec:
         raise SpecError(
             f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}"
         ) from None
-
-
-def check_level(level: float) -> float:
-    """Validate a variation level (0 = no variation, 1 = nominal)."""
-    try:
-        level = float(level)
-    except (TypeError, ValueError):
-        raise SpecError(f"variation level must be a number, got {level!r}") from None
-    if not (0.0 <= level <= MAX_LEVEL):
-        raise SpecError(f"variation level must be in [0, {MAX_LEVEL:g}], got {level:g}")
-    return level
-
-
-#: a validated variation level, for config fields (``levels: list[Level]``)
-Level = Annotated[float, AfterValidator(check_level)]
 
 
 def check_device(device: str) -> str:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
-from .config import MAX_LEVEL, HardwareSpec
+from .config import MAX_LEVEL, CellSpec, HardwareSpec
 from .device import CellModel
 from .fit_data import Measurements
 
@@ -18,7 +19,7 @@ _LOG_FLOOR = -700.0  # log-probability floor of one conversion (1e-304): keeps t
 
 
 
-def _log_between(a, b):
+def _log_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """log(Phi(b) - Phi(a)) for a <= b, stable in both tails, floored."""
     flip = a > 0
     lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
@@ -28,7 +29,7 @@ def _log_between(a, b):
     return np.fmax(out, _LOG_FLOOR)
 
 
-def _cells(device, level2: float, calibrated: bool) -> tuple[float, float, float, float]:
+def _cells(device: CellSpec, level2: float, calibrated: bool) -> tuple[float, float, float, float]:
     """``(m_P, m_AP, v_P, v_AP)`` of one cell at level ``sqrt(level2)`` (``level2 < 0``: the
     variances continued linearly, for the numerical derivatives at 0)."""
     if level2 < 0:
@@ -38,15 +39,15 @@ def _cells(device, level2: float, calibrated: bool) -> tuple[float, float, float
     return cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
 
 
-def row_probabilities(spec: HardwareSpec, level: float, k, n) -> np.ndarray:
+def row_probabilities(spec: HardwareSpec, level: float, k: ArrayLike, n: ArrayLike) -> np.ndarray:
     """``P(code | k, n)`` rows, [len(k), 2^B], of the fit's model for a single conversion
     (the ``gaussian`` table's rows: a normal of the summed cell moments plus
     :func:`~sddhr.abstraction.readout_var`)."""
     col = spec.column
     m_p, m_ap, v_p, v_ap = _cells(spec.device, level**2, col.calibrated)
-    k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
-    mu = k * m_p + (n - k) * m_ap
-    var = (k * v_p + (n - k) * v_ap + n * col.read_noise_counts**2 + col.adc_gain_rel**2 * mu**2
+    kf, nf = np.asarray(k, np.float64), np.asarray(n, np.float64)
+    mu = kf * m_p + (nf - kf) * m_ap
+    var = (kf * v_p + (nf - kf) * v_ap + nf * col.read_noise_counts**2 + col.adc_gain_rel**2 * mu**2
            + (col.adc_noise_lsb**2 + col.adc_offset_lsb**2) * col.step**2)
     t = np.concatenate([[-np.inf], (np.arange(col.n_codes - 1) + 0.5) * col.step, [np.inf]])
     sd = np.sqrt(np.maximum(var, 1e-300))[:, None]
@@ -93,7 +94,7 @@ class _Likelihood:
         self.min_hi = np.minimum.reduceat(self.m_hi, self.m_starts) if len(self.multi) else np.zeros(0)
         self.evaluations = 0
 
-    def groups(self, phi) -> np.ndarray:
+    def groups(self, phi: np.ndarray) -> np.ndarray:
         """Log-likelihood of every group (a conversion and its repeats), [n_groups]."""
         self.evaluations += 1
         l2, r2, a2, o2, g2 = (float(p) for p in phi)
@@ -111,7 +112,7 @@ class _Likelihood:
             out[self.multi] = self._multi(mu[self.multi], np.maximum(vs[self.multi], 0), np.maximum(vt[self.multi], 0))
         return out
 
-    def _multi(self, mu, vs, vt) -> np.ndarray:
+    def _multi(self, mu: np.ndarray, vs: np.ndarray, vt: np.ndarray) -> np.ndarray:
         """Repeated conversions: ``log int N(z; mu, vs) prod_r P(code_r | z, vt) dz``."""
         sd_s, sd_t = np.sqrt(vs), np.sqrt(vt)
         tiny = 1e-9 * self.step
@@ -135,7 +136,7 @@ class _Likelihood:
             out[quad] = self._quadrature(mu, sd_s, sd_t, quad)
         return out
 
-    def _quadrature(self, mu, sd_s, sd_t, sel) -> np.ndarray:
+    def _quadrature(self, mu: np.ndarray, sd_s: np.ndarray, sd_t: np.ndarray, sel: np.ndarray) -> np.ndarray:
         # the integrand is the static density times the product of the R repeats' code
         # probabilities: that product is the codes' common interval [max lo, min hi]
         # smoothed by sd_t (all codes equal: variance about sd_t^2 / R + step^2 / 12) or a
@@ -184,11 +185,11 @@ class _Likelihood:
         _add_rows(tot, gi, lp)
         return special.logsumexp(tot + logw, axis=1)
 
-    def total(self, phi) -> float:
+    def total(self, phi: np.ndarray) -> float:
         return float(self.groups(phi).sum())
 
 
-def _add_rows(tot, gi, lp):
+def _add_rows(tot: np.ndarray, gi: np.ndarray, lp: np.ndarray) -> None:
     """``tot[gi] += lp`` for sorted ``gi`` (reduceat over runs)."""
     starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
     tot[gi[starts]] += np.add.reduceat(lp, starts, axis=0)

@@ -48,7 +48,8 @@ def digitise(u: torch.Tensor, column: ColumnSpec, inplace: bool = False) -> torc
 
 
 def readout(
-    u: torch.Tensor, n, column: ColumnSpec, gain: torch.Tensor | None = None, offset: torch.Tensor | None = None,
+    u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, gain: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The analog readout of conversions, in place: ``u' = (1 + g)(u + e_read) + (o + e_adc) step``
     with ``e_read ~ N(0, n sigma_read^2)`` (``n`` active rows) and ``e_adc ~ N(0, sigma_adc^2)``
@@ -221,7 +222,8 @@ def adc_seed(seed: int, layer_id: int) -> int:
     return int(ss.generate_state(2, np.uint64)[0] >> 1)
 
 
-def adc_errors(spec: HardwareSpec, seed: int, layer_id: int, out: int, k: int, device=None):
+def adc_errors(spec: HardwareSpec, seed: int, layer_id: int, out: int, k: int,
+               device: torch.types.Device = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Static ADC errors ``(gain, offset)`` of one layer's columns, each (B_w, out, S) float32
     (S row segments of a dot product of length ``k``), or None where the spec's sigma is 0:
     ``g ~ N(0, adc_gain_rel^2)`` (relative), ``o ~ N(0, adc_offset_lsb^2)`` (ADC steps),
@@ -255,13 +257,15 @@ class ChipInstance:
         self.seed = int(seed)
         self.cell_model = cell_model(spec.device, self.level, spec.column.calibrated)
 
-    def cells(self, layer_id: int, out: int, k: int, device=None, dtype=torch.float32):
+    def cells(self, layer_id: int, out: int, k: int, device: torch.types.Device = None,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised contributions ``(c_P, c_AP)``, each (B_w, out, K), of one layer's cells."""
         gen = torch.Generator().manual_seed(layer_seed(self.seed, layer_id))
         c_p, c_ap = self.cell_model.sample_cells((self.spec.macro.w_bits, out, k), gen)
         return c_p.to(device=device, dtype=dtype), c_ap.to(device=device, dtype=dtype)
 
-    def adc_errors(self, layer_id: int, out: int, k: int, device=None):
+    def adc_errors(self, layer_id: int, out: int, k: int,
+                   device: torch.types.Device = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Static ADC ``(gain, offset)`` of one layer's columns (:func:`adc_errors`)."""
         return adc_errors(self.spec, self.seed, layer_id, out, k, device)
 
