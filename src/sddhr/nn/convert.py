@@ -284,21 +284,15 @@ def revert(model: nn.Module) -> nn.Module:
         if isinstance(layer, IMCLinear):
             new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
         elif isinstance(layer, IMCConv2d):
-            new = nn.Conv2d(layer.in_channels, layer.out_channels, _pair(layer.kernel_size), _pair(layer.stride),
-                            _pair(layer.padding), _pair(layer.dilation), layer.groups, layer.bias is not None)
+            g = layer.geometry  # the convolution's parameters as (height, width) pairs
+            new = nn.Conv2d(layer.in_channels, layer.out_channels, g.kernel_size, g.stride, g.padding, g.dilation,
+                            layer.groups, layer.bias is not None)
         else:
             raise SpecError(f"{name}: cannot revert a {type(layer).__name__} (not an IMCLinear / IMCConv2d)")
         new.weight = layer.weight
         new.bias = layer.bias
         _set(model, name, new)
     return model
-
-
-def _pair(v: str | tuple[int, ...]) -> tuple[int, int]:
-    """A 2-d convolution's (height, width) parameter as stored by ``nn.Conv2d``."""
-    if isinstance(v, str) or len(v) != 2:
-        raise SpecError(f"expected a (height, width) pair, got {v!r}")
-    return v[0], v[1]
 
 
 def _set(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -381,10 +375,7 @@ def recalibrated_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> Ite
     stay as trained. A chip's offsets and gains shift its pre-norm activations; re-estimating
     the statistics on that chip removes the shift the trained statistics cannot know."""
     norms = norm_layers(model)
-    saved = []
-    for m in norms:
-        mean, var, count = running_stats(m)
-        saved.append((m, mean.clone(), var.clone(), count.clone(), m.momentum, m.training))
+    saved = [(m, [t.clone() for t in running_stats(m)], m.momentum, m.training) for m in norms]
     try:
         was_training = model.training
         model.eval()
@@ -399,8 +390,8 @@ def recalibrated_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> Ite
             m.eval()
         yield model
     finally:
-        for m, mean, var, count, momentum, training in saved:
-            for buf, old in zip(running_stats(m), (mean, var, count)):
+        for m, stats, momentum, training in saved:
+            for buf, old in zip(running_stats(m), stats):
                 buf.copy_(old)
             m.momentum = momentum
             m.train(training)
