@@ -346,7 +346,8 @@ def goodness_of_fit(fit: ColumnFit, meas: Measurements, table: ColumnTable, min_
 
 
 def fit_and_export(path: str | Path, spec: HardwareSpec, out: str | Path | None = None, method: str = "exact",
-                   fix: dict[str, float] | None = None, report: str | Path | None = None):
+                   fix: dict[str, float] | None = None,
+                   report: str | Path | None = None) -> tuple[ColumnFit, ColumnTable]:
     """Read ``path``, fit, build the table of the fitted parameters
     (:func:`~sddhr.abstraction.build_table`), score it, and write it to ``out`` (and the fit
     as JSON to ``report``). Nothing is written unless everything before succeeded; the

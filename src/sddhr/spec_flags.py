@@ -12,7 +12,7 @@ from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
 DEFAULT_PRESET = "mram-22nm"
 
 
-def base_spec(args) -> HardwareSpec:
+def base_spec(args: argparse.Namespace) -> HardwareSpec:
     """``--spec-file`` if given, else ``--preset`` (default :data:`DEFAULT_PRESET`); with
     ``--cell-csv``, its device replaced by the measured (empirical) cell of that CSV."""
     if getattr(args, "spec_file", None):
@@ -32,9 +32,10 @@ def base_spec(args) -> HardwareSpec:
     return spec
 
 
-def spec_changes_from_args(args) -> dict:
+def spec_changes_from_args(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
-    column, macro = {}, {}
+    column: dict[str, object] = {}
+    macro: dict[str, object] = {}
     for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts"),
                       ("read_noise", "read_noise_counts"), ("adc_noise", "adc_noise_lsb"),
                       ("adc_offset", "adc_offset_lsb"), ("adc_gain", "adc_gain_rel")):
@@ -48,7 +49,7 @@ def spec_changes_from_args(args) -> dict:
     return {k: v for k, v in (("column", column), ("macro", macro)) if v}
 
 
-def spec_from_args(args) -> HardwareSpec:
+def spec_from_args(args: argparse.Namespace) -> HardwareSpec:
     """The base spec with the column / macro flags applied."""
     spec, changes = base_spec(args), spec_changes_from_args(args)
     return spec.replace(**changes) if changes else spec

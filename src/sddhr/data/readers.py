@@ -188,13 +188,15 @@ def _kind(a: np.ndarray) -> str:
     return names.get(a.dtype.kind, str(a.dtype))
 
 
-def _check_npz_member(z, key: str, path: Path) -> None:
+def _check_npz_member(z: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
     """Refuse a member whose header declares more data than the archive holds (a truncated or
     corrupt file would otherwise make numpy try to allocate the declared size)."""
     from numpy.lib import format as npy_format
 
-    info = z.zip.getinfo(f"{key}.npy")
-    with z.zip.open(info) as fh:
+    archive = z.zip
+    assert archive is not None  # open: the caller reads inside the archive's with-block
+    info = archive.getinfo(f"{key}.npy")
+    with archive.open(info) as fh:
         major, _ = npy_format.read_magic(fh)
         read_header = getattr(npy_format, f"read_array_header_{major}_0", None)
         if read_header is None:

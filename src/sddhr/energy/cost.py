@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
+from numpy.typing import ArrayLike
 
 from ..config import HardwareSpec, SpecError
 from ..hardware import input_planes, n_segments, weight_planes
@@ -135,7 +137,7 @@ class LayerCost:
         return d
 
 
-def _check_int_tensor(t, what: str) -> torch.Tensor:
+def _check_int_tensor(t: torch.Tensor | ArrayLike, what: str) -> torch.Tensor:
     """The tensor, detached; integer dtype or floating point holding integers."""
     t = torch.as_tensor(t).detach()
     if t.is_floating_point():
@@ -291,7 +293,8 @@ class NetworkCost:
         )
         inf = self.inferences
 
-        def row(label, m, k, out, seg, tiles, conv, rows, comps, e, t, tpw):
+        def row(label: str, m: int | str, k: int | str, out: int | str, seg: int | str, tiles: int | str,
+                conv: int | str, rows: float, comps: Iterable[float], e: float, t: float, tpw: float) -> str:
             return (
                 f"{label:<14.14}{m:>8}{k:>7}{out:>6}{seg:>5}{tiles:>6}{conv:>12}{rows:>10.1f}"
                 + "".join(f"{_eng(v / inf, 'J'):>10}" for v in comps)

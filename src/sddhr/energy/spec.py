@@ -122,7 +122,7 @@ class EnergySpec(BaseModel):
             raise SpecError(f"energy spec must be a JSON object, got {type(data).__name__}")
         return make_energy_spec(data)
 
-    def replace(self, **changes) -> EnergySpec:
+    def replace(self, **changes: object) -> EnergySpec:
         """Validated copy with some fields changed."""
         return make_energy_spec({**self.model_dump(), **changes})
 
