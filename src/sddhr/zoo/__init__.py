@@ -14,7 +14,7 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..config import SpecError
 
@@ -24,7 +24,7 @@ ZOO_DIR = Path(__file__).resolve().parent
 MANIFEST = ZOO_DIR / "manifest.json"
 
 
-def is_zoo_name(path: str | Path | None) -> bool:
+def is_zoo_name(path: str | Path | None) -> TypeGuard[str]:
     """Whether ``path`` names a shipped model (``zoo:<name>``)."""
     return isinstance(path, str) and path.startswith(PREFIX)
 
