@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (set up, then run the main job) and `make test` (lint, the test
+# Two entry points: `make demo` (set up, then run the main job) and `make test` (lint, type check, the test
 # suite and the documentation site, as CI runs them).
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of PyTorch is pinned here for the setup path; the package itself accepts torch>=2.1.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint docs bench-sweep
+.PHONY: setup demo test lint typecheck docs bench-sweep
 
 setup: $(VENV)/.installed
 
@@ -23,12 +23,16 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# mypy on src/ with the pydantic plugin ([tool.mypy] in pyproject.toml): 0 errors
+typecheck: setup
+	$(BIN)/mypy
+
 # The tests also install the optional Ray extra: CI runs the Ray executor on a local 2-CPU Ray.
 $(VENV)/.installed-ray: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	touch $@
 
-test: setup lint $(VENV)/.installed-ray docs
+test: setup lint typecheck $(VENV)/.installed-ray docs
 	$(BIN)/python -m pytest
 
 # The API reference and guides (mkdocs + mkdocstrings, pinned in the docs extra) into site/;
