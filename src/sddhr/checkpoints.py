@@ -8,7 +8,9 @@ history and the full config (:mod:`sddhr.recipes`); nothing in a checkpoint file
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,20 +24,20 @@ CHECKPOINT = "checkpoint.pt"
 
 
 
-def atomic_save(obj, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
-def model_from_config(cfg: TrainConfig, in_shape, classes: int) -> nn.Module:
+def model_from_config(cfg: TrainConfig, in_shape: Sequence[int], classes: int) -> nn.Module:
     """The network of ``cfg`` with its IMC layers (a ``float`` run trains them in float mode,
     so every trained model can be evaluated on hardware)."""
     return build_model(cfg.arch, in_shape, classes, spec=cfg.hardware, keep_digital=cfg.keep_digital,
                        width=cfg.width, w_step_scale=cfg.step_scale())
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> dict:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
     """The checkpoint dict of a file or run folder (tensors and plain data only: nothing in
     the file is executed), checked to hold an sddhr checkpoint. ``zoo:<name>``: a shipped model
     (:mod:`sddhr.zoo`, its SHA-256 checked)."""
@@ -73,7 +75,7 @@ def _load_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"[:300]
 
 
-def _to_device(obj, device):
+def _to_device(obj: Any, device: str | torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, dict):
@@ -83,7 +85,7 @@ def _to_device(obj, device):
     return obj
 
 
-def _checkpoint_config(ck: dict, path) -> dict:
+def _checkpoint_config(ck: dict, path: str | Path) -> dict:
     """The training config stored in a checkpoint, as a dict (a clear error if it is not JSON)."""
     try:
         data = json.loads(ck["config"])
@@ -94,7 +96,7 @@ def _checkpoint_config(ck: dict, path) -> dict:
     return data
 
 
-def checkpoint_meta(ck: dict, path) -> tuple[TrainConfig, tuple[int, int, int], int]:
+def checkpoint_meta(ck: dict, path: str | Path) -> tuple[TrainConfig, tuple[int, int, int], int]:
     """``(config, in_shape, classes)`` of a loaded checkpoint, each checked."""
     try:
         cfg = make_config(_checkpoint_config(ck, path))
@@ -116,7 +118,7 @@ def checkpoint_meta(ck: dict, path) -> tuple[TrainConfig, tuple[int, int, int], 
     return cfg, in_shape, classes
 
 
-def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, TrainConfig, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
     """Rebuild the network of a checkpoint and load its weights (eval mode)."""
     ck = load_checkpoint(path, device)
     cfg, in_shape, classes = checkpoint_meta(ck, path)
@@ -177,7 +179,7 @@ def inherit_from_checkpoint(data: dict) -> tuple[dict, str]:
     return data, "; ".join(notes)
 
 
-def _describe(key: str, value) -> str:
+def _describe(key: str, value: Any) -> str:
     if key == "hardware":
         spec = make_spec(value)
         c, m = spec.column, spec.macro

@@ -20,6 +20,8 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 from .config import MAX_LEVEL, HardwareSpec, preset
 from .evaluate import EvalConfig, format_table, save_results
 from .experiment import evaluate_checkpoint, load_splits
@@ -64,7 +66,7 @@ def demo_configs(quick: bool = False, spec: HardwareSpec | None = None) -> dict:
     }
 
 
-def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, device="cpu",
+def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, device: str | torch.device = "cpu",
              spec: HardwareSpec | None = None) -> dict:
     """The demo on ``spec`` (default ``mram-22nm``), in ``out_dir``."""
     out = Path(out_dir)

@@ -12,6 +12,8 @@ gradients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,7 @@ from .config import SpecError
 from .nn import Mode, set_mode
 
 
-def load_teacher(path: str, in_shape, classes: int, device="cpu") -> nn.Module:
+def load_teacher(path: str, in_shape: Sequence[int], classes: int, device: str | torch.device = "cpu") -> nn.Module:
     """The teacher network of ``path``, checked to take this run's inputs and classes."""
     try:
         teacher, t_cfg, ck = load_model(path, device)
@@ -31,7 +33,7 @@ def load_teacher(path: str, in_shape, classes: int, device="cpu") -> nn.Module:
     if tuple(t_shape) != tuple(in_shape) or int(t_classes) != int(classes):
         raise SpecError(f"distill_from {path}: the teacher takes {tuple(t_shape)} inputs with {t_classes} classes, "
                         f"this run {tuple(in_shape)} with {classes}")
-    set_mode(teacher, Mode.float() if t_cfg.recipe == "float" else Mode.ideal())
+    set_mode(teacher, Mode.float() if t_cfg.mode_kind == "float" else Mode.ideal())
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -28,14 +28,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from .config import SpecError
+
+if TYPE_CHECKING:
+    from .nn.quant import ActQuantizer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ def shard(w: World, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(torch.tensor_split(t, w.size)[w.rank] for t in tensors)
 
 
-def broadcast(obj, w: World):
+def broadcast(obj: T, w: World) -> T:
     """``obj`` of rank 0 on every rank (pickled between this run's own processes)."""
     if w.size <= 1:
         return obj
@@ -158,13 +164,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     mean and variance come from two all-reduces that carry gradients, as torch's
     ``SyncBatchNorm`` does on GPUs. Evaluation uses the running statistics as usual."""
 
-    def _check_input_dim(self, x):
+    def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        running_mean, running_var, batches = self.running_mean, self.running_var, self.num_batches_tracked
         if not self.training or not self.track_running_stats:
             return super().forward(x)
+        if running_mean is None or running_var is None or batches is None:  # kept with track_running_stats
+            raise RuntimeError(f"{type(self).__name__}: track_running_stats is set but a running buffer is None")
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0, *range(2, x.dim())]
@@ -180,15 +189,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            batches.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / float(batches)
             count = float(n)
-            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach() * (count / max(count - 1, 1.0)), alpha=m)
+            running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            running_var.mul_(1 - m).add_(var.detach() * (count / max(count - 1, 1.0)), alpha=m)
         return y
 
 
-def _gathered_calibrate(quantizer, original, x: torch.Tensor) -> None:
+def _gathered_calibrate(quantizer: ActQuantizer, original: Callable[[torch.Tensor], None], x: torch.Tensor) -> None:
     """Calibrate on the global batch: the shares of every rank, in rank order."""
     import torch.distributed as dist
 
@@ -213,13 +222,15 @@ def prepare_model(model: nn.Module) -> nn.Module:
 
     for m in model.modules():
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
-            m.__class__ = GlobalBatchNorm
+            # the class swapped in place: same parameters and buffers, so checkpoints do not change
+            m.__class__ = GlobalBatchNorm  # type: ignore[assignment]
         elif isinstance(m, ActQuantizer):
-            m.calibrate = functools.partial(_gathered_calibrate, m, m.calibrate)
+            # this one object's calibration wrapped (an instance attribute over the method)
+            m.calibrate = functools.partial(_gathered_calibrate, m, m.calibrate)  # type: ignore[method-assign]
     return model
 
 
-def wrap(model: nn.Module, device) -> nn.Module:
+def wrap(model: nn.Module, device: str | torch.device) -> nn.Module:
     """``model`` for training across the ranks (DistributedDataParallel); unchanged alone."""
     if world().size <= 1:
         return model

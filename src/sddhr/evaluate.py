@@ -19,16 +19,15 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import NoReturn
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._io import atomic_write_text
 from .config import Level, SpecError, validated
-from .nn import IMPLS
-from .nn.mode import MAX_COPIES
-from .train import DataConfig
+from .nn.mode import MAX_COPIES, Impl
+from .recipes import DataConfig
 
 
 class EvalConfig(BaseModel):
@@ -39,7 +38,7 @@ class EvalConfig(BaseModel):
     levels: list[Level] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0, 10.0], min_length=1)
     instances: int = Field(20, ge=1, le=100000, description="chip instances (seeds) per level")
     first_seed: int = Field(1000, ge=0)
-    impl: Literal[IMPLS] = "bit_true"
+    impl: Impl = "bit_true"
     batch_size: int = Field(1000, ge=1, le=1 << 20)
     data: DataConfig | None = Field(None, description="test data (default: each model's training data)")
     # deployment options, reported apart from plain S-DDHR (docs/RESULTS.md)
@@ -141,8 +140,8 @@ def load_results(path: str | Path) -> dict:
     return doc
 
 
-def _check_results(doc: dict, path) -> None:
-    def bad(where: str, what: str):
+def _check_results(doc: dict, path: Path) -> None:
+    def bad(where: str, what: str) -> NoReturn:
         raise SpecError(f"{path}: {where} {what}; not an sddhr results file (or a damaged one)")
 
     if not isinstance(doc["models"], list) or not doc["models"]:
@@ -172,7 +171,7 @@ def _check_results(doc: dict, path) -> None:
             bad(f"{where}.own_instance", "must have numeric level, seed and accuracy")
 
 
-def _is_number(v) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

@@ -38,11 +38,12 @@ import concurrent.futures as cf
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from .config import SpecError
 
 EXECUTORS = ("serial", "local", "ray")
+T = TypeVar("T")
 
 
 class ExecutorError(RuntimeError):
@@ -106,10 +107,10 @@ class Executor:
     def close(self) -> None:
         pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -209,18 +210,18 @@ class LocalExecutor(Executor):
 WATCH_SECONDS = 0.5
 
 
-def check_workers(workers, cpus: int | None = None) -> int:
+def check_workers(workers: object, cpus: int | None = None) -> int:
     """``workers`` as an int in 1 .. the CPU cores this process may use (None: all of them);
     anything else is a :class:`SpecError` naming the parameter and the range. More workers
     than cores only add memory (each loads torch, the model and the data) and time."""
     cpus = available_cpus() if cpus is None else cpus
     if workers is None:
         return cpus
-    ok = isinstance(workers, (int, float)) and not isinstance(workers, bool) and float(workers).is_integer()
-    if not ok or not 1 <= workers <= cpus:
-        raise SpecError(f"workers must be an integer from 1 to {cpus} (the CPU cores this process may use), "
-                        f"got {workers!r}")
-    return int(workers)
+    if isinstance(workers, (int, float)) and not isinstance(workers, bool) and float(workers).is_integer() \
+            and 1 <= workers <= cpus:
+        return int(workers)
+    raise SpecError(f"workers must be an integer from 1 to {cpus} (the CPU cores this process may use), "
+                    f"got {workers!r}")
 
 
 def _worker_setup(parent: int) -> None:
@@ -239,7 +240,7 @@ def _worker_setup(parent: int) -> None:
     threading.Thread(target=watch, name="sddhr-parent-watch", daemon=True).start()
 
 
-def _noop(x):
+def _noop(x: T) -> T:
     return x
 
 
@@ -255,7 +256,7 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, **init_kwargs):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, **init_kwargs: Any) -> None:
         try:
             import ray
         except ImportError:
@@ -348,7 +349,7 @@ def check_ray_address(address: str, timeout: float | None = None) -> None:
                             "--ray-address / $RAY_ADDRESS and that the cluster is running") from None
 
 
-def make_executor(name: str, workers: int | None = None, **kwargs) -> Executor:
+def make_executor(name: str, workers: int | None = None, **kwargs: Any) -> Executor:
     """An executor by name: ``serial``, ``local`` (``workers`` processes, default: every
     core) or ``ray`` (``workers`` CPUs when it starts a local Ray; ``address=`` to connect)."""
     if name == "serial":

@@ -23,9 +23,10 @@ import functools
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -42,10 +43,13 @@ from .store import STORE_NAME, ResultsStore, fingerprint, model_identity
 from .train import CHECKPOINT, DataConfig, TrainConfig, checkpoint_meta, evaluate_accuracy, load_checkpoint, load_model
 from .zoo import is_zoo_name
 
+if TYPE_CHECKING:
+    from .data import DataSplit
+
 # ------------------------------------------------------------------------------ splits
 
 
-def load_splits(data: DataConfig):
+def load_splits(data: DataConfig) -> tuple[DataSplit, DataSplit]:
     """``(train, test)`` :class:`~sddhr.data.DataSplit` s of ``data`` (subsets applied; the
     test split normalised with the full training split's statistics)."""
     from .data import load_dataset
@@ -55,7 +59,7 @@ def load_splits(data: DataConfig):
     return train, test
 
 
-def load_test_split(test: DataConfig, trained_on: DataConfig):
+def load_test_split(test: DataConfig, trained_on: DataConfig) -> DataSplit:
     """The test split of ``test`` normalised like the data the model was trained on."""
     from .data import load_dataset
 
@@ -74,10 +78,10 @@ def eval_data_for(train_cfg: TrainConfig, override: DataConfig | None) -> DataCo
 class SplitCache:
     """Test splits by (test data, training data), loaded once for several checkpoints."""
 
-    def __init__(self):
-        self._splits: dict[tuple, object] = {}
+    def __init__(self) -> None:
+        self._splits: dict[tuple, DataSplit] = {}
 
-    def get(self, test: DataConfig, trained_on: DataConfig):
+    def get(self, test: DataConfig, trained_on: DataConfig) -> DataSplit:
         key = (test.name, test.data_dir, test.test_subset, trained_on.name, trained_on.data_dir)
         if key not in self._splits:
             self._splits[key] = load_test_split(test, trained_on)
@@ -107,7 +111,7 @@ class Job:
             return Mode.ideal()
         return Mode.instance(self.level, self.seed, impl, copies)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -120,7 +124,7 @@ def plan_jobs(name: str, cfg: EvalConfig, train_cfg: TrainConfig | None = None,
     jobs = [Job(name, "float", checkpoint=ck), Job(name, "ideal", checkpoint=ck)]
     jobs += [Job(name, "instance", lv, s, ck) for lv in cfg.levels
              for s in range(cfg.first_seed, cfg.first_seed + cfg.instances)]
-    if train_cfg is not None and train_cfg.recipe == "ddhr":
+    if train_cfg is not None and train_cfg.trained_on_chip:
         jobs.append(Job(name, "own", train_cfg.level, train_cfg.chip_seed, ck))
     return jobs
 
@@ -135,7 +139,7 @@ def load_calibration(trained_on: DataConfig, images: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def one_thread():
+def one_thread() -> Iterator[None]:
     """Torch on one intra-op thread inside the block (the previous count restored): a float
     reduction split over threads may round differently, and a job's numbers must not depend
     on the machine or the executor."""
@@ -149,7 +153,7 @@ def one_thread():
             torch.set_num_threads(before)
 
 
-def calibrate_ranges(model: nn.Module, split, batch_size: int, device="cpu") -> int:
+def calibrate_ranges(model: nn.Module, split: DataSplit, batch_size: int, device: str | torch.device = "cpu") -> int:
     """Give every activation quantiser that was never calibrated its range, the same way
     whatever job comes first: one forward pass of the split's first batch (``batch_size``
     images, in order) in the ideal mode. A model trained in float mode (the ``float``
@@ -172,7 +176,8 @@ def calibrate_ranges(model: nn.Module, split, batch_size: int, device="cpu") -> 
     return sum(bool(m.calibrated) for m in todo)
 
 
-def run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device="cpu", calibration=None) -> dict:
+def run_job(model: nn.Module, job: Job, split: DataSplit, cfg: EvalConfig, device: str | torch.device = "cpu",
+            calibration: torch.Tensor | None = None) -> dict:
     """Accuracy of ``model`` on ``split`` in the job's mode; the model's own mode is kept.
     Chips (``instance`` / ``own``) get ``cfg.redundancy`` copies of every layer, and with
     ``cfg.recalibrate`` their batch-norm statistics re-estimated on ``calibration`` (images,
@@ -186,7 +191,8 @@ def run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device="cpu", ca
         return _run_job(model, job, split, cfg, device, calibration)
 
 
-def _run_job(model: nn.Module, job: Job, split, cfg: EvalConfig, device, calibration) -> dict:
+def _run_job(model: nn.Module, job: Job, split: DataSplit, cfg: EvalConfig, device: str | torch.device,
+             calibration: torch.Tensor | None) -> dict:
     model.eval()
     chip = job.kind in ("instance", "own")
     with using_mode(model, job.mode(cfg.impl, cfg.redundancy if chip else 1)):
@@ -226,8 +232,8 @@ def collect(name: str, jobs: list[Job], rows: list[dict], train_cfg: TrainConfig
     }
 
 
-def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: TrainConfig | None = None,
-          device="cpu", progress: bool = True, checkpoint: str | None = None) -> dict:
+def sweep(model: nn.Module, name: str, test_split: DataSplit, cfg: EvalConfig, train_cfg: TrainConfig | None = None,
+          device: str | torch.device = "cpu", progress: bool = True, checkpoint: str | None = None) -> dict:
     """Evaluate one model on ``cfg.instances`` chips at each level (one job after another);
     returns its result dict. Without a terminal, one progress line per finished level."""
     t0 = time.perf_counter()
@@ -261,15 +267,16 @@ def sweep(model: nn.Module, name: str, test_split, cfg: EvalConfig, train_cfg: T
 # ------------------------------------------------------------------------- checkpoints
 
 
-def _load(path, device, spec: HardwareSpec | None) -> tuple[nn.Module, TrainConfig]:
+def _load(path: str | Path, device: str | torch.device, spec: HardwareSpec | None) -> tuple[nn.Module, TrainConfig]:
     model, train_cfg, _ = load_model(path, device)
     if spec is not None:
         set_spec(model, spec)
     return model, train_cfg
 
 
-def evaluate_checkpoint(path: str | Path, name: str, split, cfg: EvalConfig, device="cpu",
-                        spec: HardwareSpec | None = None, progress: bool = True) -> tuple[dict, nn.Module]:
+def evaluate_checkpoint(path: str | Path, name: str, split: DataSplit, cfg: EvalConfig,
+                        device: str | torch.device = "cpu", spec: HardwareSpec | None = None,
+                        progress: bool = True) -> tuple[dict, nn.Module]:
     """Load a checkpoint (optionally onto another hardware ``spec``) and :func:`sweep` it on
     ``split``; returns the result dict and the loaded model."""
     model, train_cfg = _load(path, device, spec)
@@ -296,7 +303,7 @@ def _cached_model(path: str, spec_json: str | None, device: str) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_split(test_json: str, trained_json: str):
+def _cached_split(test_json: str, trained_json: str) -> DataSplit:
     return load_test_split(DataConfig.model_validate_json(test_json), DataConfig.model_validate_json(trained_json))
 
 
@@ -323,7 +330,7 @@ def run_job_from_checkpoint(task: Task) -> dict:
     return row
 
 
-def _raw_test_split(data: DataConfig):
+def _raw_test_split(data: DataConfig) -> DataSplit | None:
     """The test split of ``data`` with its own statistics (only its shape is used)."""
     from .data import load_dataset
 
@@ -333,7 +340,8 @@ def _raw_test_split(data: DataConfig):
         return None
 
 
-def _check_fits(path, in_shape, classes, split, data: DataConfig) -> None:
+def _check_fits(path: str | Path, in_shape: tuple[int, ...], classes: int, split: DataSplit | None,
+                data: DataConfig) -> None:
     if split is None:
         return
     if tuple(split.in_shape) != tuple(in_shape) or int(split.classes) > int(classes):
@@ -351,7 +359,7 @@ def _took(since_last: float, in_all: float) -> str:
 class _Progress:
     """A bar on a terminal, else one flushed line per finished (model, level)."""
 
-    def __init__(self, jobs: list[Job], enabled: bool):
+    def __init__(self, jobs: list[Job], enabled: bool) -> None:
         self.enabled = enabled
         self.lines = enabled and not sys.stderr.isatty()
         self.left: dict[tuple, int] = {}
@@ -361,7 +369,7 @@ class _Progress:
         self.bar = tqdm(total=len(jobs), desc="evaluate", disable=None if enabled else True, leave=False, delay=0.5)
         self.t0 = self.last = time.perf_counter()
 
-    def done(self, job: Job, store_rows) -> None:
+    def done(self, job: Job, store_rows: Callable[[str], list[dict]]) -> None:
         self.bar.update(1)
         if job.kind != "instance":
             return
@@ -379,7 +387,20 @@ class _Progress:
         self.bar.close()
 
 
-def _spec_identity(spec_json: str | None, changes: dict | None):
+@dataclass
+class _Model:
+    """A checkpoint of a comparison: its name, checkpoint file, training config, test data,
+    hardware spec (JSON; None: its own) and the number of test images it has."""
+
+    name: str
+    path: str
+    train_cfg: TrainConfig
+    data: DataConfig
+    spec: str | None
+    images: int
+
+
+def _spec_identity(spec_json: str | None, changes: dict | None) -> dict | None:
     """What the results store's fingerprint records of the hardware the models ran on."""
     if changes:
         return {"changes": changes}
@@ -387,7 +408,7 @@ def _spec_identity(spec_json: str | None, changes: dict | None):
 
 
 def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = None, names: list[str] | None = None,
-            device="cpu", spec: HardwareSpec | None = None, progress: bool = True,
+            device: str | torch.device = "cpu", spec: HardwareSpec | None = None, progress: bool = True,
             splits: SplitCache | None = None, executor: str | Executor | None = "serial", workers: int | None = None,
             ray_address: str | None = None, spec_changes: dict | None = None) -> list[dict]:
     """Evaluate checkpoints on the same chip instances, each on its own test data (or the
@@ -413,7 +434,8 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
     if spec is not None and spec_changes:
         raise SpecError("give either a hardware spec or changes to each checkpoint's spec, not both")
     spec_json = None if spec is None else spec.model_dump_json()
-    models, tasks = [], []
+    models: list[_Model] = []
+    tasks: list[Task] = []
     for i, path in enumerate(checkpoints):
         ck = load_checkpoint(path)
         train_cfg, in_shape, classes = checkpoint_meta(ck, path)
@@ -431,34 +453,33 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
                 model_spec = train_cfg.hardware.replace(**spec_changes).model_dump_json()
             except SpecError as err:
                 raise SpecError(f"{path}: its hardware spec with the changes given: {one_line(err)}") from None
-        taken = [m["name"] for m in models]
+        taken = [m.name for m in models]
         name = names[i] if names else (train_cfg.recipe if train_cfg.recipe not in taken else f"{train_cfg.recipe}-{i}")
         if name in taken:
             raise SpecError(f"--names: {name!r} is given twice")
         ck_file = str(path)  # a shipped model keeps its zoo: name
         if not is_zoo_name(path):
             ck_file = str(Path(path) / CHECKPOINT if Path(path).is_dir() else Path(path))
-        models.append({"name": name, "path": ck_file, "train_cfg": train_cfg, "data": data, "spec": model_spec,
-                       "images": len(split)})
+        models.append(_Model(name, ck_file, train_cfg, data, model_spec, len(split)))
     cfg = _used_sizes(cfg, models, progress)
     cfg_json = cfg.model_dump_json()
     for m in models:
-        tasks += [Task(j, cfg_json, m["spec"], m["data"].model_dump_json(), m["train_cfg"].data.model_dump_json(),
-                       str(device)) for j in plan_jobs(m["name"], cfg, m["train_cfg"], m["path"])]
+        tasks += [Task(j, cfg_json, m.spec, m.data.model_dump_json(), m.train_cfg.data.model_dump_json(),
+                       str(device)) for j in plan_jobs(m.name, cfg, m.train_cfg, m.path)]
     if out_dir is None:
         rows = _run_tasks(tasks, executor, workers, ray_address, progress, None)
-        return [collect(m["name"], [t.job for t in tasks if t.job.model == m["name"]],
-                        [rows[i] for i, t in enumerate(tasks) if t.job.model == m["name"]], m["train_cfg"],
-                        sum(rows[i]["seconds"] for i, t in enumerate(tasks) if t.job.model == m["name"]))
+        return [collect(m.name, [t.job for t in tasks if t.job.model == m.name],
+                        [rows[i] for i, t in enumerate(tasks) if t.job.model == m.name], m.train_cfg,
+                        sum(rows[i]["seconds"] for i, t in enumerate(tasks) if t.job.model == m.name))
                 for m in models]
     fp = fingerprint(json.loads(cfg_json),
-                     [model_identity(m["name"], m["path"], json.loads(m["data"].model_dump_json())) for m in models],
+                     [model_identity(m.name, m.path, json.loads(m.data.model_dump_json())) for m in models],
                      spec=_spec_identity(spec_json, spec_changes), device=torch.device(device).type)
     with run_lock(out_dir, "evaluate"), _store(out_dir, fp) as store:
         for m in models:
-            store.put_model_info(m["name"], {"train_config": json.loads(m["train_cfg"].model_dump_json())})
+            store.put_model_info(m.name, {"train_config": json.loads(m.train_cfg.model_dump_json())})
         done = store.done()
-        base = {m["name"]: store.baselines(m["name"]) for m in models}
+        base = {m.name: store.baselines(m.name) for m in models}
         missing = [t for t in tasks if (t.job.kind == "instance" and (t.job.model, float(t.job.level), int(t.job.seed))
                                         not in done) or (t.job.kind != "instance" and
                                                          _BASELINE[t.job.kind] not in base[t.job.model])]
@@ -467,7 +488,7 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
                   f"{len(missing)} missing", file=sys.stderr, flush=True)
         _run_tasks(missing, executor, workers, ray_address, progress, store)
         seeds = range(cfg.first_seed, cfg.first_seed + cfg.instances)
-        results = store.to_results([m["name"] for m in models], cfg.levels, seeds)
+        results = store.to_results([m.name for m in models], cfg.levels, seeds)
         save_results(results, cfg, out_dir)
     return results
 
@@ -475,23 +496,23 @@ def compare(checkpoints: list, cfg: EvalConfig, out_dir: str | Path | None = Non
 _BASELINE = {"float": "float", "ideal": "ideal", "own": "own_instance"}
 
 
-def _used_sizes(cfg: EvalConfig, models: list[dict], progress: bool) -> EvalConfig:
+def _used_sizes(cfg: EvalConfig, models: list[_Model], progress: bool) -> EvalConfig:
     """``cfg`` and each model's test data with the numbers of images actually used: a
     ``test_subset`` or ``recalibrate`` larger than the data uses all of it, and the results
     (fingerprint, ``results.json``) record that number, not the one asked for."""
     notes = []
     for m in models:
-        asked = m["data"].test_subset
-        if asked is not None and asked > m["images"]:
-            m["data"] = m["data"].model_copy(update={"test_subset": m["images"]})
-            notes.append(f"test_subset {asked} is more than the {m['images']} test images of {m['name']} "
-                         f"({m['data'].name}): using {m['images']}")
+        asked = m.data.test_subset
+        if asked is not None and asked > m.images:
+            m.data = m.data.model_copy(update={"test_subset": m.images})
+            notes.append(f"test_subset {asked} is more than the {m.images} test images of {m.name} "
+                         f"({m.data.name}): using {m.images}")
     if cfg.data is not None and cfg.data.test_subset is not None and models:
-        most = max(m["images"] for m in models)
+        most = max(m.images for m in models)
         if cfg.data.test_subset > most:
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test_subset": most})})
     if cfg.recalibrate:
-        have = max(len(_cached_calibration(m["train_cfg"].data.model_dump_json(), cfg.recalibrate)) for m in models)
+        have = max(len(_cached_calibration(m.train_cfg.data.model_dump_json(), cfg.recalibrate)) for m in models)
         if have < cfg.recalibrate:
             notes.append(f"recalibrate {cfg.recalibrate} is more than the {have} training images: using {have}")
             cfg = cfg.model_copy(update={"recalibrate": have})
@@ -502,7 +523,7 @@ def _used_sizes(cfg: EvalConfig, models: list[dict], progress: bool) -> EvalConf
 
 
 @contextlib.contextmanager
-def _store(out_dir, fp: dict):
+def _store(out_dir: str | Path, fp: dict) -> Iterator[ResultsStore]:
     """The results store of ``out_dir``; one this run created is deleted again when the run
     fails before storing anything, so a failed first attempt (a bad model, data, option)
     leaves no fingerprint that would refuse the corrected command."""
@@ -523,7 +544,8 @@ def _store(out_dir, fp: dict):
 AUTO_SERIAL_SECONDS = 30.0
 
 
-def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool, store) -> list:
+def _run_tasks(tasks: list[Task], executor: str | Executor | None, workers: int | None, ray_address: str | None,
+               progress: bool, store: ResultsStore | None) -> list:
     """Run ``tasks``; each row is put into ``store`` (when given) the moment it finishes."""
     rows: list = [None] * len(tasks)
     if not tasks:
@@ -566,7 +588,8 @@ def _run_tasks(tasks: list[Task], executor, workers, ray_address, progress: bool
     return rows
 
 
-def _run_on(executor, workers, ray_address, tasks: list[Task], finished) -> None:
+def _run_on(executor: str | Executor, workers: int | None, ray_address: str | None, tasks: list[Task],
+            finished: Callable[[int, dict], None]) -> None:
     kwargs = {"address": ray_address} if executor == "ray" and ray_address else {}
     ex = make_executor(executor, workers, **kwargs) if isinstance(executor, str) else executor
     try:

@@ -22,7 +22,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,9 +33,13 @@ from .config import Level, SpecError, validated
 from .energy import EnergySpec, LayerCost, NetworkCost, energy_preset, layer_cost, network_cost
 from .evaluate import EvalConfig, csv_text
 from .experiment import evaluate_checkpoint, load_splits
-from .nn import VARIANTS, Mode, imc_layers, using_mode
-from .nn.mode import DEFAULT_VARIANT
+from .nn import Mode, imc_layers, using_mode
+from .nn.mode import DEFAULT_VARIANT, Variant
 from .train import TrainConfig, make_config, train
+
+if TYPE_CHECKING:
+    from .data import DataSplit
+    from .nn import IMCLayer
 
 
 @torch.no_grad()
@@ -45,7 +49,7 @@ def network_energy(model: nn.Module, x: torch.Tensor, energy: EnergySpec, level:
     costs: list[LayerCost] = []
     hooks = []
     for name, layer in imc_layers(model):
-        def hook(mod, inputs, _out, name=name):
+        def hook(mod: IMCLayer, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor, name: str = name) -> None:
             x_int, _ = mod.aq(inputs[0])
             w_int, _ = mod.wq(mod.weight)
             w_flat = w_int.reshape(w_int.shape[0], -1)
@@ -75,13 +79,13 @@ class ExploreConfig(BaseModel):
     base: TrainConfig = Field(default_factory=TrainConfig, description="network, data, base hardware")
     rows: list[int] = Field(default_factory=lambda: [64, 256])
     adc_bits: list[int] = Field(default_factory=lambda: [4, 8])
-    full_scale_counts: list[float | None] = Field(default_factory=lambda: [None])
+    full_scale_counts: list[float | None] = Field(default_factory=lambda: list[float | None]([None]))
     w_bits: list[int] = Field(default_factory=lambda: [4])
     x_bits: list[int] = Field(default_factory=lambda: [4])
     levels: list[Level] = Field(default_factory=lambda: [4.0])
     float_epochs: int = Field(10, ge=1)
     finetune_epochs: int = Field(3, ge=1)
-    sddhr_variant: Literal[VARIANTS] = DEFAULT_VARIANT
+    sddhr_variant: Variant = DEFAULT_VARIANT
     instances: int = Field(10, ge=1)
     energy: str | EnergySpec = "mram-22nm-imc"
     energy_images: int = Field(256, ge=1)
@@ -104,8 +108,9 @@ def make_explore_config(data: dict | ExploreConfig) -> ExploreConfig:
     return cfg
 
 
-def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", progress: bool = True,
-                train_split=None, test_split=None) -> list[dict]:
+def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device: str | torch.device = "cpu",
+                progress: bool = True, train_split: DataSplit | None = None,
+                test_split: DataSplit | None = None) -> list[dict]:
     """Run the sweep (resumable: finished runs in ``out_dir`` are reused); returns the rows."""
     cfg = make_explore_config(cfg)
     energy = cfg.energy if isinstance(cfg.energy, EnergySpec) else energy_preset(cfg.energy)
@@ -113,9 +118,13 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
     base = cfg.base
     if train_split is None or test_split is None:
         train_split, test_split = load_splits(base.data)
-    common = dict(train_split=train_split, test_split=test_split, device=device, progress=progress, resume=True)
+
+    def fit(run: TrainConfig, folder: Path) -> None:
+        train(run, folder, resume=True, device=device, train_split=train_split, test_split=test_split,
+              progress=progress)
+
     float_cfg = make_config({**base.model_dump(), "recipe": "float", "epochs": cfg.float_epochs, "init_from": None})
-    train(float_cfg, out / "float", **common)
+    fit(float_cfg, out / "float")
     x_energy = next(iter(test_split.batches(cfg.energy_images, shuffle=False, augment=False)))[0].to(device)
     rows = []
     for i, p in enumerate(cfg.points()):
@@ -126,10 +135,10 @@ def run_explore(cfg: ExploreConfig | dict, out_dir: str | Path, device="cpu", pr
         pdir = out / f"point{i:03d}"
         ft = {**base.model_dump(), "hardware": spec.model_dump(), "epochs": cfg.finetune_epochs}
         conv = make_config({**ft, "recipe": "conventional", "init_from": str(out / "float" / "checkpoint.pt")})
-        train(conv, pdir / "conventional", **common)
+        fit(conv, pdir / "conventional")
         sd = make_config({**ft, "recipe": "sddhr", "level": p["level"], "variant": cfg.sddhr_variant,
                           "init_from": str(pdir / "conventional" / "checkpoint.pt")})
-        train(sd, pdir / "sddhr", **common)
+        fit(sd, pdir / "sddhr")
         ecfg = EvalConfig(levels=[p["level"]], instances=cfg.instances, impl="bit_true")
         for method in ("conventional", "sddhr"):
             res, model = evaluate_checkpoint(pdir / method / "checkpoint.pt", method, test_split, ecfg, device,
@@ -172,7 +181,8 @@ def pareto_plot(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for i, method in enumerate(sorted({r["method"] for r in rows})):
         pts = [(r["energy_per_inference_j"] * 1e9, 100 * r["acc_mean"]) for r in rows if r["method"] == method]
-        ax.scatter(*zip(*pts), color=f"C{i}", alpha=0.5, s=18)
+        xs, ys = zip(*pts)
+        ax.scatter(xs, ys, color=f"C{i}", alpha=0.5, s=18)
         front = pareto_front(pts)
         ax.plot(*zip(*front), "o-", color=f"C{i}", label=f"{method} (Pareto front)")
     ax.set_xscale("log")

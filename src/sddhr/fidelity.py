@@ -20,10 +20,15 @@ prints the table for every variant.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .config import HardwareSpec
 from .hardware import ChipInstance
+
+if TYPE_CHECKING:
+    from .nn import IMCConv2d, IMCLayer
 
 INPUT_KINDS = ("uniform", "sparse", "varied")
 STATS = ("output", "spatial", "corr", "batch_mean", "residual")
@@ -47,7 +52,8 @@ def conv_inputs(kind: str, batch: int, channels: int, hw: int, x_bits: int, gen:
     raise ValueError(f"input kind must be one of {INPUT_KINDS}, got {kind!r}")
 
 
-def conv_case(spec: HardwareSpec, kind: str, seed: int = 0, channels: int = 32, hw: int = 16, batch: int = 64):
+def conv_case(spec: HardwareSpec, kind: str, seed: int = 0, channels: int = 32, hw: int = 16,
+              batch: int = 64) -> tuple[IMCConv2d, torch.Tensor]:
     """An ``IMCConv2d`` (``channels`` -> ``channels``, 3x3, padding 1) holding integer weights
     uniform in [-qmax, qmax] (each output channel with one weight at +-qmax, so the max-abs
     quantiser keeps them as they are), identity activation quantiser on integers, and
@@ -66,18 +72,18 @@ def conv_case(spec: HardwareSpec, kind: str, seed: int = 0, channels: int = 32, 
     return layer, conv_inputs(kind, batch, channels, hw, spec.macro.x_bits, gen)
 
 
-def _integer_weights(layer) -> torch.Tensor:
+def _integer_weights(layer: IMCLayer) -> torch.Tensor:
     with torch.no_grad():
         return layer.wq(layer.weight)[0]
 
 
-def ideal_output(layer, x: torch.Tensor) -> torch.Tensor:
+def ideal_output(layer: IMCLayer, x: torch.Tensor) -> torch.Tensor:
     """The exact integer product (no ADC), float64."""
     with torch.no_grad():
         return layer.lin(x.double(), _integer_weights(layer).double())
 
 
-def chip_errors(layer, x: torch.Tensor, level: float, chips: int, first_seed: int = 1000) -> torch.Tensor:
+def chip_errors(layer: IMCLayer, x: torch.Tensor, level: float, chips: int, first_seed: int = 1000) -> torch.Tensor:
     """``(chips, *out)`` errors of bit-true chips ``first_seed...`` (:meth:`ChipInstance.matmul`
     on the layer's explicit matrices: an implementation apart from the layer's own)."""
     w = _integer_weights(layer)
@@ -94,7 +100,8 @@ def chip_errors(layer, x: torch.Tensor, level: float, chips: int, first_seed: in
     return torch.stack(out)
 
 
-def variant_errors(layer, x: torch.Tensor, level: float, variant: str, draws: int, seed: int = 1) -> torch.Tensor:
+def variant_errors(layer: IMCLayer, x: torch.Tensor, level: float, variant: str, draws: int,
+                   seed: int = 1) -> torch.Tensor:
     """``(draws, *out)`` errors of ``draws`` forward passes in ``Mode.stochastic(level, variant)``
     (integer domain, torch seeded with ``seed``)."""
     from .nn import Mode

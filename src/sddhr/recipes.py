@@ -1,6 +1,7 @@
 """The training config: recipes and the mode each trains in, the data config, config files.
 
-Recipes (:data:`RECIPE_MODES`, :meth:`TrainConfig.train_mode`):
+Recipes (:data:`Recipe`; the mode kind each trains in is :data:`RECIPE_MODES`, the one
+recipe -> mode table: :meth:`TrainConfig.train_mode` and the evaluation's own-chip job read it):
 
 ``float``         plain floating point (the IMC layers in ``float`` mode),
 ``conventional``  ``ideal`` mode (bit-true hardware without variation),
@@ -19,17 +20,30 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import HardwareSpec, Level, SpecError, preset, validated
 from .data import DATASETS
 from .models import ARCHS, check_arch
-from .nn import IMPLS, VARIANTS, Mode, check_table_matches
-from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD
+from .nn import Mode, check_table_matches
+from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD, Impl, Kind, Variant
 from .nn.norms import NORM_MODES
 from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
+
+if TYPE_CHECKING:
+    from .abstraction import ColumnTable
+
+    # the names of these three are tuples of other modules: pydantic reads Literal[tuple] as
+    # a Literal of its items, a type checker cannot, and sees the plain strings they are
+    DatasetName = str
+    ClipGradient = str
+    NormMode = str
+else:
+    DatasetName = Literal[DATASETS]
+    ClipGradient = Literal[CLIP_GRADIENTS]
+    NormMode = Literal[NORM_MODES]
 
 #: weight step scale of the recipes trained under hardware noise (ddhr, sddhr, noise): measured
 #: on MNIST, all-IMC MLP, S-DDHR at level 10 from a float model (docs/RESULTS.md): 1 diverged
@@ -42,13 +56,15 @@ DEFAULT_WEIGHT_DECAY = 5e-4
 #: recipes whose batch norm trains on running statistics by default (``TrainConfig.norm_mode``);
 #: none until measured better (docs/RESULTS.md)
 FROZEN_NORM_RECIPES: tuple[str, ...] = ()
+Recipe = Literal["float", "conventional", "ddhr", "sddhr", "noise"]
+RECIPES: tuple[Recipe, ...] = get_args(Recipe)
 #: the mode kind each recipe trains in (one to one)
-RECIPE_MODES = {"float": "float", "conventional": "ideal", "ddhr": "instance", "sddhr": "stochastic",
-                "noise": "noise"}
-RECIPES = tuple(RECIPE_MODES)
-OPTIMIZERS = ("sgd", "adam")
+RECIPE_MODES: dict[Recipe, Kind] = {"float": "float", "conventional": "ideal", "ddhr": "instance",
+                                    "sddhr": "stochastic", "noise": "noise"}
+Optimizer = Literal["sgd", "adam"]
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 #: S-DDHR variants that compute from a column table (and so can take ``table``)
-TABLE_VARIANTS = ("exact", "composed", "faithful", "one_chip")
+TABLE_VARIANTS: tuple[Variant, ...] = ("exact", "composed", "faithful", "one_chip")
 
 
 class _Cfg(BaseModel):
@@ -56,7 +72,7 @@ class _Cfg(BaseModel):
 
 
 class DataConfig(_Cfg):
-    name: Literal[DATASETS] = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
+    name: DatasetName = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
     data_dir: str | None = Field(None, description="data directory (default: $SDDHR_DATA_DIR)")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
@@ -66,7 +82,7 @@ class DataConfig(_Cfg):
 class TrainConfig(_Cfg):
     """Everything that defines a training run; saved with every checkpoint and result."""
 
-    recipe: Literal[RECIPES] = "conventional"
+    recipe: Recipe = "conventional"
     arch: str = Field("mlp", description=f"network: {', '.join(ARCHS)}, or a model factory's import path "
                                          "(package.module:function or file.py:function, called as "
                                          "factory(in_shape, classes))")
@@ -74,10 +90,10 @@ class TrainConfig(_Cfg):
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
     level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
-    variant: Literal[VARIANTS] = DEFAULT_VARIANT
+    variant: Variant = DEFAULT_VARIANT
     table: str | None = Field(None, description="sddhr (exact / composed / faithful): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
-    instance_impl: Literal[IMPLS] = "bit_true"
+    instance_impl: Impl = "bit_true"
     noise_std: float = Field(0.05, ge=0, le=MAX_NOISE_STD, description="noise recipe: weight noise / max|w|")
     weight_step_scale: float | None = Field(
         None, gt=0, le=WeightQuantizer.MAX_STEP_SCALE,
@@ -90,7 +106,7 @@ class TrainConfig(_Cfg):
     weight_decay: float | None = Field(
         None, ge=0, le=1, description="coupled L2 weight decay; default: 0 for Adam in the recipes trained under "
                                       f"hardware noise, else {DEFAULT_WEIGHT_DECAY} (measured, docs/RESULTS.md)")
-    optimizer: Literal[OPTIMIZERS] = "sgd"
+    optimizer: Optimizer = "sgd"
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of the target spread evenly over all "
                                    "classes in the cross-entropy (0: off)")
     seed: int = Field(0, ge=0)
@@ -98,14 +114,14 @@ class TrainConfig(_Cfg):
     data: DataConfig = Field(default_factory=DataConfig)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap (quick runs, tests)")
     # training techniques (docs/RESULTS.md: measured, off by default)
-    clip_gradient: Literal[CLIP_GRADIENTS] = Field("zero", description="gradient of weights beyond the quantiser's "
+    clip_gradient: ClipGradient = Field("zero", description="gradient of weights beyond the quantiser's "
                                                    "clip: zero, or inward (only where it moves them back inside)")
     level_ramp_epochs: int = Field(0, ge=0, le=10000, description="sddhr: the training level rises linearly to "
                                    "`level` over this many first epochs (epoch e: level (e + 1) / (ramp + 1)); 0: off")
     distill_from: str | None = Field(None, description="teacher checkpoint (e.g. the float model) for distillation")
     distill_weight: float = Field(0.5, gt=0, le=1, description="share of the distillation term in the loss")
     distill_temperature: float = Field(4.0, ge=1, le=20, description="softmax temperature of distillation")
-    batch_norm: Literal[NORM_MODES] | None = Field(
+    batch_norm: NormMode | None = Field(
         None, description="batch norm in training: batch (batch statistics) or frozen (running statistics, "
                           "re-estimated under the training mode each epoch); default: batch (measured, "
                           "docs/RESULTS.md)")
@@ -117,13 +133,13 @@ class TrainConfig(_Cfg):
 
     @field_validator("hardware", mode="before")
     @classmethod
-    def _hw(cls, v):
+    def _hw(cls, v: object) -> object:
         if isinstance(v, str):
             return preset(v)
         return v
 
     @model_validator(mode="after")
-    def _table_needs_sddhr(self):
+    def _table_needs_sddhr(self) -> TrainConfig:
         if self.table is not None and (self.recipe != "sddhr" or self.variant not in TABLE_VARIANTS):
             got = f"recipe {self.recipe}" + (f", variant {self.variant}" if self.recipe == "sddhr" else "")
             raise ValueError(f"--table (table) is only valid with recipe sddhr and variant "
@@ -131,7 +147,7 @@ class TrainConfig(_Cfg):
         return self
 
     @model_validator(mode="after")
-    def _ramp_needs_sddhr(self):
+    def _ramp_needs_sddhr(self) -> TrainConfig:
         if self.level_ramp_epochs and (self.recipe != "sddhr" or self.table is not None):
             raise ValueError("--level-ramp-epochs (level_ramp_epochs) needs recipe sddhr without --table (a table "
                              f"holds one level); got recipe {self.recipe}" + (" with a table" if self.table else ""))
@@ -146,10 +162,21 @@ class TrainConfig(_Cfg):
         return self.level if epoch >= ramp else self.level * (epoch + 1) / (ramp + 1)
 
     @property
+    def mode_kind(self) -> Kind:
+        """The kind of mode this run's recipe trains in (:data:`RECIPE_MODES`)."""
+        return RECIPE_MODES[self.recipe]
+
+    @property
     def trained_under_noise(self) -> bool:
         """ddhr, sddhr and noise: the recipes that train under hardware noise (their step
         scale and, with Adam, weight decay differ by default)."""
-        return self.recipe not in ("float", "conventional")
+        return self.mode_kind not in ("float", "ideal")
+
+    @property
+    def trained_on_chip(self) -> bool:
+        """ddhr: the recipe that trains through one chip instance (``level``, ``chip_seed``),
+        which an evaluation also runs the model on."""
+        return self.mode_kind == "instance"
 
     def step_scale(self) -> float:
         """The weight quantiser's step scale of this run (:attr:`weight_step_scale` or the
@@ -173,10 +200,10 @@ class TrainConfig(_Cfg):
             return self.weight_decay
         return 0.0 if self.trained_under_noise and self.optimizer == "adam" else DEFAULT_WEIGHT_DECAY
 
-    def train_mode(self, table=None, epoch: int | None = None) -> Mode:
+    def train_mode(self, table: ColumnTable | None = None, epoch: int | None = None) -> Mode:
         """The mode this run trains in (``table``: the loaded :attr:`table`, see :func:`load_table`;
         ``epoch``: at that epoch's level, see :meth:`level_at`)."""
-        kind = RECIPE_MODES[self.recipe]
+        kind = self.mode_kind
         if kind == "float":
             return Mode.float()
         if kind == "ideal":
@@ -193,7 +220,7 @@ def make_config(data: dict | TrainConfig) -> TrainConfig:
     return validated(TrainConfig, data, "training config")
 
 
-def load_table(cfg: TrainConfig):
+def load_table(cfg: TrainConfig) -> ColumnTable | None:
     """The abstraction table of ``cfg.table`` (None without one), checked against the run's
     hardware spec (same column: rows, ADC) and variation level before anything is trained."""
     if cfg.table is None:
@@ -227,7 +254,7 @@ def table_sha256(cfg: TrainConfig) -> str | None:
     return h.hexdigest()
 
 
-def read_table(path: str):
+def read_table(path: str) -> ColumnTable:
     """``ColumnTable.load`` with every failure a :class:`SpecError` naming ``--table``."""
     from .abstraction import ColumnTable
 

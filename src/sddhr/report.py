@@ -4,10 +4,16 @@ the accuracy-vs-energy plot of an operating-point sweep with its Pareto points l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import SpecError
 from .evaluate import load_results, make_eval_config, pct, save_results, summarise
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
 
 
 def markdown_table(doc: dict) -> str:
@@ -58,7 +64,7 @@ def _tolerance(summary: list[dict], points: float) -> float | None:
     return best
 
 
-def tolerance_table(doc: dict, thresholds=TOLERANCE_POINTS) -> str:
+def tolerance_table(doc: dict, thresholds: Sequence[float] = TOLERANCE_POINTS) -> str:
     """Markdown: per model, its ideal accuracy and :func:`tolerance` for each threshold."""
     lines = ["| model | ideal (%) | " + " | ".join(f"highest level, drop < {t:g}" for t in thresholds) + " |",
              "|---|---|" + "---|" * len(thresholds)]
@@ -87,7 +93,7 @@ def default_title(doc: dict) -> str:
     return f"Test accuracy on {chips}" + (f" ({impl} chip model)" if impl else "")
 
 
-def accuracy_figure(doc: dict, title: str | None = None):
+def accuracy_figure(doc: dict, title: str | None = None) -> Figure:
     """The matplotlib figure of :func:`plot` (not saved; the caller closes it)."""
     import matplotlib
 
@@ -97,7 +103,7 @@ def accuracy_figure(doc: dict, title: str | None = None):
     from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(7, 4.6), dpi=110)
-    handles = []
+    handles: list[Artist] = []
     levels: set[float] = set()
     for i, res in enumerate(doc["models"]):
         s = summarise(res)
@@ -137,7 +143,7 @@ def plot(doc: dict, path: str | Path, title: str | None = None) -> Path:
     return _save_figure(accuracy_figure(doc, title), path)
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def _save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` (folders made) and close it."""
     import matplotlib.pyplot as plt
 
@@ -170,7 +176,7 @@ def pareto_labels(rows: list[dict]) -> dict[int, str]:
     return out
 
 
-def pareto_figure(rows: list[dict], title: str | None = None):
+def pareto_figure(rows: list[dict], title: str | None = None) -> Figure:
     """Accuracy vs energy per inference, every point of the sweep faint, each method's Pareto
     front joined and each of its points labelled with its operating point."""
     import matplotlib
@@ -235,7 +241,8 @@ def merge_results(docs: list[dict], sources: list[str] | None = None) -> dict:
     return {**docs[0], "models": [m for d in docs for m in d["models"]]}
 
 
-def write_report(results_path: str | Path | list, out_dir: str | Path | None = None, title: str | None = None):
+def write_report(results_path: str | Path | list, out_dir: str | Path | None = None,
+                 title: str | None = None) -> tuple[Path, Path]:
     """``accuracy.png`` and ``table.md`` next to (or in ``out_dir`` instead of) the results.
 
     Several results paths are merged (:func:`merge_results`) into ``out_dir`` (required

@@ -34,9 +34,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._io import atomic_write_text, make_dirs, os_error_message, pid_alive
 from .config import SpecError
+
+if TYPE_CHECKING:
+    import filelock
 
 LOCK_NAME = ".sddhr.lock"
 HOLDER_NAME = ".sddhr.lock.holder"
@@ -88,7 +92,7 @@ def _link_error(lock_path: Path) -> SpecError:
                      "Remove the link, or choose another output folder")
 
 
-def _acquire(folder: Path, what: str, command: str | None):
+def _acquire(folder: Path, what: str, command: str | None) -> filelock.FileLock:
     import filelock
 
     lock_path = folder / LOCK_NAME
@@ -135,7 +139,7 @@ def _acquire(folder: Path, what: str, command: str | None):
     return lock
 
 
-def _release(folder: Path, lock) -> None:
+def _release(folder: Path, lock: filelock.BaseFileLock) -> None:
     """Remove the holder record and the lock file while still holding the lock (nobody else
     can have written them), then release it: a finished run leaves neither behind. A process
     that opened the lock file just before it was removed finds its lock on a deleted file

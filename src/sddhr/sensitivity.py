@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,11 +27,15 @@ from .nn import IMPLS, Mode
 from .nn.convert import imc_layers, using_mode
 from .train import evaluate_accuracy
 
+if TYPE_CHECKING:
+    from .data import DataSplit
+    from .nn import IMCLayer
+
 #: the row name of the whole chip (every IMC layer on it)
 ALL_LAYERS = "(all layers)"
 
 
-def saturated_fraction(layer) -> float:
+def saturated_fraction(layer: IMCLayer) -> float:
     """Fraction of ``layer``'s integer weights at the quantiser's limit +-qmax (binary
     weights: 1.0, every weight is at its limit)."""
     with torch.no_grad():
@@ -38,8 +43,8 @@ def saturated_fraction(layer) -> float:
     return float((w_int.abs() >= layer.wq.qmax).float().mean())
 
 
-def layer_sensitivity(model: nn.Module, split, level: float, seeds: Sequence[int], impl: str = "fast",
-                      batch_size: int = 500, device="cpu") -> list[dict]:
+def layer_sensitivity(model: nn.Module, split: DataSplit, level: float, seeds: Sequence[int], impl: str = "fast",
+                      batch_size: int = 500, device: str | torch.device = "cpu") -> list[dict]:
     """One row per IMC layer, then one for the whole chip: ``layer``, ``shape`` (weight
     shape), ``saturated`` (see :func:`saturated_fraction`), ``accuracies`` (one per seed),
     ``mean``, ``ideal`` (every layer ideal) and ``drop`` (``ideal - mean``); accuracies

@@ -41,8 +41,9 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ._io import check_writable, make_dirs
 from .config import MAX_LEVEL, SpecError
@@ -64,27 +65,28 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 Key = tuple[str, float, int]
+T = TypeVar("T")
 _TABLES = {"meta", "models", "baselines", "results"}
 
 
-def _canonical(obj) -> str:
+def _canonical(obj: object) -> str:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as err:
         raise SpecError(f"results store: the fingerprint must be plain JSON data ({err})") from None
 
 
-def _flatten(obj, prefix: str = "") -> dict[str, object]:
+def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
     if isinstance(obj, dict):
         out: dict[str, object] = {}
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out or {prefix: {}}
     if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
-        out = {}
+        items: dict[str, object] = {}
         for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
-        return out
+            items.update(_flatten(v, f"{prefix}[{i}]"))
+        return items
     return {prefix: obj}
 
 
@@ -110,7 +112,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def model_identity(name: str, checkpoint: str | Path | None = None, data: object = None, **extra) -> dict:
+def model_identity(name: str, checkpoint: str | Path | None = None, data: object = None, **extra: object) -> dict:
     """A model's part of a fingerprint: name, resolved checkpoint path and its sha256, data set."""
     ident: dict = {"name": str(name)}
     if checkpoint is not None:
@@ -127,12 +129,12 @@ def model_identity(name: str, checkpoint: str | Path | None = None, data: object
     return ident
 
 
-def fingerprint(eval_config: dict, models: Iterable[dict], **extra) -> dict:
+def fingerprint(eval_config: dict, models: Iterable[dict], **extra: object) -> dict:
     """The fingerprint of a sweep: ``{"eval_config": ..., "models": [model_identity, ...], **extra}``."""
     return {"eval_config": eval_config, "models": list(models), **extra}
 
 
-def _dumps(obj) -> str:
+def _dumps(obj: object) -> str:
     return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
 
@@ -140,7 +142,7 @@ def _dumps(obj) -> str:
 RANGES = {"accuracy": (0.0, 1.0), "level": (0.0, float(MAX_LEVEL)), "seed": (0, None)}
 
 
-def _num(v, what: str, kind=float):
+def _num(v: Any, what: str, kind: type[float] | type[int] = float) -> float:
     try:
         out = kind(v)
     except (TypeError, ValueError, OverflowError):
@@ -155,10 +157,10 @@ def _num(v, what: str, kind=float):
     return out
 
 
-def _checked(path, where: str, **values):
+def _checked(path: Path, where: str, **values: object) -> list[float | None]:
     """Values read back from the store, each checked as on writing: a store edited or
     damaged by hand is refused naming the row, never summarised into a 293 % mean."""
-    out = []
+    out: list[float | None] = []
     for what, v in values.items():
         if v is None:
             out.append(None)
@@ -259,7 +261,7 @@ class ResultsStore:
     def __enter__(self) -> ResultsStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------------ writing
@@ -294,7 +296,7 @@ class ResultsStore:
                       _dumps(extra))))
 
     def put_baseline(self, model: str, kind: str, accuracy: float, level: float | None = None,
-                     seed: int | None = None, **extra) -> None:
+                     seed: int | None = None, **extra: object) -> None:
         """Store a baseline of ``model``: ``kind`` float, ideal or own_instance (with level, seed)."""
         if kind not in BASELINE_KINDS:
             raise SpecError(f"results store: baseline kind must be one of {', '.join(BASELINE_KINDS)}, got {kind!r}")
@@ -321,7 +323,8 @@ class ResultsStore:
 
     def done(self, model: str | None = None) -> set[Key]:
         """Keys ``(model, level, seed)`` already stored (of one model, or all)."""
-        sql, args = "SELECT model, level, seed FROM results", ()
+        sql = "SELECT model, level, seed FROM results"
+        args: tuple[str, ...] = ()
         if model is not None:
             sql, args = sql + " WHERE model = ?", (str(model),)
         return {(m, float(lv), int(s)) for m, lv, s in self._query(sql, args)}
@@ -406,11 +409,15 @@ class _transaction:
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def iter_missing(jobs: Iterable, done: set[Key], key=lambda j: (j[0], float(j[1]), int(j[2]))) -> Iterator:
+def _first_three(job: Any) -> Key:
+    return job[0], float(job[1]), int(job[2])
+
+
+def iter_missing(jobs: Iterable[T], done: set[Key], key: Callable[[T], Key] = _first_three) -> Iterator[T]:
     """The jobs whose ``key(job)`` (default: the first three items) is not in ``done``."""
     return (j for j in jobs if key(j) not in done)
 

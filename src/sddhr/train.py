@@ -18,6 +18,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,6 +56,12 @@ from .recipes import (  # noqa: F401  (re-exported)
 )
 from .zoo import is_zoo_name
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .data import DataSplit
+    from .distributed import World
+
 # ----------------------------------------------------------------------------- seeding
 
 
@@ -71,7 +78,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 # ---------------------------------------------------------------------------- the loop
 
 
-def evaluate_accuracy(model: nn.Module, split, batch_size: int = 512, device="cpu") -> float:
+def evaluate_accuracy(model: nn.Module, split: DataSplit, batch_size: int = 512,
+                      device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy of ``model`` (in its current mode) on a data split."""
     model.eval()
     correct = total = 0
@@ -129,7 +137,7 @@ def _append_metrics(path: Path, row: dict) -> None:
         raise spec_error(err, path) from None
 
 
-def _tensorboard_writer(folder: Path):
+def _tensorboard_writer(folder: Path) -> SummaryWriter:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -171,7 +179,8 @@ def _prepare_run(cfg: TrainConfig, out: Path, resume: bool, force: bool) -> dict
     return ck
 
 
-def _retarget_schedule(sched, opt, epochs: int) -> None:
+def _retarget_schedule(sched: torch.optim.lr_scheduler.CosineAnnealingLR, opt: torch.optim.Optimizer,
+                       epochs: int) -> None:
     """Continue a cosine schedule over a new total of ``epochs``: from the next epoch on the
     learning rate is ``lr (1 + cos(pi e / epochs)) / 2`` (a finished run extended from N to
     M epochs resumes at that value for e = N and anneals to 0 again at M)."""
@@ -184,9 +193,9 @@ def _retarget_schedule(sched, opt, epochs: int) -> None:
     sched._last_lr = list(lrs)
 
 
-def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, device="cpu",
-          train_split=None, test_split=None, progress: bool = True, force: bool = False,
-          tensorboard: bool = False) -> dict:
+def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, device: str | torch.device = "cpu",
+          train_split: DataSplit | None = None, test_split: DataSplit | None = None, progress: bool = True,
+          force: bool = False, tensorboard: bool = False) -> dict:
     """Train (or fine-tune) per ``cfg``; writes ``out_dir/checkpoint.pt`` after every epoch.
 
     One writer per run folder: the run holds ``out_dir``'s lock (:func:`sddhr.runlock.run_lock`)
@@ -221,7 +230,8 @@ def train(cfg: TrainConfig | dict, out_dir: str | Path, resume: bool = False, de
         raise
 
 
-def _train(cfg, out, resume, device, train_split, test_split, progress, force, tensorboard, w) -> dict:
+def _train(cfg: TrainConfig, out: Path, resume: bool, device: str | torch.device, train_split: DataSplit | None,
+           test_split: DataSplit | None, progress: bool, force: bool, tensorboard: bool, w: World) -> dict:
     from .distributed import all_sum, broadcast, rank_seed, shard, wrap
 
     # rank 0 decides: refuse, resume or start; every rank gets the decision (and the state)
@@ -266,6 +276,7 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
 
         teacher = load_teacher(cfg.distill_from, in_shape, classes, device)
     params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.decay(), nesterov=True)
     else:
@@ -332,9 +343,10 @@ def _train(cfg, out, resume, device, train_split, test_split, progress, force, t
                 bar.update(1)
             bar.close()
             sched.step()
-            seen, loss_sum, correct = all_sum([seen, loss_sum, correct], w)
+            n_seen, total_loss, n_correct = all_sum([seen, loss_sum, correct], w)
             test_acc = evaluate_accuracy(model, test_split, device=device)
-            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+            history.append({"epoch": epoch + 1, "loss": total_loss / max(n_seen, 1),
+                            "train_acc": n_correct / max(n_seen, 1),
                             "test_acc": test_acc, "seconds": time.perf_counter() - t0, "lr": lr})
             h = history[-1]
             if progress:
