@@ -1,0 +1,7 @@
+"""``python -m sddhr.cli`` (as torchrun starts it): the ``sddhr`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
