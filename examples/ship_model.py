@@ -2,10 +2,11 @@
 checkpoint exported without optimiser state and data folder, its SHA-256 and the accuracy
 its compare results measured written to the manifest.
 
-    python examples/ship_model.py NAME RUN RESULTS --command "how RUN was made"
+    python examples/ship_model.py NAME RUN [RESULTS] --command "how RUN was made"
 
 NAME: the zoo name (loaded as zoo:NAME); RUN: the run folder; RESULTS: a compare results.json
-(or its folder) in which the run is the only model or is named NAME.
+(or its folder) in which the run is the only model or is named NAME (without it: the run's
+own last test accuracy, in the mode it trained in).
 """
 
 from __future__ import annotations
@@ -34,18 +35,27 @@ def accuracy_of(results: dict, name: str) -> dict:
     return acc
 
 
+def own_accuracy(run: str) -> dict:
+    from sddhr.train import load_checkpoint
+
+    last = load_checkpoint(run)["history"][-1]
+    return {"test": last["test_acc"], "chips": f"none: the run's own test pass after epoch {last['epoch']}, "
+            "full test set"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
     ap.add_argument("run")
-    ap.add_argument("results")
+    ap.add_argument("results", nargs="?")
     ap.add_argument("--command", required=True, help="the commands that made the run")
     args = ap.parse_args()
     file = f"{args.name}.pt"
     digest = zoo.export(args.run, zoo.ZOO_DIR / file)
     doc = json.loads(zoo.MANIFEST.read_text(encoding="utf-8"))
     entry = {"name": args.name, "file": file, "sha256": digest, "bytes": (zoo.ZOO_DIR / file).stat().st_size,
-             "accuracy": accuracy_of(load_results(Path(args.results)), args.name), "command": args.command}
+             "accuracy": accuracy_of(load_results(Path(args.results)), args.name) if args.results
+             else own_accuracy(args.run), "command": args.command}
     doc["models"] = [m for m in doc["models"] if m["name"] != args.name] + [entry]
     zoo.MANIFEST.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"zoo:{args.name}: {entry['bytes']} bytes, sha256 {digest}")
