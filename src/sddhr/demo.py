@@ -24,9 +24,10 @@ import torch
 
 from .config import MAX_LEVEL, HardwareSpec, preset
 from .evaluate import EvalConfig, format_table, save_results
-from .experiment import evaluate_checkpoint, load_splits
+from .experiment import evaluate_checkpoint
 from .nn.mode import DEFAULT_VARIANT
 from .report import write_report
+from .splits import load_splits
 from .technology import cell_model
 from .train import DataConfig, make_config, train
 

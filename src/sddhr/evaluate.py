@@ -18,8 +18,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,7 @@ from ._io import atomic_write_text
 from .config import Level, SpecError, validated
 from .nn.mode import MAX_COPIES, Impl
 from .recipes import DataConfig
+from .results import ModelResult
 
 
 class EvalConfig(BaseModel):
@@ -54,7 +56,7 @@ def make_eval_config(data: dict | EvalConfig) -> EvalConfig:
     return validated(EvalConfig, data, "evaluation config")
 
 
-def summarise(result: dict) -> list[dict]:
+def summarise(result: ModelResult) -> list[dict]:
     """Per level: mean, std, min, 5th percentile and drops vs float / ideal (accuracy, 0..1)."""
     out = []
     levels = sorted({r["level"] for r in result["rows"]})
@@ -76,15 +78,15 @@ def pct(x: float, digits: int = 2) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
-def format_table(results: list[dict]) -> str:
+def format_table(results: Sequence[ModelResult]) -> str:
     """Plain-text summary table of several models (percent, rounded by :func:`pct`)."""
     head = f"{'model':<18}{'level':>6}{'mean':>8}{'std':>7}{'min':>8}{'p5':>8}{'-float':>8}{'-ideal':>8}"
     lines = [head, "-" * len(head)]
     for res in results:
         lines.append(f"{res['name']:<18}{'float':>6}{pct(res['float']):>8}")
         lines.append(f"{res['name']:<18}{'ideal':>6}{pct(res['ideal']):>8}")
-        if res.get("own_instance"):
-            o = res["own_instance"]
+        o = res.get("own_instance")
+        if o:
             lines.append(f"{res['name']:<18}{'own':>6}{pct(o['accuracy']):>8}   (training chip: level "
                          f"{o['level']:g}, seed {o['seed']})")
         for s in summarise(res):
@@ -94,7 +96,7 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_results(results: list[dict], cfg: EvalConfig, out_dir: str | Path) -> Path:
+def save_results(results: Sequence[ModelResult], cfg: EvalConfig, out_dir: str | Path) -> Path:
     """Write ``results.json`` (everything, incl. configs), ``instances.csv`` and ``summary.csv``."""
     out = Path(out_dir)
     doc = {"eval_config": json.loads(cfg.model_dump_json()), "models": results,
@@ -106,7 +108,7 @@ def save_results(results: list[dict], cfg: EvalConfig, out_dir: str | Path) -> P
     return out / "results.json"
 
 
-def csv_text(rows: list[dict], fields: list[str]) -> str:
+def csv_text(rows: Sequence[Mapping[str, Any]], fields: list[str]) -> str:
     """CSV of dict rows (floats with 6 significant digits)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)

@@ -32,9 +32,10 @@ from ._io import atomic_write_text
 from .config import Level, SpecError, validated
 from .energy import EnergySpec, LayerCost, NetworkCost, energy_preset, layer_cost, network_cost
 from .evaluate import EvalConfig, csv_text
-from .experiment import evaluate_checkpoint, load_splits
+from .experiment import evaluate_checkpoint
 from .nn import Mode, imc_layers, using_mode
 from .nn.mode import DEFAULT_VARIANT, Variant
+from .splits import load_splits
 from .train import TrainConfig, make_config, train
 
 if TYPE_CHECKING:

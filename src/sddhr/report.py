@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .config import SpecError
 from .evaluate import load_results, make_eval_config, pct, save_results, summarise
+from .results import ModelResult
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -46,7 +47,7 @@ def markdown_table(doc: dict) -> str:
 TOLERANCE_POINTS = (2.0, 3.5)
 
 
-def tolerance(result: dict, points: float) -> float | None:
+def tolerance(result: ModelResult, points: float) -> float | None:
     """The highest evaluated level up to which the model's mean drop against its own ideal
     stays under ``points`` (percentage points) at every evaluated level; None when it
     already fails at the lowest level. Level 0 (ideal hardware) does not count."""

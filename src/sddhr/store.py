@@ -27,7 +27,7 @@ Schema::
         -- extra: JSON of any further columns of the row (e.g. seconds)
 
 The *fingerprint* (a JSON-able dict: the evaluation config and each model's identity,
-see :func:`fingerprint` and :func:`model_identity`) is written when the store is created.
+see :mod:`sddhr.fingerprints`, re-exported here) is written when the store is created.
 Opening an existing store with another fingerprint is refused with a :class:`SpecError`
 naming the keys that differ: results of different configurations are never mixed.
 :meth:`ResultsStore.to_results` rebuilds the per-model result dicts that
@@ -36,7 +36,6 @@ naming the keys that differ: results of different configurations are never mixed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sqlite3
@@ -47,10 +46,12 @@ from typing import Any, TypeVar
 
 from ._io import check_writable, make_dirs
 from .config import MAX_LEVEL, SpecError
+from .fingerprints import canonical as _canonical
+from .fingerprints import file_sha256, fingerprint, fingerprint_diff, model_identity
+from .results import BASELINE_KINDS, ModelResult
 
 STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
-BASELINE_KINDS = ("float", "ideal", "own_instance")
 BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
@@ -67,71 +68,6 @@ CREATE TABLE IF NOT EXISTS results (
 Key = tuple[str, float, int]
 T = TypeVar("T")
 _TABLES = {"meta", "models", "baselines", "results"}
-
-
-def _canonical(obj: object) -> str:
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"results store: the fingerprint must be plain JSON data ({err})") from None
-
-
-def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(obj, dict):
-        out: dict[str, object] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out or {prefix: {}}
-    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
-        items: dict[str, object] = {}
-        for i, v in enumerate(obj):
-            items.update(_flatten(v, f"{prefix}[{i}]"))
-        return items
-    return {prefix: obj}
-
-
-def fingerprint_diff(old: dict, new: dict, limit: int = 6) -> list[str]:
-    """``key: stored X, now Y`` for each dotted key whose value differs (at most ``limit``)."""
-    a, b = _flatten(old), _flatten(new)
-    lines = []
-    for k in sorted(set(a) | set(b)):
-        if k not in a or k not in b or _canonical(a[k]) != _canonical(b[k]):
-            lines.append(f"{k or '(root)'}: stored {json.dumps(a.get(k, '(absent)'))}, "
-                         f"now {json.dumps(b.get(k, '(absent)'))}")
-    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read ({err.strerror or err})") from None
-    return h.hexdigest()
-
-
-def model_identity(name: str, checkpoint: str | Path | None = None, data: object = None, **extra: object) -> dict:
-    """A model's part of a fingerprint: name, resolved checkpoint path and its sha256, data set."""
-    ident: dict = {"name": str(name)}
-    if checkpoint is not None:
-        from .zoo import is_zoo_name, path_of
-
-        if is_zoo_name(checkpoint):  # a shipped model is known by its name (its file moves with the install)
-            ident.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(path_of(str(checkpoint))))
-        else:
-            path = Path(checkpoint).expanduser().resolve()
-            ident.update(checkpoint=str(path), checkpoint_sha256=file_sha256(path))
-    if data is not None:
-        ident["data"] = data
-    ident.update(extra)
-    return ident
-
-
-def fingerprint(eval_config: dict, models: Iterable[dict], **extra: object) -> dict:
-    """The fingerprint of a sweep: ``{"eval_config": ..., "models": [model_identity, ...], **extra}``."""
-    return {"eval_config": eval_config, "models": list(models), **extra}
 
 
 def _dumps(obj: object) -> str:
@@ -357,8 +293,8 @@ class ResultsStore:
         return json.loads(r[0][0]) if r else {}
 
     def to_results(self, models: Iterable[str] | None = None, levels: Iterable[float] | None = None,
-                   seeds: Iterable[int] | None = None) -> list[dict]:
-        """Per-model result dicts as :func:`sddhr.evaluate.sweep` returns them::
+                   seeds: Iterable[int] | None = None) -> list[ModelResult]:
+        """Per-model results (:class:`~sddhr.results.ModelResult`) as :func:`sddhr.experiment.sweep` returns them::
 
             {"name", "float", "ideal", "own_instance": {"level", "seed", "accuracy"} | None,
              "rows": [{"model", "level", "seed", "accuracy"}, ...], "train_config", "seconds"}
@@ -371,7 +307,7 @@ class ResultsStore:
         names = self.models() if models is None else [str(m) for m in models]
         lv_keep = None if levels is None else {float(v) for v in levels}
         seed_keep = None if seeds is None else {int(s) for s in seeds}
-        out = []
+        out: list[ModelResult] = []
         for name in names:
             base = self.baselines(name)
             missing = [k for k in ("float", "ideal") if k not in base]
@@ -387,7 +323,8 @@ class ResultsStore:
                 "name": name, "float": base["float"]["accuracy"], "ideal": base["ideal"]["accuracy"],
                 "own_instance": None if own is None else
                 {"level": own["level"], "seed": own["seed"], "accuracy": own["accuracy"]},
-                "rows": [{k: r[k] for k in ("model", "level", "seed", "accuracy")} for r in rows],
+                "rows": [{"model": r["model"], "level": r["level"], "seed": r["seed"], "accuracy": r["accuracy"]}
+                         for r in rows],
                 "train_config": self.model_info(name).get("train_config"), "seconds": seconds,
             })
         return out

@@ -39,6 +39,7 @@ from .checkpoints import (  # noqa: F401  (re-exported)
     model_from_config,
 )
 from .config import SpecError, check_level, make_spec
+from .fingerprints import fingerprint_diff
 from .nn import set_clip_gradient, set_mode, set_spec, set_weight_step_scale
 from .nn.norms import NORM_BATCHES, estimate_norm_statistics, freeze_norms
 from .recipes import (  # noqa: F401  (re-exported)
@@ -54,6 +55,7 @@ from .recipes import (  # noqa: F401  (re-exported)
     make_config,
     table_sha256,
 )
+from .splits import load_splits
 from .zoo import is_zoo_name
 
 if TYPE_CHECKING:
@@ -107,8 +109,6 @@ def resume_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
     """``setting: stored X, now Y`` for every setting that differs between a run's saved
     config and the one given to resume it. ``epochs`` may differ (a run can be extended);
     ``init_from``, ``table`` and ``distill_from`` compare as resolved paths (relative = absolute)."""
-    from .store import fingerprint_diff
-
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
     for d, cfg in ((a, old), (b, new)):
         d["weight_decay"] = cfg.decay()  # a default and the same number given are the same setting
@@ -252,8 +252,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, device: str | torch.device
     table = load_table(cfg)
     table_hash = table_sha256(cfg)
     if train_split is None or test_split is None:
-        from .experiment import load_splits  # the experiment layer builds on this module
-
         train_split, test_split = load_splits(cfg.data)
     in_shape, classes = train_split.in_shape, train_split.classes
     seed_everything(cfg.seed)
