@@ -38,11 +38,12 @@ import concurrent.futures as cf
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, get_args
 
 from .config import SpecError
 
-EXECUTORS = ("serial", "local", "ray")
+ExecutorName = Literal["serial", "local", "ray"]
+EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 T = TypeVar("T")
 
 
@@ -370,5 +371,5 @@ def run_jobs(fn: Callable, jobs: Iterable, executor: str | Executor = "local", w
         return ex.run(fn, list(jobs), on_result)
 
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "SerialExecutor",
+__all__ = ["EXECUTORS", "Executor", "ExecutorError", "ExecutorName", "LocalExecutor", "RayExecutor", "SerialExecutor",
            "available_cpus", "make_executor", "run_jobs"]

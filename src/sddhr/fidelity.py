@@ -20,7 +20,7 @@ prints the table for every variant.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
@@ -30,7 +30,8 @@ from .hardware import ChipInstance
 if TYPE_CHECKING:
     from .nn import IMCConv2d, IMCLayer
 
-INPUT_KINDS = ("uniform", "sparse", "varied")
+InputKind = Literal["uniform", "sparse", "varied"]
+INPUT_KINDS: tuple[InputKind, ...] = get_args(InputKind)
 STATS = ("output", "spatial", "corr", "batch_mean", "residual")
 
 
