@@ -17,6 +17,7 @@ from pathlib import Path
 
 import sddhr.zoo as zoo
 from sddhr.evaluate import load_results
+from sddhr.zoo.ship import export
 
 
 def accuracy_of(results: dict, name: str) -> dict:
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the commands that made the run")
     args = ap.parse_args()
     file = f"{args.name}.pt"
-    digest = zoo.export(args.run, zoo.ZOO_DIR / file)
+    digest = export(args.run, zoo.ZOO_DIR / file)
     doc = json.loads(zoo.MANIFEST.read_text(encoding="utf-8"))
     entry = {"name": args.name, "file": file, "sha256": digest, "bytes": (zoo.ZOO_DIR / file).stat().st_size,
              "accuracy": accuracy_of(load_results(Path(args.results)), args.name) if args.results

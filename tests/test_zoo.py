@@ -13,6 +13,7 @@ import sddhr.zoo as zoo
 from sddhr.cli import main
 from sddhr.config import SpecError
 from sddhr.train import load_model
+from sddhr.zoo.ship import export
 
 TINY = ["--data", "digits", "--train-subset", "128", "--test-subset", "64", "--max-steps-per-epoch", "2",
         "--batch-size", "32", "--rows", "64", "--adc-bits", "6", "--arch", "mlp", "--width", "8"]
@@ -29,7 +30,7 @@ def own_zoo(tmp_path, monkeypatch):
     assert main(["train", "--recipe", "conventional", *TINY, "--epochs", "1", "--out", str(run)]) == 0
     zdir = tmp_path / "zoo"
     zdir.mkdir()
-    digest = zoo.export(run, zdir / "tiny.pt")
+    digest = export(run, zdir / "tiny.pt")
     manifest = {"models": [{"name": "tiny-digits", "file": "tiny.pt", "sha256": digest, "accuracy": {},
                             "command": "test"}]}
     (zdir / "manifest.json").write_text(json.dumps(manifest))

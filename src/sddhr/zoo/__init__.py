@@ -71,27 +71,10 @@ def path_of(name: str) -> Path:
     return path
 
 
-def export(checkpoint: str | Path, dst: str | Path) -> str:
-    """Write a run's checkpoint as a shippable file ``dst``: the network, config and history
-    only (no optimiser or scheduler state), the data folder unset; returns its SHA-256."""
-    import torch
-
-    from ..checkpoints import atomic_save, load_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    cfg = json.loads(ck["config"])
-    cfg.setdefault("data", {})["data_dir"] = None
-    slim = {k: ck[k] for k in ("model", "epoch", "history", "in_shape", "classes") if k in ck}
-    slim["config"] = json.dumps(cfg)
-    slim["model"] = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in ck["model"].items()}
-    atomic_save(slim, Path(dst))
-    return sha256_of(Path(dst))
-
-
 def resolve(path: str | Path) -> Path:
     """A checkpoint path as given, or a shipped model's checked file for ``zoo:<name>``."""
     return path_of(path) if is_zoo_name(path) else Path(path)
 
 
-__all__ = ["MANIFEST", "PREFIX", "ZOO_DIR", "entry", "export", "is_zoo_name", "names", "path_of", "resolve",
+__all__ = ["MANIFEST", "PREFIX", "ZOO_DIR", "entry", "is_zoo_name", "names", "path_of", "resolve",
            "sha256_of"]
