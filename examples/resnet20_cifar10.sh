@@ -7,19 +7,21 @@
 # same command. Knobs (defaults are what the CPU run of docs/RESULTS.md used):
 #   DEVICE [cpu]         cpu or cuda (a GPU affords more: e.g. FLOAT_EPOCHS=160 FT_EPOCHS=10)
 #   THREADS [2]          CPU threads per command (give the run the whole machine)
+#   DATASET [cifar10]    or svhn (the official train_32x32.mat / test_32x32.mat in DATA/svhn)
 #   FLOAT_EPOCHS [20]    float epochs (SGD lr 0.1, Nesterov, cosine, label smoothing 0.1)
 #   FT_EPOCHS [2]        fine-tune epochs of every hardware-aware run (Adam lr 5e-4)
 #   CHIPS [20]           test chips per level (seeds 3000...), full test set, fast chip form
 #   LEVELS [1 2 4 6 8 10] variation levels of the comparison
 #   STAGES               which stages to run [float conventional sddhr-l10 sddhr-l6 ddhr noise compare]
+#   EXTRA                more flags for every training run (e.g. "--train-subset 1000" for a quick look)
 set -euo pipefail
 DATA=${1:-${SDDHR_DATA_DIR:?give DATA_DIR or set SDDHR_DATA_DIR}}
 OUT=${2:-runs/resnet20-cifar10}
 SDDHR=${SDDHR:-sddhr}
 DEVICE=${DEVICE:-cpu}
 STAGES=${STAGES:-float conventional sddhr-l10 sddhr-l6 ddhr noise compare}
-COMMON=(--arch resnet20 --data cifar10 --data-dir "$DATA" --batch-size 128 --device "$DEVICE"
-        --threads "${THREADS:-2}")
+COMMON=(--arch resnet20 --data "${DATASET:-cifar10}" --data-dir "$DATA" --batch-size 128 --device "$DEVICE"
+        --threads "${THREADS:-2}" ${EXTRA:-})
 source "$(dirname "$0")/lib.sh"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
@@ -43,5 +45,5 @@ if want compare; then
     --first-seed 3000 --impl fast --device "$DEVICE" --threads "${THREADS:-2}" --out "$OUT/compare"
   "$SDDHR" compare "$OUT/sddhr-l10" --names sddhr-l10 --levels 10 --instances 2 --first-seed 3000 \
     --impl bit_true --device "$DEVICE" --threads "${THREADS:-2}" --out "$OUT/compare-bit-true"
-  "$SDDHR" report "$OUT/compare" --title "CIFAR-10 ResNet-20, mram-22nm 4b/4b"
+  "$SDDHR" report "$OUT/compare" --title "${DATASET:-cifar10} ResNet-20, mram-22nm 4b/4b"
 fi
