@@ -41,10 +41,7 @@ from .layers import IMCConv2d, IMCLayer, IMCLinear
 from .mode import Mode
 from .norms import norm_layers, running_stats
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer
-
-
-def imc_layers(model: nn.Module) -> list[tuple[str, IMCLayer]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, IMCLayer)]
+from .switch import get_mode, imc_layers, set_mode, using_mode  # noqa: F401  (re-exported)
 
 
 def _candidates(model: nn.Module) -> list[str]:
@@ -300,32 +297,6 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
         raise SpecError("convert() needs a container model, not a bare layer")
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
-def set_mode(model: nn.Module, mode: Mode) -> nn.Module:
-    """Switch every IMC layer of ``model`` to ``mode`` (no rebuild)."""
-    if not isinstance(mode, Mode):
-        raise SpecError(f"mode must be a sddhr.nn.Mode, got {type(mode).__name__}")
-    for _, layer in imc_layers(model):
-        layer.mode = mode
-    return model
-
-
-def get_mode(model: nn.Module) -> Mode | None:
-    layers = imc_layers(model)
-    return layers[0][1].mode if layers else None
-
-
-@contextlib.contextmanager
-def using_mode(model: nn.Module, mode: Mode) -> Iterator[nn.Module]:
-    """Temporarily run ``model`` in ``mode``."""
-    old = [(layer, layer.mode) for _, layer in imc_layers(model)]
-    set_mode(model, mode)
-    try:
-        yield model
-    finally:
-        for layer, m in old:
-            layer.mode = m
 
 
 def set_weight_step_scale(model: nn.Module, step_scale: float) -> nn.Module:

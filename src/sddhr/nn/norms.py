@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .mode import Mode
+from .switch import using_mode
 
 NORM_MODES = ("batch", "frozen")
 #: batches that re-estimate the statistics at the start of an epoch under ``frozen``
@@ -50,8 +51,6 @@ def estimate_norm_statistics(model: nn.Module, batches: Iterable[torch.Tensor], 
     (equal weight per batch) with the IMC layers in ``mode`` (default: as they are) and every
     other layer in eval mode; the model's modes and train / eval flags are restored. Returns
     the number of batches used (0: statistics unchanged)."""
-    from .convert import using_mode
-
     norms = norm_layers(model)
     if not norms:
         return 0
