@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import json
 import os
 import re
@@ -273,8 +274,22 @@ def read_json(path: str | Path, flag: str, what: str) -> dict:
     return data
 
 
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks; a read failure is a :class:`SpecError`."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read ({err.strerror or err})") from None
+    return h.hexdigest()
+
+
 __all__ = ["TMP_TAG", "atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable", "clean_orphans",
-           "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error", "temp_name"]
+           "file_sha256", "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error",
+           "temp_name"]
 
 
 def csv_number(text: str | None) -> float | None:
@@ -323,4 +338,3 @@ def read_csv_rows(path: str | Path, what: str = "measurement file") -> tuple[lis
     except csv.Error as err:
         raise SpecError(f"{path}: not a valid CSV file ({err})") from None
     return names, rows
-

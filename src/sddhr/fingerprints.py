@@ -9,11 +9,11 @@ training run compares its config the same way (:func:`sddhr.train.resume_differe
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._io import file_sha256
 from .config import SpecError
 
 
@@ -48,17 +48,6 @@ def fingerprint_diff(old: dict, new: dict, limit: int = 6) -> list[str]:
             lines.append(f"{k or '(root)'}: stored {json.dumps(a.get(k, '(absent)'))}, "
                          f"now {json.dumps(b.get(k, '(absent)'))}")
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read ({err.strerror or err})") from None
-    return h.hexdigest()
 
 
 def model_identity(name: str, checkpoint: str | Path | None = None, data: object = None, **extra: object) -> dict:

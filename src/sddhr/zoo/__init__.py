@@ -10,12 +10,12 @@ unset, so the data come from ``--data-dir`` or ``$SDDHR_DATA_DIR``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from .._io import file_sha256
 from ..config import SpecError
 
 #: the prefix that marks a shipped model's name
@@ -50,21 +50,13 @@ def entry(name: str) -> dict[str, Any]:
     return models[bare]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def path_of(name: str) -> Path:
     """The checkpoint file of a shipped model, its SHA-256 checked against the manifest."""
     e = entry(name)
     path = ZOO_DIR / e["file"]
     if not path.is_file():
         raise SpecError(f"{PREFIX}{e['name']}: its file {path} is missing from this installation")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if digest != e["sha256"]:
         raise SpecError(f"{PREFIX}{e['name']}: {path} has SHA-256 {digest}, the manifest says {e['sha256']}: "
                         "the file is damaged or was replaced; reinstall the package")
@@ -76,5 +68,4 @@ def resolve(path: str | Path) -> Path:
     return path_of(path) if is_zoo_name(path) else Path(path)
 
 
-__all__ = ["MANIFEST", "PREFIX", "ZOO_DIR", "entry", "is_zoo_name", "names", "path_of", "resolve",
-           "sha256_of"]
+__all__ = ["MANIFEST", "PREFIX", "ZOO_DIR", "entry", "is_zoo_name", "names", "path_of", "resolve"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .._io import file_sha256
 from ..checkpoints import atomic_save, load_checkpoint
-from . import sha256_of
 
 
 def export(checkpoint: str | Path, dst: str | Path) -> str:
@@ -21,7 +21,7 @@ def export(checkpoint: str | Path, dst: str | Path) -> str:
     slim["config"] = json.dumps(cfg)
     slim["model"] = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in ck["model"].items()}
     atomic_save(slim, Path(dst))
-    return sha256_of(Path(dst))
+    return file_sha256(dst)
 
 
 __all__ = ["export"]
