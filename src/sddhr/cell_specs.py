@@ -1,19 +1,26 @@
-"""The bit-cell specs, one class per technology (the ``device`` part of a
-:class:`~sddhr.config.HardwareSpec`, :data:`CellSpec`, chosen by its ``technology`` field;
-:mod:`sddhr.technology` implements each): :class:`DeviceSpec` (``mram``: 1T-1MTJ,
-resistances in ohms; the default, and what a spec without a ``technology`` field is),
-:class:`SramChargeSpec` (``sram-cd``: charge-domain SRAM, capacitor mismatch),
-:class:`ReramBinarySpec` (``reram-binary``: two-state ReRAM, lognormal conductances),
-:class:`EmpiricalCellSpec` (``empirical``: measured samples).
+"""The bit-cell specs, one class per technology, and the registry that validates them.
+
+The ``device`` part of a :class:`~sddhr.config.HardwareSpec` is a :data:`CellSpec`: a
+subclass of :class:`CellSpecBase` chosen, when the spec is validated, by its ``technology``
+field among the spec classes registered so far (:data:`TECHNOLOGY_SPECS`; absent = ``mram``).
+So a technology defined outside the package is validated, written and read back like a
+built-in one once it is registered (:func:`sddhr.cell_technology.register_technology`
+registers a spec class together with its implementation).
+
+Built in (:mod:`sddhr.technology` and :mod:`sddhr.mram` implement each):
+:class:`MramCellSpec` (``mram``: 1T-1MTJ, resistances in ohms; the default, and what a spec
+without a ``technology`` field is), :class:`SramChargeSpec` (``sram-cd``: charge-domain SRAM,
+capacitor mismatch), :class:`ReramBinarySpec` (``reram-binary``: two-state ReRAM, lognormal
+conductances), :class:`EmpiricalCellSpec` (``empirical``: measured samples).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, model_validator
 
 from .spec_base import FrozenSpec
 
@@ -25,7 +32,45 @@ K_BOLTZMANN = 1.380649e-23
 Distribution = Literal["lognormal", "truncnormal"]
 
 
-class DeviceSpec(FrozenSpec):
+class CellSpecBase(FrozenSpec):
+    """The base of every cell spec: immutable, unknown fields rejected, and a ``technology``
+    field naming its technology. A subclass declares it as
+    ``technology: Literal["name"] = "name"`` and is registered under that name
+    (:func:`register_cell_spec`); every other field is a parameter of the cell, with its
+    unit in its name or description and a validated range."""
+
+    technology: str = Field(description="cell technology: the name the spec class is registered under")
+
+
+#: spec class of each technology, by its ``technology`` name, in the order they were
+#: registered (the built-in ones first); :data:`CellSpec` validates through it
+TECHNOLOGY_SPECS: dict[str, type[CellSpecBase]] = {}
+
+S = TypeVar("S", bound=CellSpecBase)
+
+
+def register_cell_spec(cls: type[S]) -> type[S]:
+    """Register a :class:`CellSpecBase` subclass under its ``technology`` field's default, so
+    that a ``device`` naming that technology validates as ``cls``. Registering the same class
+    again is a no-op; a second class under a taken name is an error (a re-imported module's
+    class of the same name replaces the first). Usable as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, CellSpecBase)):
+        raise TypeError(f"a cell spec must be a subclass of CellSpecBase, got {cls!r}")
+    field = cls.model_fields["technology"]
+    name = field.default
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__}: declare the technology name as the default of its field, "
+                        'e.g. technology: Literal["my-cell"] = "my-cell"')
+    old = TECHNOLOGY_SPECS.get(name)
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"technology {name!r} is already registered with the spec class "
+                         f"{old.__module__}.{old.__qualname__}")
+    TECHNOLOGY_SPECS[name] = cls
+    return cls
+
+
+@register_cell_spec
+class MramCellSpec(CellSpecBase):
     """The ``mram`` technology: MTJ + access transistor. P state stores weight bit 1, AP state
     stores 0.
 
@@ -52,7 +97,12 @@ class DeviceSpec(FrozenSpec):
         return self.r_p_ohm * (1.0 + self.tmr)
 
 
-class SramChargeSpec(FrozenSpec):
+#: the former name of :class:`MramCellSpec`
+DeviceSpec = MramCellSpec
+
+
+@register_cell_spec
+class SramChargeSpec(CellSpecBase):
     """The ``sram-cd`` technology: a charge-domain SRAM bit cell (Jia et al., IEEE JSSC 2020).
 
     The cell's 1-b product charges its local capacitor: a cell whose product is 1 puts the
@@ -74,7 +124,8 @@ class SramChargeSpec(FrozenSpec):
         return math.sqrt(K_BOLTZMANN * self.temperature_k / (self.c_unit_ff * 1e-15)) / self.v_swing_v
 
 
-class ReramBinarySpec(FrozenSpec):
+@register_cell_spec
+class ReramBinarySpec(CellSpecBase):
     """The ``reram-binary`` technology: a two-state (binary) 1T1R ReRAM cell read by its
     current. Low-resistance state LRS stores weight bit 1, high-resistance state HRS stores 0;
     each cell's conductance is lognormal with the given mean and relative sigma (times the
@@ -121,7 +172,8 @@ def cell_samples_problem(values: Sequence[float]) -> str | None:
     return None
 
 
-class EmpiricalCellSpec(FrozenSpec):
+@register_cell_spec
+class EmpiricalCellSpec(CellSpecBase):
     """The ``empirical`` technology: a cell defined by measured samples of its contribution
     per state (conductances or charges of many cells), embedded in the spec so that tables
     and checkpoints carry them. The distribution is the samples' empirical distribution; at
@@ -162,18 +214,21 @@ def technology_tag(value: object) -> str:
     return getattr(value, "technology", "mram")
 
 
-#: spec class of each technology, by its ``technology`` name
-TECHNOLOGY_SPECS: dict[str, type[FrozenSpec]] = {
-    "mram": DeviceSpec, "sram-cd": SramChargeSpec, "reram-binary": ReramBinarySpec, "empirical": EmpiricalCellSpec,
-}
+def _validate_cell_spec(value: Any) -> CellSpecBase:
+    """``value`` (a dict or a spec instance) validated as the spec class registered under its
+    ``technology`` (absent = ``mram``); the errors of that class keep their field names."""
+    valid = ", ".join(TECHNOLOGY_SPECS)
+    if not isinstance(value, dict | CellSpecBase):
+        raise ValueError(f"should be a dict of the cell's parameters (technology: {valid}; absent = mram) "
+                         "or a cell spec")
+    tag = technology_tag(value)
+    cls = TECHNOLOGY_SPECS.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise ValueError(f"unknown technology; valid: {valid}")
+    return cls.model_validate(value)
 
-#: the ``device`` part of a :class:`HardwareSpec`: one of :data:`TECHNOLOGY_SPECS`, chosen by
-#: its ``technology`` field (absent = ``mram``)
-CellSpec = Annotated[
-    Annotated[DeviceSpec, Tag("mram")] | Annotated[SramChargeSpec, Tag("sram-cd")]
-    | Annotated[ReramBinarySpec, Tag("reram-binary")] | Annotated[EmpiricalCellSpec, Tag("empirical")],
-    Discriminator(technology_tag, custom_error_type="technology",
-                  custom_error_message=f"unknown technology; valid: {', '.join(TECHNOLOGY_SPECS)}"),
-]
-if [get_args(a)[1].tag for a in get_args(get_args(CellSpec)[0])] != list(TECHNOLOGY_SPECS):
-    raise AssertionError("CellSpec must list the spec classes of TECHNOLOGY_SPECS, in the same order")
+
+#: the ``device`` part of a :class:`HardwareSpec`: an instance of the spec class registered
+#: under its ``technology`` field (absent = ``mram``), looked up when it is validated, so a
+#: technology registered after import is accepted; written out with every field of that class
+CellSpec = Annotated[SerializeAsAny[CellSpecBase], PlainValidator(_validate_cell_spec)]

@@ -1,8 +1,20 @@
 """The interface of a cell technology (:class:`CellTechnology`) and the registry of technologies.
 
 A technology describes the normalised contribution ``c`` of one cell to its column per state
-(``"P"``: bit 1, ``"AP"``: bit 0, :data:`STATES`); :mod:`sddhr.technology` explains the model
-and holds the built-in technologies; ``sddhr.device`` holds ``mram``.
+(:data:`BIT_ONE`, :data:`BIT_ZERO`: :data:`STATES`); :mod:`sddhr.technology` explains the model
+and holds the built-in technologies; :mod:`sddhr.mram` holds ``mram``.
+
+A technology is two classes registered together: its spec (a
+:class:`~sddhr.cell_specs.CellSpecBase` subclass, the validated parameters a
+:class:`~sddhr.config.HardwareSpec` names in its ``device``) and its implementation (a
+:class:`CellTechnology` subclass)::
+
+    @register_technology("my-cell", spec=MyCellSpec)
+    class MyCell(CellTechnology): ...
+
+Once the module defining them is imported, a spec whose ``device`` has
+``"technology": "my-cell"`` validates, round-trips through JSON and reaches ``MyCell``
+through :func:`sddhr.technology.cell_model` like a built-in technology.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from .cell_specs import TECHNOLOGY_SPECS, CellSpecBase, register_cell_spec
 from .config import CellSpec, check_level
 
 #: the size of a numpy draw (``Generator.standard_normal``'s ``size``)
@@ -24,8 +37,13 @@ Signal = np.ndarray | torch.Tensor
 #: the same, for a function that returns the kind it was given
 SignalT = TypeVar("SignalT", np.ndarray, torch.Tensor)
 
+#: the state of a cell storing weight bit 1, in every technology (the name comes from MRAM's
+#: parallel state; an SRAM cell holding 1, a ReRAM cell in its LRS, ...)
+BIT_ONE = "P"
+#: the state of a cell storing weight bit 0 (MRAM's antiparallel state)
+BIT_ZERO = "AP"
 #: the two states of every technology: (bit 1, bit 0)
-STATES = ("P", "AP")
+STATES = (BIT_ONE, BIT_ZERO)
 
 _REGISTRY: dict[str, type[CellTechnology]] = {}
 
@@ -40,6 +58,8 @@ class CellTechnology:
     """
 
     name: ClassVar[str] = ""
+    #: the spec class of the technology (its ``device`` part), set by :func:`register_technology`
+    spec_class: ClassVar[type[CellSpecBase]] = CellSpecBase
     readout: str = "current"  # or "charge"; a class attribute (EmpiricalCell sets it per instance)
 
     def __init__(self, device: CellSpec, level: float, calibrated: bool = True):
@@ -54,7 +74,7 @@ class CellTechnology:
         return "S" if self.readout == "current" else "C"
 
     def mean(self, state: str) -> float:
-        """E[c] for a cell in ``state`` ('P': bit 1, 'AP': bit 0), counts."""
+        """E[c] for a cell in ``state`` (:data:`BIT_ONE` or :data:`BIT_ZERO`), counts."""
         raise NotImplementedError
 
     def var(self, state: str) -> float:
@@ -101,11 +121,28 @@ class CellTechnology:
 T = TypeVar("T", bound="CellTechnology")
 
 
-def register_technology(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: register a :class:`CellTechnology` under its spec's ``technology`` name."""
+def register_technology(name: str, spec: type[CellSpecBase] | None = None) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register a :class:`CellTechnology` as the technology ``name``, together
+    with its spec class ``spec`` (a :class:`~sddhr.cell_specs.CellSpecBase` subclass whose
+    ``technology`` field defaults to ``name``; registered by
+    :func:`~sddhr.cell_specs.register_cell_spec`). ``spec`` may be left out when a spec class
+    is already registered under ``name``. Registering the same pair again is a no-op."""
+    if spec is not None:
+        declared = getattr(getattr(spec, "model_fields", {}).get("technology"), "default", name)
+        if declared != name:
+            raise ValueError(f"register_technology({name!r}): the spec class {spec.__name__} is the technology "
+                             f"{declared!r}")
+        register_cell_spec(spec)
+    elif name not in TECHNOLOGY_SPECS:
+        raise ValueError(f"register_technology({name!r}): no spec class is registered for it; pass spec=")
 
     def deco(cls: type[T]) -> type[T]:
+        old = _REGISTRY.get(name)
+        if old is not None and old is not cls and (
+                (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__)):
+            raise ValueError(f"technology {name!r} is already implemented by {old.__module__}.{old.__qualname__}")
         cls.name = name
+        cls.spec_class = TECHNOLOGY_SPECS[name]
         _REGISTRY[name] = cls
         return cls
 

@@ -42,7 +42,6 @@ from scipy import optimize, stats
 
 from ._io import atomic_path, check_writable
 from .config import MAX_LEVEL, ColumnSpec, HardwareSpec, SpecError
-from .device import CellModel
 from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     OPTIONAL,
     REQUIRED,
@@ -52,6 +51,7 @@ from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     write_measurements,
 )
 from .fit_likelihood import _cells, _Likelihood, row_probabilities  # noqa: F401 - re-exported
+from .mram import MramCell
 
 if TYPE_CHECKING:
     from .abstraction import ColumnTable
@@ -113,7 +113,7 @@ class ColumnFit:
             else:
                 lo, hi = self.interval[p]
                 lines.append(f"  {p:<18} {self.estimate[p]:<10.4g} [{lo:.4g}, {hi:.4g}]  {UNITS[p]}")
-        cm = CellModel(self.spec.device, self.estimate["level"], self.spec.column.calibrated)
+        cm = MramCell(self.spec.device, self.estimate["level"], self.spec.column.calibrated)
         lines.append(f"  (one cell at level {self.estimate['level']:.3g}: sd {math.sqrt(cm.var('P')):.4g} (P), "
                      f"{math.sqrt(cm.var('AP')):.4g} (AP) counts)")
         lines.append(f"log-likelihood {self.loglik:.2f} ({self.loglik / self.conversions:.4f} per conversion) over "

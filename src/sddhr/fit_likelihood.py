@@ -10,9 +10,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
+from .cell_technology import BIT_ONE, BIT_ZERO
 from .config import MAX_LEVEL, CellSpec, HardwareSpec
-from .device import CellModel
 from .fit_data import Measurements
+from .mram import MramCell
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(10)
 _LOG_FLOOR = -700.0  # log-probability floor of one conversion (1e-304): keeps the optimiser finite
@@ -33,10 +34,10 @@ def _cells(device: CellSpec, level2: float, calibrated: bool) -> tuple[float, fl
     """``(m_P, m_AP, v_P, v_AP)`` of one cell at level ``sqrt(level2)`` (``level2 < 0``: the
     variances continued linearly, for the numerical derivatives at 0)."""
     if level2 < 0:
-        cm1, cm0 = CellModel(device, 1.0, calibrated), CellModel(device, 0.0, calibrated)
-        return cm0.mean("P"), cm0.mean("AP"), level2 * cm1.var("P"), level2 * cm1.var("AP")
-    cm = CellModel(device, min(math.sqrt(level2), MAX_LEVEL), calibrated)
-    return cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
+        cm1, cm0 = MramCell(device, 1.0, calibrated), MramCell(device, 0.0, calibrated)
+        return cm0.mean(BIT_ONE), cm0.mean(BIT_ZERO), level2 * cm1.var(BIT_ONE), level2 * cm1.var(BIT_ZERO)
+    cm = MramCell(device, min(math.sqrt(level2), MAX_LEVEL), calibrated)
+    return cm.mean(BIT_ONE), cm.mean(BIT_ZERO), cm.var(BIT_ONE), cm.var(BIT_ZERO)
 
 
 def row_probabilities(spec: HardwareSpec, level: float, k: ArrayLike, n: ArrayLike) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Fitting an MRAM cell (:class:`~sddhr.config.DeviceSpec`) to measured resistances: the
+"""Fitting an MRAM cell (:class:`~sddhr.cell_specs.MramCellSpec`) to measured resistances: the
 measurement CSV (:func:`read_resistance_csv`), the truncated normal of given moments
 (:func:`truncnormal_from_moments`) and the fit itself (:func:`fit_device`, :class:`DeviceFit`).
 """
@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from scipy import optimize, special, stats
 
 from ._io import csv_number, read_csv_rows
-from .config import CellSpec, DeviceSpec, Distribution, SpecError, validation_message
+from .cell_specs import MramCellSpec
+from .config import CellSpec, Distribution, SpecError, validation_message
 from .mram_resistance import ResistanceDist
 
 
 @dataclass
 class DeviceFit:
-    device: DeviceSpec
+    device: MramCellSpec
     report: dict
 
     def summary(self) -> str:
@@ -75,7 +76,7 @@ def _truncnormal_shape(alpha: float) -> tuple[float, float]:
 def truncnormal_from_moments(mean: float, sd: float) -> tuple[float, float] | None:
     """Location and sigma (ohm) of the normal whose truncation to positive values has
     mean ``mean`` and standard deviation ``sd`` (the parameters a ``truncnormal``
-    :class:`~sddhr.config.DeviceSpec` takes). ``None`` when no normal with a positive
+    :class:`~sddhr.cell_specs.MramCellSpec` takes). ``None`` when no normal with a positive
     location fits: a coefficient of variation at or above the half-normal's, ~0.756."""
     if sd <= 0:
         return mean, 0.0
@@ -97,7 +98,7 @@ def truncnormal_from_moments(mean: float, sd: float) -> tuple[float, float] | No
 
 def fit_device(path: str | Path, base: CellSpec | None = None,
                data: dict[str, np.ndarray] | None = None) -> DeviceFit:
-    """Fit a :class:`DeviceSpec` to measured resistances by moments (lognormal: the sample
+    """Fit a :class:`MramCellSpec` to measured resistances by moments (lognormal: the sample
     mean and sd; truncated normal: the location and sigma whose truncation has them),
     choose the family with the smaller total Kolmogorov-Smirnov statistic over the
     states, and report the fit quality per state.
@@ -106,8 +107,8 @@ def fit_device(path: str | Path, base: CellSpec | None = None,
     samples already read from ``path`` (by :func:`read_resistance_csv`), to avoid reading twice.
     (The KS p-values use parameters estimated from the same data, so they are optimistic.)
     """
-    base = base or DeviceSpec()
-    if not isinstance(base, DeviceSpec):
+    base = base or MramCellSpec()
+    if not isinstance(base, MramCellSpec):
         raise SpecError(f"fit-device fits the mram cell (R_P, R_AP, R_T), the base spec's technology is "
                         f"{base.technology!r}: give an mram preset, or use --cell-csv for measured samples of "
                         "another technology")
@@ -126,7 +127,7 @@ def fit_device(path: str | Path, base: CellSpec | None = None,
                         f"point numbers ({type(err).__name__}); check the r_ohm column's units (ohm)") from None
 
 
-def _fit_device(path: str | Path, base: DeviceSpec, data: dict[str, np.ndarray]) -> DeviceFit:
+def _fit_device(path: str | Path, base: MramCellSpec, data: dict[str, np.ndarray]) -> DeviceFit:
     report: dict = {"states": {}}
     ks_total: dict[Distribution, float] = {"lognormal": 0.0, "truncnormal": 0.0}
     params: dict[Distribution, dict[str, tuple[float, float]]] = {"lognormal": {}, "truncnormal": {}}
@@ -160,7 +161,7 @@ def _fit_device(path: str | Path, base: DeviceSpec, data: dict[str, np.ndarray])
         raise SpecError(f"{path}: mean R_AP ({r_ap:.1f}) must exceed mean R_P ({r_p:.1f})")
     r_t, s_t = params[family].get("T", (base.r_t_ohm, base.sigma_t_rel))
     try:
-        device = DeviceSpec(
+        device = MramCellSpec(
             r_p_ohm=r_p, tmr=r_ap / r_p - 1.0, r_t_ohm=r_t,
             sigma_p_rel=s_p, sigma_ap_rel=s_ap, sigma_t_rel=s_t, distribution=family,
         )

@@ -2,7 +2,7 @@
 transistor's R_T, :class:`ResistanceDist`) and the exact moments of the cell conductance
 ``G = 1 / (R_MTJ + R_T)`` they give (Gauss-Hermite quadrature over the two independent
 resistances; for truncated normals that reach zero, quadrature over the closed-form density
-of their sum, see ``TRUNC_FLOOR_REL``). :class:`sddhr.device.CellModel` builds on them.
+of their sum, see ``TRUNC_FLOOR_REL``). :class:`sddhr.mram.MramCell` builds on them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import torch
 from numpy.typing import ArrayLike
 from scipy import special
 
+from .cell_specs import MramCellSpec
 from .cell_technology import Size
-from .config import DeviceSpec, check_level
+from .config import check_level
 
 GH_NODES, GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(96)
 GH_WEIGHTS = GH_WEIGHTS / GH_WEIGHTS.sum()  # expectation over a standard normal
@@ -80,7 +81,7 @@ class ResistanceDist:
         return self.mean_ohm + self.sigma_ohm * torch.special.ndtri(q)
 
 
-def resistance_dists(device: DeviceSpec, level: float) -> tuple[ResistanceDist, ResistanceDist, ResistanceDist]:
+def resistance_dists(device: MramCellSpec, level: float) -> tuple[ResistanceDist, ResistanceDist, ResistanceDist]:
     """(R_P, R_AP, R_T) distributions at variation ``level``."""
     level = check_level(level)
     fam = device.distribution

@@ -11,18 +11,20 @@ references for a bit-1 and a bit-0 cell, so an ideal bit-1 cell contributes 1 an
 bit-0 cell 0. Everything downstream (column tables, chip instances, every S-DDHR variant)
 asks a :class:`CellTechnology` for ``mean`` / ``var`` / ``cdf`` / ``binned_pmf`` of ``c`` per
 state and for draws of fresh cells (``sample``: numpy, ``sample_cells``: a chip's cells in
-torch), and never branches on the technology's name. States are named ``"P"`` (bit 1) and
-``"AP"`` (bit 0) in every technology (the names come from MRAM).
+torch), and never branches on the technology's name. The two states are
+:data:`~sddhr.cell_technology.BIT_ONE` (``"P"``) and :data:`~sddhr.cell_technology.BIT_ZERO`
+(``"AP"``) in every technology (the names come from MRAM).
 
-Built in (:data:`TECHNOLOGIES`; specs in :mod:`sddhr.config`, sources in ``docs/MODEL.md``):
+Built in (:func:`technologies`; specs in :mod:`sddhr.cell_specs`, sources in ``docs/MODEL.md``):
 
-* ``mram`` - :class:`sddhr.device.CellModel` (1T-1MTJ, resistances);
+* ``mram`` - :class:`sddhr.mram.MramCell` (1T-1MTJ, resistances);
 * ``sram-cd`` - :class:`SramChargeCell` (charge-domain SRAM: capacitor mismatch);
 * ``reram-binary`` - :class:`ReramBinaryCell` (two lognormal conductances);
 * ``empirical`` - :class:`EmpiricalCell` (measured samples, from a CSV: :func:`empirical_spec`).
 
 :func:`cell_model` builds the technology of a spec's ``device`` at a variation level;
-:func:`register_technology` adds one (with its spec class added to :data:`sddhr.config.CellSpec`).
+``register_technology(name, spec=SpecClass)`` adds one, from inside or outside the package:
+its spec class is registered with it, so :data:`sddhr.config.CellSpec` accepts it from then on.
 """
 
 from __future__ import annotations
@@ -38,7 +40,17 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from ._io import csv_number, read_csv_rows
-from .cell_technology import STATES, CellTechnology, SignalT, Size, register_technology, registered, step_cdf
+from .cell_technology import (
+    BIT_ONE,
+    BIT_ZERO,
+    STATES,
+    CellTechnology,
+    SignalT,
+    Size,
+    register_technology,
+    registered,
+    step_cdf,
+)
 from .config import (
     CELL_UNITS,
     CellSpec,
@@ -49,11 +61,12 @@ from .config import (
     SramChargeSpec,
     cell_samples_problem,
 )
-from .device import CellModel
+from .mram import CellModel, MramCell
 
 __all__ = [
-    "CELL_VALUE_MAX", "STATES", "CellModel", "CellTechnology", "EmpiricalCell", "ReramBinaryCell", "SramChargeCell",
-    "cell_model", "empirical_spec", "read_cell_csv", "register_technology", "technologies",
+    "BIT_ONE", "BIT_ZERO", "CELL_VALUE_MAX", "STATES", "CellModel", "CellTechnology", "EmpiricalCell", "MramCell",
+    "ReramBinaryCell", "SramChargeCell", "cell_model", "empirical_spec", "read_cell_csv", "register_technology",
+    "technologies",
 ]
 
 def technologies() -> dict[str, type[CellTechnology]]:
@@ -73,7 +86,7 @@ def cell_model(device: CellSpec, level: float, calibrated: bool = True) -> CellT
 # --------------------------------------------------------------------- charge-domain SRAM
 
 
-@register_technology("sram-cd")
+@register_technology("sram-cd", spec=SramChargeSpec)
 class SramChargeCell(CellTechnology):
     """Charge-domain SRAM (:class:`~sddhr.config.SramChargeSpec`): a bit-1 cell puts
     ``C V`` on the column, ``C ~ N(c_unit, (level sigma_c_rel c_unit)^2)``; a bit-0 cell puts
@@ -88,22 +101,22 @@ class SramChargeCell(CellTechnology):
         super().__init__(device, level, calibrated)
         self.s = self.level * device.sigma_c_rel
         q1 = device.c_unit_ff * 1e-15 * device.v_swing_v
-        self.mean_signal = {"P": q1, "AP": 0.0}
-        self.var_signal = {"P": (self.s * q1) ** 2, "AP": 0.0}
+        self.mean_signal = {BIT_ONE: q1, BIT_ZERO: 0.0}
+        self.var_signal = {BIT_ONE: (self.s * q1) ** 2, BIT_ZERO: 0.0}
 
     def mean(self, state: str) -> float:
-        return 1.0 if state == "P" else 0.0
+        return 1.0 if state == BIT_ONE else 0.0
 
     def var(self, state: str) -> float:
-        return self.s**2 if state == "P" else 0.0
+        return self.s**2 if state == BIT_ONE else 0.0
 
     def cdf(self, state: str, t: ArrayLike) -> np.ndarray:
-        if state == "AP" or self.s == 0:
+        if state == BIT_ZERO or self.s == 0:
             return step_cdf(t, self.mean(state))
         return special.ndtr((np.asarray(t, dtype=np.float64) - 1.0) / self.s)
 
     def sample(self, state: str, rng: np.random.Generator, size: Size) -> np.ndarray:
-        if state == "AP":
+        if state == BIT_ZERO:
             return np.zeros(size)
         return 1.0 + self.s * rng.standard_normal(size)
 
@@ -121,7 +134,7 @@ def _lognormal(mean: float, sd: float) -> tuple[float, float]:
     return math.log(mean) - 0.5 * s2, math.sqrt(s2)
 
 
-@register_technology("reram-binary")
+@register_technology("reram-binary", spec=ReramBinarySpec)
 class ReramBinaryCell(CellTechnology):
     """Binary ReRAM (:class:`~sddhr.config.ReramBinarySpec`): each cell's conductance is
     lognormal with the state's mean and sd ``level * sigma_rel * mean`` (LRS for bit 1, HRS
@@ -133,11 +146,11 @@ class ReramBinaryCell(CellTechnology):
 
     def __init__(self, device: ReramBinarySpec, level: float, calibrated: bool = True):
         super().__init__(device, level, calibrated)
-        g = {"P": device.g_lrs_us * 1e-6, "AP": device.g_hrs_us * 1e-6}
-        rel = {"P": device.sigma_lrs_rel, "AP": device.sigma_hrs_rel}
+        g = {BIT_ONE: device.g_lrs_us * 1e-6, BIT_ZERO: device.g_hrs_us * 1e-6}
+        rel = {BIT_ONE: device.sigma_lrs_rel, BIT_ZERO: device.sigma_hrs_rel}
         self.mean_signal = g
         self.var_signal = {s: (self.level * rel[s] * g[s]) ** 2 for s in STATES}
-        self.g_ap_ref, self.delta_g = g["AP"], g["P"] - g["AP"]
+        self.g_ap_ref, self.delta_g = g[BIT_ZERO], g[BIT_ONE] - g[BIT_ZERO]
         self._ln: dict[str, tuple[float, float] | None] = {
             s: _lognormal(g[s], math.sqrt(self.var_signal[s])) if self.var_signal[s] > 0 else None for s in STATES}
 
@@ -172,13 +185,14 @@ class ReramBinaryCell(CellTechnology):
     def sample_cells(self, shape: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z_p = torch.randn(shape, generator=generator, dtype=torch.float64)
         z_ap = torch.randn(shape, generator=generator, dtype=torch.float64)
-        return self.contribution(self._conductance("P", z_p)), self.contribution(self._conductance("AP", z_ap))
+        return (self.contribution(self._conductance(BIT_ONE, z_p)),
+                self.contribution(self._conductance(BIT_ZERO, z_ap)))
 
 
 # ------------------------------------------------------------------ measured (empirical)
 
 
-@register_technology("empirical")
+@register_technology("empirical", spec=EmpiricalCellSpec)
 class EmpiricalCell(CellTechnology):
     """A cell given by measured samples (:class:`~sddhr.config.EmpiricalCellSpec`): ``c`` is
     drawn uniformly from the state's samples, each normalised with the two states' sample
@@ -191,11 +205,11 @@ class EmpiricalCell(CellTechnology):
         super().__init__(device, level, calibrated)
         self.readout = device.readout
         factor = CELL_UNITS[device.unit][1]
-        x = {"P": np.asarray(device.samples_bit1, dtype=np.float64) * factor,
-             "AP": np.asarray(device.samples_bit0, dtype=np.float64) * factor}
+        x = {BIT_ONE: np.asarray(device.samples_bit1, dtype=np.float64) * factor,
+             BIT_ZERO: np.asarray(device.samples_bit0, dtype=np.float64) * factor}
         self.mean_signal = {s: float(x[s].mean()) for s in STATES}
         self.var_signal = {s: self.level**2 * float(x[s].var()) for s in STATES}
-        ref0, self.delta = self.mean_signal["AP"], self.mean_signal["P"] - self.mean_signal["AP"]
+        ref0, self.delta = self.mean_signal[BIT_ZERO], self.mean_signal[BIT_ONE] - self.mean_signal[BIT_ZERO]
         self._mean = {s: (self.mean_signal[s] - ref0) / self.delta for s in STATES}
         self.values = {s: np.sort(self._mean[s] + self.level * (x[s] - self.mean_signal[s]) / self.delta)
                        for s in STATES}
@@ -222,10 +236,10 @@ class EmpiricalCell(CellTechnology):
             values = self._torch[state]
             return values[torch.randint(values.numel(), tuple(shape), generator=generator)]
 
-        return draw("P"), draw("AP")
+        return draw(BIT_ONE), draw(BIT_ZERO)
 
 
-_STATE_NAMES = {"1": "P", "0": "AP", "P": "P", "AP": "AP", "LRS": "P", "HRS": "AP"}
+_STATE_NAMES = {"1": BIT_ONE, "0": BIT_ZERO, "P": BIT_ONE, "AP": BIT_ZERO, "LRS": BIT_ONE, "HRS": BIT_ZERO}
 
 
 #: the largest measured cell value read (any unit of ``CELL_UNITS``): far beyond any real cell,
@@ -237,7 +251,7 @@ def read_cell_csv(path: str | Path) -> tuple[CellUnit, dict[str, list[float]]]:
     """Measured samples of a cell per state from a CSV: a ``state`` column (``1`` / ``0``; also
     ``P`` / ``AP`` or ``LRS`` / ``HRS``) and one value column naming its unit, ``g_siemens`` /
     ``g_us`` (conductances: current readout) or ``q_coulomb`` / ``q_fc`` (charges: charge
-    readout). Returns ``(value column, {"P": [...], "AP": [...]})``; every problem is a
+    readout). Returns ``(value column, {BIT_ONE: [...], BIT_ZERO: [...]})``; every problem is a
     one-line :class:`SpecError` naming the file, the column and the row."""
     path = Path(path)
     fields, rows = read_csv_rows(path)
@@ -248,7 +262,7 @@ def read_cell_csv(path: str | Path) -> tuple[CellUnit, dict[str, list[float]]]:
     if len(value_cols) > 1:
         raise SpecError(f"{path}: give one value column, got {' and '.join(value_cols)}")
     col = value_cols[0]
-    samples: dict[str, list[float]] = {"P": [], "AP": []}
+    samples: dict[str, list[float]] = {BIT_ONE: [], BIT_ZERO: []}
     for i, row in rows:
         raw_state = (row.get("state") or "").strip()
         state = _STATE_NAMES.get(raw_state.upper())
@@ -263,11 +277,11 @@ def read_cell_csv(path: str | Path) -> tuple[CellUnit, dict[str, list[float]]]:
         if not 0.0 <= value <= CELL_VALUE_MAX:
             raise SpecError(f"{path}:{i}: column {col} must be in [0, {CELL_VALUE_MAX:g}], got {raw.strip()}")
         samples[state].append(value)
-    for state, bit in (("P", 1), ("AP", 0)):
+    for state, bit in ((BIT_ONE, 1), (BIT_ZERO, 0)):
         problem = cell_samples_problem(samples[state])
         if problem:
             raise SpecError(f"{path}: column {col}, state {bit}: {problem}")
-    m1, m0 = (math.fsum(samples[s]) / len(samples[s]) for s in ("P", "AP"))
+    m1, m0 = (math.fsum(samples[s]) / len(samples[s]) for s in STATES)
     if m1 <= m0:
         raise SpecError(f"{path}: column {col}: the mean of state 1 ({m1:g}) must exceed the mean of state 0 "
                         f"({m0:g}): state 1 is the cell that conducts (or charges) more")
@@ -280,5 +294,5 @@ def empirical_spec(path: str | Path) -> EmpiricalCellSpec:
     ``source`` records the file's name and the SHA-256 of its bytes."""
     col, samples = read_cell_csv(path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return EmpiricalCellSpec(unit=col, samples_bit1=tuple(samples["P"]), samples_bit0=tuple(samples["AP"]),
+    return EmpiricalCellSpec(unit=col, samples_bit1=tuple(samples[BIT_ONE]), samples_bit0=tuple(samples[BIT_ZERO]),
                              source=f"{Path(path).name[:200]} sha256:{digest}")

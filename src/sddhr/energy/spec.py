@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..cell_technology import BIT_ONE, BIT_ZERO
 from ..config import CellSpec, SpecError, check_level
 from ..technology import cell_model
 
@@ -134,7 +135,7 @@ def _mean_conductances(device: CellSpec, level: float) -> tuple[float, float]:
     if cm.signal_unit != "S":
         raise SpecError(f"the resistive read model needs a current-readout cell; technology {cm.name!r} reads "
                         "charge: use an energy preset with read_model 'capacitive'")
-    return float(cm.mean_signal["P"]), float(cm.mean_signal["AP"])
+    return float(cm.mean_signal[BIT_ONE]), float(cm.mean_signal[BIT_ZERO])
 
 
 def make_energy_spec(data: dict | EnergySpec) -> EnergySpec:
