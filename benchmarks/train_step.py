@@ -23,6 +23,7 @@ Inference: ``model.eval()`` under ``torch.no_grad()``, float vs ideal vs chip in
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -40,11 +41,14 @@ from sddhr.models import build_model
 from sddhr.nn import Mode, set_mode
 from sddhr.nn.column_stats import get_sampler, get_table
 
-TRAIN_MODES = ["float", "ideal", "instance-bit_true", "instance-fast", "exact", "composed", "resampled", "faithful",
-               "one_chip"]
+#: float in the channels-last layout (what `sddhr train --recipe float` uses for conv nets);
+#: each round's ratio is taken against the faster of the two float layouts
+FLOAT_CL = "float-channels_last"
+TRAIN_MODES = ["float", FLOAT_CL, "ideal", "instance-bit_true", "instance-fast", "exact", "composed", "resampled",
+               "faithful", "one_chip"]
 #: faithful with every output drawn independently (no part shared across a conv's positions)
 EXTRA_MODES = ["faithful-independent"]
-EVAL_MODES = ["float", "ideal", "instance-bit_true", "instance-fast"]
+EVAL_MODES = ["float", FLOAT_CL, "ideal", "instance-bit_true", "instance-fast"]
 # exact: 1.5 * B_x * B_w, set from the spec
 TARGETS = {"resampled": 1.3, "composed": 2.0, "faithful": 1.3, "one_chip": 1.3}
 
@@ -52,6 +56,7 @@ TARGETS = {"resampled": 1.3, "composed": 2.0, "faithful": 1.3, "one_chip": 1.3}
 def make_mode(name: str, level: float) -> Mode:
     return {
         "float": Mode.float(),
+        FLOAT_CL: Mode.float(),
         "ideal": Mode.ideal(),
         "instance-bit_true": Mode.instance(level, 0, "bit_true"),
         "instance-fast": Mode.instance(level, 0, "fast"),
@@ -131,7 +136,11 @@ def round_robin(modes, step_of, repeats, device):
 
 
 def summarise(times: dict[str, list[float]]) -> dict[str, dict]:
+    """Medians and per-round ratios against the round's fastest float step (default or
+    channels-last layout, whichever was faster in that round)."""
     base = times["float"]
+    if FLOAT_CL in times:
+        base = [min(a, b) for a, b in zip(base, times[FLOAT_CL])]
     out = {}
     for m, ts in times.items():
         ratios = [t / b for t, b in zip(ts, base)]
@@ -145,8 +154,17 @@ def run_timing(args) -> dict:
     modes = ["float"] + [m for m in args.modes if m != "float"]
     table_s = prepare_tables(spec, args.level, device, modes)
 
+    # the channels-last float baseline: a copy of the model (same weights) in that layout
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    set_mode(cl_model, Mode.float())
+    cl_opt = torch.optim.SGD(cl_model.parameters(), lr=0.01, momentum=0.9)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
     def step_of(m):
         def fn():
+            if m == FLOAT_CL:
+                train_step(cl_model, cl_opt, x_cl, y)
+                return
             apply_mode(model, m, args.level)
             train_step(model, opt, x, y)
         return fn
@@ -160,11 +178,15 @@ def run_timing(args) -> dict:
     eval_modes = ["float"] + [m for m in args.eval_modes if m != "float"]
     if eval_modes[1:]:
         model.eval()
+        cl_model.eval()
 
         def infer_of(m):
             def fn():
-                set_mode(model, make_mode(m, args.level))
                 with torch.no_grad():
+                    if m == FLOAT_CL:
+                        cl_model(x_cl)
+                        return
+                    set_mode(model, make_mode(m, args.level))
                     model(x)
             return fn
 
@@ -194,6 +216,9 @@ def memory_child(args) -> dict:
     mode = args.memory_child
     prepare_tables(spec, args.level, device, [mode])
     apply_mode(model, mode, args.level)
+    if mode == FLOAT_CL:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     model.train()
     train_step(model, opt, x, y)  # warm-up: optimizer state, caches
     if device.type == "cuda":
@@ -228,7 +253,7 @@ def run_memory(args) -> dict:
             cmd += ["--width", str(args.width)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
-    base = out["float"]["step_mib"]
+    base = min(out["float"]["step_mib"], out.get(FLOAT_CL, out["float"])["step_mib"])
     for r in out.values():
         r["ratio"] = r["step_mib"] / base
     return out

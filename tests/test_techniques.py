@@ -191,3 +191,40 @@ def test_label_smoothing_gives_the_smoothed_cross_entropy(tmp_path, eps):
 def test_label_smoothing_out_of_range_names_the_parameter():
     with pytest.raises(SpecError, match="label_smoothing"):
         make_config({"label_smoothing": 1.0})
+
+
+def test_float_conv_runs_train_channels_last_to_the_same_weights(tmp_path, monkeypatch):
+    """Float runs of a convolutional model train in the channels-last layout (faster on CPU);
+    the layout must not change the arithmetic beyond float rounding: the same run with the
+    layout switched off ends at the same weights (to 1e-5) and the same test accuracy."""
+    import sddhr.train as train_mod
+    from sddhr.nn import IMCConv2d
+
+    seen: list[bool] = []
+    orig_forward = IMCConv2d.float_forward
+
+    def spy(self, x):
+        w = self.weight  # 4-d, more than one input channel: the two layouts differ
+        seen.append(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
+        return orig_forward(self, x)
+
+    monkeypatch.setattr(IMCConv2d, "float_forward", spy)
+    args = ["train", "--recipe", "float", "--data", "digits", "--train-subset", "128", "--test-subset", "64",
+            "--max-steps-per-epoch", "3", "--batch-size", "32", "--arch", "cnn", "--width", "8", "--epochs", "1",
+            "--lr", "0.05", "--keep-digital"]
+
+    def run(name):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+        ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        return ck["model"], ck["history"][-1]["test_acc"]
+
+    cl_model, cl_acc = run("cl")
+    assert any(seen)
+    seen.clear()
+    monkeypatch.setattr(train_mod, "_has_conv", lambda model: False)
+    plain_model, plain_acc = run("plain")
+    assert not any(seen)
+    assert cl_acc == plain_acc
+    for k, v in plain_model.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            assert torch.allclose(cl_model[k], v, rtol=1e-5, atol=1e-6), k
