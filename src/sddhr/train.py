@@ -296,7 +296,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, device: str | torch.device
     # float convolutions run about 1.4x faster per step in the channels-last layout on CPU
     # (benchmarks/train_step.py); the quantised modes keep the default layout their products use
     layout = torch.channels_last if cfg.mode_kind == "float" and _has_conv(model) else torch.contiguous_format
-    model.to(memory_format=layout)
+    model.to(memory_format=layout)  # type: ignore[call-overload]  # (missing from torch's stubs)
     net = wrap(model, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     ck = None
