@@ -83,8 +83,60 @@ class LayerView(Protocol):
     def chip_adc(self, seed: int, device: torch.device) -> AdcErrors: ...
 
 
+class _HasGeometry(Protocol):
+    @property
+    def geometry(self) -> Geometry: ...
+
+
+class GeometryHooks:
+    """The geometry hooks a backend calls, each forwarded to ``self.geometry`` (mixed into
+    the layer and into each :class:`ProductContext`, so both answer them alike)."""
+
+    def lin(self: _HasGeometry, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The layer's linear map of (integer) inputs ``x`` by weights ``w`` (weight-shaped)."""
+        return self.geometry.lin(x, w)
+
+    def out_scale(self: _HasGeometry, s: torch.Tensor) -> torch.Tensor:
+        """A per-output-channel tensor reshaped to broadcast over the layer's output."""
+        return self.geometry.out_scale(s)
+
+    def out_per_item(self: _HasGeometry, x_int: torch.Tensor) -> int:
+        """Elements of per-output work per sample (sizes the chunks)."""
+        return self.geometry.out_per_item(x_int)
+
+    def grouped(self: _HasGeometry, y: torch.Tensor) -> torch.Tensor:
+        """An output-shaped tensor viewed as (samples, groups, out / groups, positions)."""
+        return self.geometry.grouped(y)
+
+    def conversions(self: _HasGeometry, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float,
+                    bias: float = 0.0, dtype: torch.dtype = torch.float32,
+                    adc: AdcErrors | None = None) -> torch.Tensor:
+        """Every conversion's count through ``fn``, shift-and-added (:meth:`Geometry.conversions`)."""
+        return self.geometry.conversions(x_int, wmat, fn, gain, bias, dtype, adc)
+
+    def segment_counts(self: _HasGeometry, planes: torch.Tensor) -> torch.Tensor:
+        """Active rows ``n`` per (input plane, sample, group, segment, output position)."""
+        return self.geometry.segment_counts(planes)
+
+    def matrices(self: _HasGeometry, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]:
+        """The layer as explicit matrix products ``(list of X, fold)`` (activity counts, references)."""
+        return self.geometry.matrices(x_int)
+
+    def chunks(self: _HasGeometry, x_int: torch.Tensor, per_item: int) -> list[slice]:
+        """Slices of the batch, each small enough for one pass of ``per_item`` elements per sample."""
+        return self.geometry.chunks(x_int, per_item)
+
+    def rows_per_output(self: _HasGeometry) -> int:
+        """Weight rows that feed one output (the sum the columns split into segments)."""
+        return self.geometry.rows_per_output
+
+    def w_flat(self: _HasGeometry, w_int: torch.Tensor) -> torch.Tensor:
+        """The weights as a (outputs, rows per output) matrix."""
+        return self.geometry.w_flat(w_int)
+
+
 @dataclass(frozen=True)
-class ProductContext:
+class ProductContext(GeometryHooks):
     """One product of ``layer`` on copy ``copy_index`` of its columns (0: the first, and
     the only one without redundancy): the layer's geometry and spec, and the chip look-ups
     of that copy. Made by the layer for each product; immutable."""
@@ -111,38 +163,6 @@ class ProductContext:
     @property
     def label(self) -> str:
         return self.layer.label
-
-    # ---- geometry
-    def lin(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return self.geometry.lin(x, w)
-
-    def out_scale(self, s: torch.Tensor) -> torch.Tensor:
-        return self.geometry.out_scale(s)
-
-    def out_per_item(self, x_int: torch.Tensor) -> int:
-        return self.geometry.out_per_item(x_int)
-
-    def grouped(self, y: torch.Tensor) -> torch.Tensor:
-        return self.geometry.grouped(y)
-
-    def conversions(self, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float, bias: float = 0.0,
-                    dtype: torch.dtype = torch.float32, adc: AdcErrors | None = None) -> torch.Tensor:
-        return self.geometry.conversions(x_int, wmat, fn, gain, bias, dtype, adc)
-
-    def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:
-        return self.geometry.segment_counts(planes)
-
-    def matrices(self, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]:
-        return self.geometry.matrices(x_int)
-
-    def chunks(self, x_int: torch.Tensor, per_item: int) -> list[slice]:
-        return self.geometry.chunks(x_int, per_item)
-
-    def rows_per_output(self) -> int:
-        return self.geometry.rows_per_output
-
-    def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
-        return self.geometry.w_flat(w_int)
 
     # ---- the layer's services
     def weights_key(self) -> tuple:

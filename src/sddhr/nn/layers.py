@@ -22,8 +22,8 @@ from torch import nn
 from ..config import HardwareSpec, SpecError, make_spec
 from ..hardware import ChipInstance, adc_errors, max_segment_ones
 from .backends import Backend, full_precision, make_backend
-from .context import ProductContext
-from .geometry import AdcErrors, CodeFn, Conv2dGeometry, Fold, Geometry, LinearGeometry
+from .context import GeometryHooks, ProductContext
+from .geometry import AdcErrors, Conv2dGeometry, Geometry, LinearGeometry
 from .mode import Mode
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
 
@@ -31,7 +31,7 @@ from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
 COPY_STRIDE = 1 << 20
 
 
-class IMCLayer(nn.Module):
+class IMCLayer(GeometryHooks, nn.Module):
     """What :class:`IMCLinear` and :class:`IMCConv2d` share: spec, quantisers, mode and
     backend, the forward glue, and the geometry hooks every backend may call."""
 
@@ -116,52 +116,14 @@ class IMCLayer(nn.Module):
         """The layer in messages: its class and id."""
         return f"{type(self).__name__} (layer {self.layer_id})"
 
-    def lin(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The layer's linear map of (integer) inputs ``x`` by weights ``w`` (weight-shaped)."""
-        return self.geometry.lin(x, w)
-
     def ideal_backward(self, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, need_x: bool,
                        need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Gradients ``(dL/dx, dL/dw)`` of ``lin(x, w)`` for output gradient ``g``."""
         return self.geometry.ideal_backward(g, x, w, need_x, need_w)
 
-    def out_scale(self, s: torch.Tensor) -> torch.Tensor:
-        """A per-output-channel tensor reshaped to broadcast over the layer's output."""
-        return self.geometry.out_scale(s)
-
-    def out_per_item(self, x_int: torch.Tensor) -> int:
-        """Elements of per-output work per sample (sizes the chunks)."""
-        return self.geometry.out_per_item(x_int)
-
-    def grouped(self, y: torch.Tensor) -> torch.Tensor:
-        """An output-shaped tensor viewed as (samples, groups, out / groups, positions)."""
-        return self.geometry.grouped(y)
-
-    def conversions(self, x_int: torch.Tensor, wmat: torch.Tensor, fn: CodeFn, gain: float, bias: float = 0.0,
-                    dtype: torch.dtype = torch.float32, adc: AdcErrors | None = None) -> torch.Tensor:
-        """Every conversion's count through ``fn``, shift-and-added (:meth:`Geometry.conversions`)."""
-        return self.geometry.conversions(x_int, wmat, fn, gain, bias, dtype, adc)
-
-    def segment_counts(self, planes: torch.Tensor) -> torch.Tensor:
-        """Active rows ``n`` per (input plane, sample, group, segment, output position)."""
-        return self.geometry.segment_counts(planes)
-
-    def matrices(self, x_int: torch.Tensor) -> tuple[list[torch.Tensor], Fold]:
-        """The layer as explicit matrix products ``(list of X, fold)`` (activity counts, references)."""
-        return self.geometry.matrices(x_int)
-
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The unquantised float layer."""
         raise NotImplementedError
-
-    def chunks(self, x_int: torch.Tensor, per_item: int) -> list[slice]:
-        return self.geometry.chunks(x_int, per_item)
-
-    def rows_per_output(self) -> int:
-        return self.geometry.rows_per_output
-
-    def w_flat(self, w_int: torch.Tensor) -> torch.Tensor:
-        return self.geometry.w_flat(w_int)
 
     def cell_layer_id(self, copy: int = 0) -> int:
         """The id that seeds this layer's cells and ADCs on a chip: ``layer_id`` for the
