@@ -10,8 +10,12 @@ _LAZY = {"HardwareSpec": "config", "SpecError": "config", "make_spec": "config",
 _LAZY.update(dict.fromkeys(("ChipTable", "HardwareSetupWarning", "HardwareTrainer", "evaluate_chips", "prepare"),
                            "api"))
 
-__all__ = ["ChipTable", "HardwareSetupWarning", "HardwareSpec", "HardwareTrainer", "SpecError", "__version__",
-           "evaluate_chips", "make_spec", "prepare", "preset"]
+#: what a cell technology plug-in needs (docs/MODEL.md, "Adding a technology")
+_LAZY.update({"CellSpecBase": "cell_specs", "CellTechnology": "cell_technology",
+              "register_technology": "cell_technology"})
+
+__all__ = ["CellSpecBase", "CellTechnology", "ChipTable", "HardwareSetupWarning", "HardwareSpec", "HardwareTrainer",
+           "SpecError", "__version__", "evaluate_chips", "make_spec", "prepare", "preset", "register_technology"]
 
 
 def __getattr__(name: str):
