@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .abstraction_table import ColumnTable
 from .config import HardwareSpec, SpecError, check_level
 from .hardware import code_values
+from .noise import readout_var as noise_readout_var
 from .technology import CellTechnology, cell_model
 
 METHODS = ("exact", "gaussian")
@@ -130,12 +131,11 @@ def _single_cell_rows(cm: CellTechnology, spec: HardwareSpec) -> np.ndarray:
 
 def readout_var(spec: HardwareSpec, n: int, mu: np.ndarray) -> np.ndarray:
     """Variance (counts^2) the readout adds to a conversion with ``n`` active rows and mean
-    count ``mu`` (per k), over time and over chips: ``n sigma_read^2`` (temporal read noise)
+    count ``mu`` (per k), over time and over chips, summed over the registered sources
+    (:func:`sddhr.noise.readout_var`); built-in: ``n sigma_read^2`` (temporal read noise)
     ``+ sigma_g^2 mu^2`` (gain error, linearised about the mean: the neglected
     ``sigma_g^2 Var(u)`` is a relative 1e-4 at 1 %) ``+ (sigma_adc^2 + sigma_off^2) step^2``."""
-    col = spec.column
-    return (n * col.read_noise_counts**2 + col.adc_gain_rel**2 * np.asarray(mu, dtype=np.float64) ** 2
-            + (col.adc_noise_lsb**2 + col.adc_offset_lsb**2) * col.step**2)
+    return noise_readout_var(spec.column, n, mu)
 
 
 def _noise_rows(mu: np.ndarray, var: np.ndarray, spec: HardwareSpec) -> np.ndarray:
@@ -148,7 +148,7 @@ def build_table(
 ) -> ColumnTable:
     """Compute P(code | k, n) for all 0 <= k <= n <= N at variation ``level``.
 
-    With readout noise sources in the spec (``ColumnSpec.read_noise_counts``, ``adc_*``),
+    With readout noise sources in the spec (``ColumnSpec.read_noise_counts``, ``adc_*``, plug-ins),
     each row is the distribution over time and over chips: the column sum plus an
     independent Gaussian of variance :func:`readout_var` (the static ADC offset and gain
     taken as random over chips), by the Gaussian's characteristic function in ``exact``."""

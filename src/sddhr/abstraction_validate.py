@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .abstraction_table import ColumnTable
 from .config import ColumnSpec, HardwareSpec
+from .noise import readout_samples as noise_readout_samples
 from .technology import cell_model
 
 
@@ -65,14 +66,10 @@ def sample_column_codes(
 
 
 def readout_samples(u: np.ndarray, n: ArrayLike, col: ColumnSpec, rng: np.random.Generator) -> np.ndarray:
-    """``u' = (1 + g)(u + e_read) + (o + e_adc) step`` with every term drawn independently per
-    sample (numpy; the reference for :func:`sddhr.hardware.readout` and the tables)."""
-    shape = np.shape(u)
-    e_read = np.sqrt(n) * col.read_noise_counts * rng.standard_normal(shape)
-    g = col.adc_gain_rel * rng.standard_normal(shape)
-    o = col.adc_offset_lsb * rng.standard_normal(shape)
-    e_adc = col.adc_noise_lsb * rng.standard_normal(shape)
-    return (1 + g) * (u + e_read) + (o + e_adc) * col.step
+    """``u' = (1 + g)(u + e_read) + (o + e_adc) step`` (and any plug-in source) with every term
+    drawn independently per sample (numpy; the reference for :func:`sddhr.hardware.readout`
+    and the tables; :func:`sddhr.noise.readout_samples`)."""
+    return noise_readout_samples(u, n, col, rng)
 
 
 def tv_noise_bound(p: np.ndarray, samples: int, alpha: float) -> float:

@@ -23,9 +23,9 @@ in :mod:`sddhr.spec_base`; both are re-exported here.
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer
 
 from .cell_specs import (
     CELL_UNITS,
@@ -43,6 +43,8 @@ from .cell_specs import (
     cell_samples_problem,
     technology_tag,
 )
+from .noise import noise_source, noise_sources, static_on, temporal_on
+from .noise.base import NoiseSource
 from .spec_base import MAX_LEVEL, FrozenSpec, Level, SpecError, check_level
 
 __all__ = [
@@ -53,6 +55,25 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def source_field(name: str) -> Any:
+    """The ``ColumnSpec`` field of a built-in noise source: default 0, range and unit from the source."""
+    src = noise_source(name)
+    return Field(0.0, ge=0, le=src.high, description=src.description)
+
+
+def _plugin_source(name: str) -> NoiseSource:
+    """The registered plug-in source ``name`` (a key of ``ColumnSpec.noise``), or a clear error."""
+    builtin = set(ColumnSpec.model_fields)
+    plugins = [s.name for s in noise_sources() if s.name not in builtin]
+    if name in builtin:
+        raise ValueError(f"{name!r} is a ColumnSpec field, not a plug-in noise source: set column.{name}")
+    if name not in plugins:
+        raise ValueError(f"unknown noise source {name!r}; registered plug-in sources: "
+                         f"{', '.join(plugins) if plugins else 'none'} (the built-ins "
+                         f"{', '.join(s.name for s in noise_sources() if s.builtin)} are ColumnSpec fields)")
+    return noise_source(name)
 
 
 class ColumnSpec(FrozenSpec):
@@ -69,31 +90,53 @@ class ColumnSpec(FrozenSpec):
     adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution B_adc")
     full_scale_counts: float | None = Field(None, gt=0, le=1e6, description="ADC full scale FS, counts")
     calibrated: bool = True
-    # readout noise sources (docs/MODEL.md, "Readout noise"); all 0 = a noise-free readout.
-    # One conversion reads u' = (1 + g)(u + e_read) + (o + e_adc) step, then the ADC.
-    read_noise_counts: float = Field(
-        0.0, ge=0, le=10, description="temporal read noise of one active cell, sd in counts per conversion "
-        "(fresh at every conversion; n active rows give variance n sigma^2; state-independent)")
-    adc_noise_lsb: float = Field(
-        0.0, ge=0, le=100, description="temporal input-referred ADC noise, sd in ADC steps (fresh per conversion)")
-    adc_offset_lsb: float = Field(
-        0.0, ge=0, le=100, description="static per-column ADC offset, sd over columns in ADC steps (fixed per chip)")
-    adc_gain_rel: float = Field(
-        0.0, ge=0, le=0.2, description="static per-column ADC gain error, relative sd over columns (fixed per chip)")
+    # readout noise sources (docs/MODEL.md, "Readout noise"; one component each, sddhr.noise):
+    # all 0 = a noise-free readout. One conversion reads u' = (1 + g)(u + e_read) + (o + e_adc) step.
+    read_noise_counts: float = source_field("read_noise_counts")
+    adc_noise_lsb: float = source_field("adc_noise_lsb")
+    adc_offset_lsb: float = source_field("adc_offset_lsb")
+    adc_gain_rel: float = source_field("adc_gain_rel")
+    noise: dict[str, float] = Field(
+        default_factory=dict, description="strengths of registered plug-in noise sources (sddhr.noise), by name; "
+        "left out of the JSON when empty")
+
+    @field_validator("noise")
+    @classmethod
+    def _plugin_sources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, val in v.items():
+            src = _plugin_source(name)
+            if not 0.0 <= val <= src.high:
+                raise ValueError(f"noise.{name} must be in [0, {src.high:g}] ({src.description})")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_noise(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data = handler(self)
+        if not self.noise:
+            data.pop("noise", None)
+        return data
+
+    def __repr_args__(self) -> list[tuple[str | None, Any]]:
+        return [(k, v) for k, v in super().__repr_args__() if not (k == "noise" and not v)]
+
+    def __hash__(self) -> int:
+        # the plug-in strengths are a dict: hashed as its sorted items
+        return hash(tuple((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                          for k, v in self.__dict__.items()))
 
     @property
     def temporal_noise(self) -> bool:
-        """True when a conversion has fresh (temporal) noise: read noise or ADC noise."""
-        return self.read_noise_counts > 0 or self.adc_noise_lsb > 0
+        """True when a conversion has fresh (temporal) noise (read noise, ADC noise, ...)."""
+        return temporal_on(self)
 
     @property
     def static_adc_errors(self) -> bool:
-        """True when every column's ADC has a fixed offset or gain error (drawn per chip)."""
-        return self.adc_offset_lsb > 0 or self.adc_gain_rel > 0
+        """True when every column has a fixed readout error (ADC offset, gain, ...; drawn per chip)."""
+        return static_on(self)
 
     @property
     def noisy(self) -> bool:
-        """True when any readout noise source (temporal or static ADC) is on."""
+        """True when any readout noise source (temporal or static) is on."""
         return self.temporal_noise or self.static_adc_errors
 
     @property

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .config import ColumnSpec, HardwareSpec, SpecError, check_level
+from .noise import apply_readout, static_errors, static_sources
 from .technology import cell_model
 
 
@@ -47,25 +48,16 @@ def digitise(u: torch.Tensor, column: ColumnSpec, inplace: bool = False) -> torc
     return u.round_().clamp_(0.0, float(column.n_codes - 1))
 
 
-def readout(
-    u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, gain: torch.Tensor | None = None,
-    offset: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The analog readout of conversions, in place: ``u' = (1 + g)(u + e_read) + (o + e_adc) step``
-    with ``e_read ~ N(0, n sigma_read^2)`` (``n`` active rows) and ``e_adc ~ N(0, sigma_adc^2)``
-    drawn fresh from torch's global generator, and the column's static gain error ``g`` and
-    offset ``o`` (ADC steps; None = 0). ``n``, ``gain``, ``offset`` broadcast against ``u``.
-    The ADC (:func:`digitise`) follows."""
-    if column.read_noise_counts > 0:
-        sd = torch.as_tensor(n, dtype=u.dtype, device=u.device).clamp(min=0).sqrt().mul_(column.read_noise_counts)
-        u.add_(torch.randn_like(u).mul_(sd))
-    if gain is not None:
-        u.mul_(gain.to(u.dtype).add(1.0))
-    if offset is not None:
-        u.add_(offset.to(u.dtype) * column.step)
-    if column.adc_noise_lsb > 0:
-        u.add_(torch.randn_like(u), alpha=column.adc_noise_lsb * column.step)
-    return u
+def readout(u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, *static: torch.Tensor | None) -> torch.Tensor:
+    """The analog readout of conversions, in place: every registered readout source
+    (:mod:`sddhr.noise`) applied stage by stage, ``u' = (1 + G)(u + A) + B step``; built-in:
+    ``u' = (1 + g)(u + e_read) + (o + e_adc) step`` with ``e_read ~ N(0, n sigma_read^2)`` (``n``
+    active rows) and ``e_adc ~ N(0, sigma_adc^2)`` drawn fresh from torch's global generator,
+    and the column's static errors ``static`` (one per static source, in
+    :func:`sddhr.noise.static_sources` order: gain ``g``, offset ``o`` in ADC steps, then
+    plug-ins; None = 0). ``n`` and ``static`` broadcast against ``u``. The ADC
+    (:func:`digitise`) follows."""
+    return apply_readout(u, n, column, static)
 
 
 def plane_weights(w_bits: int) -> list[int]:
@@ -167,7 +159,7 @@ def bit_true_matmul(
     contributions: torch.Tensor,
     spec: HardwareSpec,
     chunk_elems: int = 1 << 25,
-    adc: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    adc: tuple[torch.Tensor | None, ...] | None = None,
 ) -> torch.Tensor:
     """Bit-true macro product (the reference the layers' backends are tested against).
 
@@ -175,7 +167,7 @@ def bit_true_matmul(
     contributions of the programmed columns (weight bits for an ideal macro). Returns
     (M, out) float32 digital outputs: every (segment, input plane, weight plane)
     conversion read (:func:`readout`: the spec's temporal noise, fresh per conversion, and
-    ``adc = (gain, offset)``, each (B_w, out, S) or None, the columns' static ADC errors, e.g.
+    ``adc = (gain, offset, ...)``, each (B_w, out, S) or None, the columns' static errors, e.g.
     :meth:`ChipInstance.adc_errors`), digitised by the ADC, then shift-and-added. Without
     noise sources the readout is skipped (``u`` goes to the ADC as it is).
     """
@@ -199,12 +191,12 @@ def bit_true_matmul(
     for m0 in range(0, m, step_m):
         xc = xb[:, m0 : m0 + step_m]
         u = torch.einsum("bmsn,josn->bjsmo", xc, cb)
-        gain, offset = adc if adc is not None else (None, None)
-        if col.temporal_noise or gain is not None or offset is not None:
+        static = adc if adc is not None else ()
+        if col.temporal_noise or any(a is not None for a in static):
             # per conversion: active rows (b, 1, s, m, 1); static errors (1, j, s, 1, o)
             n = xc.sum(-1).permute(0, 2, 1)[:, None, :, :, None]
-            g, o = (None if a is None else a.to(u.device).permute(0, 2, 1)[None, :, :, None, :] for a in (gain, offset))
-            u = readout(u, n, col, g, o)
+            errs = (None if a is None else a.to(u.device).permute(0, 2, 1)[None, :, :, None, :] for a in static)
+            u = readout(u, n, col, *errs)
         code = digitise(u, col).to(torch.float64)
         outs.append((code * scale).sum(dim=(0, 1, 2)).to(torch.float32))
     return torch.cat(outs, 0) if outs else torch.zeros(0, out, device=dev)
@@ -223,22 +215,20 @@ def adc_seed(seed: int, layer_id: int) -> int:
 
 
 def adc_errors(spec: HardwareSpec, seed: int, layer_id: int, out: int, k: int,
-               device: torch.types.Device = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Static ADC errors ``(gain, offset)`` of one layer's columns, each (B_w, out, S) float32
-    (S row segments of a dot product of length ``k``), or None where the spec's sigma is 0:
-    ``g ~ N(0, adc_gain_rel^2)`` (relative), ``o ~ N(0, adc_offset_lsb^2)`` (ADC steps),
-    independent per column, drawn in float64 on the CPU from :func:`adc_seed`. Independent
-    of the variation level (which scales only the cells)."""
+               device: torch.types.Device = None) -> tuple[torch.Tensor | None, ...]:
+    """Static readout errors of one layer's columns, one per static source
+    (:func:`sddhr.noise.static_sources`: ``(gain, offset)`` for the built-ins, then the plug-ins on),
+    each (B_w, out, S) float32 (S row segments of a dot product of length ``k``), or None where
+    the source is off: ``g ~ N(0, adc_gain_rel^2)`` (relative), ``o ~ N(0, adc_offset_lsb^2)``
+    (ADC steps), independent per column, drawn in float64 on the CPU from :func:`adc_seed`
+    (every one of them draws, in registration order, when one is on). Independent of the
+    variation level (which scales only the cells)."""
     col = spec.column
     if not col.static_adc_errors:
-        return None, None
+        return tuple(None for _ in static_sources(col))
     gen = torch.Generator().manual_seed(adc_seed(seed, layer_id))
     shape = (spec.macro.w_bits, out, n_segments(k, col.rows))
-    z_gain = torch.randn(shape, generator=gen, dtype=torch.float64)
-    z_off = torch.randn(shape, generator=gen, dtype=torch.float64)
-    gain = (z_gain * col.adc_gain_rel).to(device=device, dtype=torch.float32) if col.adc_gain_rel > 0 else None
-    off = (z_off * col.adc_offset_lsb).to(device=device, dtype=torch.float32) if col.adc_offset_lsb > 0 else None
-    return gain, off
+    return static_errors(col, gen, shape, device)
 
 
 class ChipInstance:
@@ -265,8 +255,8 @@ class ChipInstance:
         return c_p.to(device=device, dtype=dtype), c_ap.to(device=device, dtype=dtype)
 
     def adc_errors(self, layer_id: int, out: int, k: int,
-                   device: torch.types.Device = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Static ADC ``(gain, offset)`` of one layer's columns (:func:`adc_errors`)."""
+                   device: torch.types.Device = None) -> tuple[torch.Tensor | None, ...]:
+        """Static readout errors (``(gain, offset, ...)``) of one layer's columns (:func:`adc_errors`)."""
         return adc_errors(self.spec, self.seed, layer_id, out, k, device)
 
     def program(self, w_int: torch.Tensor, layer_id: int = 0) -> torch.Tensor:

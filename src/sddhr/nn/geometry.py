@@ -32,8 +32,9 @@ def chunks(x: torch.Tensor, per_item: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-#: the static ADC errors ``(gain, offset)`` of a layer's columns, each (B_w, out, S) or None
-AdcErrors = tuple[torch.Tensor | None, torch.Tensor | None]
+#: the static readout errors ``(gain, offset, ...)`` of a layer's columns, one per static
+#: noise source (:func:`sddhr.noise.static_sources`), each (B_w, out, S) or None
+AdcErrors = tuple[torch.Tensor | None, ...]
 #: maps a tensor of conversion counts (in place allowed) to float32 digital values
 CodeFn = Callable[[torch.Tensor], torch.Tensor]
 #: ``fold`` of :meth:`Geometry.matrices`: the concatenated matrix products to the layer's output shape
@@ -178,8 +179,8 @@ class LinearGeometry(Geometry):
                 xs = xb[:, :, a:b].reshape(bx * mc, b - a)
                 t = torch.addmm(xs.new_full((1, 1), bias), xs, ws) if bias else xs.matmul(ws)
                 if adc is not None:  # t: (bx mc, bw out); n: active rows per (plane, sample)
-                    g, o = (None if e is None else e[:, :, si].reshape(1, bw * out) for e in adc)
-                    readout(t, xs.sum(1, keepdim=True), col, g, o)
+                    errs = (None if e is None else e[:, :, si].reshape(1, bw * out) for e in adc)
+                    readout(t, xs.sum(1, keepdim=True), col, *errs)
                 v = pb.matmul(fn(t).view(bx, -1)).view(mc, bw, out)  # sum over input planes
                 y[sl].baddbmm_(pj.expand(mc, 1, bw), v)  # sum over weight planes
         return y.view(*lead, out)
@@ -316,10 +317,10 @@ class Conv2dGeometry(Geometry):
                 t = F.conv2d(xs, ws, conv_bias, self.stride, self.padding, self.dilation, g)
                 if adc is not None and masks is not None:  # channels of t: (group, weight plane, out channel)
                     n = F.conv2d(xs, masks[si], None, self.stride, self.padding, self.dilation, g)
-                    ge, oe = (None if e is None else e[:, :, si].reshape(bw, g, per).transpose(0, 1)
-                              .reshape(1, g, bw * per, 1, 1) for e in adc)
+                    errs = (None if e is None else e[:, :, si].reshape(bw, g, per).transpose(0, 1)
+                            .reshape(1, g, bw * per, 1, 1) for e in adc)
                     readout(t.view(bx * ncur, g, bw * per, ho, wo), n.view(bx * ncur, g, 1, ho, wo).round_(), col,
-                            ge, oe)
+                            *errs)
                 v = pb.matmul(fn(t).view(bx, -1))  # sum over input planes: (ncur * g * bw * per * P)
                 ys.baddbmm_(pj.expand(ncur * g, 1, bw), v.view(ncur * g, bw, per * ho * wo))
         return y.view(nb, self.out_channels, ho, wo)

@@ -25,13 +25,13 @@ def digitised_conversions(layer: LayerView, x_int: torch.Tensor, wmat: torch.Ten
                           noisy: bool = False) -> torch.Tensor:
     """Every conversion of ``x_int`` against the column contents ``wmat`` (B_w, out, K_g)
     read by the layer's ADC, shift-and-added (ideal macro and bit-true chips). ``noisy``: each
-    conversion first goes through the column's readout, with the static ADC errors ``adc =
-    (gain, offset)`` (each (B_w, out, S) or None) and the spec's temporal noise; without any
+    conversion first goes through the column's readout, with the static errors ``adc =
+    (gain, offset, ...)`` (each (B_w, out, S) or None) and the spec's temporal noise; without any
     source on, the path is the noise-free one (bit-identical)."""
     col = layer.spec.column
     fn = lambda u: digitise(u, col, inplace=True)  # noqa: E731
     if noisy and (col.temporal_noise or (adc is not None and any(e is not None for e in adc))):
-        return layer.conversions(x_int, wmat, fn, col.step, adc=(adc[0], adc[1]) if adc is not None else (None, None))
+        return layer.conversions(x_int, wmat, fn, col.step, adc=tuple(adc) if adc is not None else ())
     return layer.conversions(x_int, wmat, fn, col.step)
 
 
