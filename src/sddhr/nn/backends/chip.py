@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...hardware import ChipInstance, effective_weights, plane_weights, programmed, weight_bit_planes
+from ...noise import active_sources, linear_static
 from ...technology import CellTechnology, cell_model
 from .base import Backend, register
 from .simple import digitised_conversions
@@ -47,11 +48,11 @@ def warn_if_adc_matters(layer: LayerView, w_int: torch.Tensor, level: float, wha
 
 def warn_if_noise_dropped(layer: LayerView, what: str, static_modelled: bool = False) -> None:
     """Warn (as :func:`warn_if_adc_matters`: one message per spec) when a linear-ADC form runs
-    on a spec with readout noise sources it does not model: temporal read / ADC noise, and
-    (unless ``static_modelled``) the static ADC offset / gain."""
+    on a spec with readout noise sources it does not model: the temporal ones (read / ADC
+    noise) and (unless ``static_modelled``) the static ones (ADC offset / gain)."""
     col = layer.spec.column
-    names = ("read_noise_counts", "adc_noise_lsb") + (() if static_modelled else ("adc_offset_lsb", "adc_gain_rel"))
-    on = [f"{name}={getattr(col, name):g}" for name in names if getattr(col, name) > 0]
+    kinds = ("temporal",) if static_modelled else ("temporal", "static")
+    on = [f"{src.name}={src.strength(col):g}" for src in active_sources(col, kinds)]
     if not on:
         return
     layer.warn_once(
@@ -68,7 +69,7 @@ def static_adc_linear(layer: LayerView, contributions: torch.Tensor, gain: torch
     ``sum_j s_j 2^j (1 + g_j,seg(i)) c_ij`` (out, K_g) plus, per output, the offsets of all its
     conversions, ``(2^B_x - 1) step sum_{j,s} s_j 2^j o_js`` (every segment is converted in
     every input plane, active rows or not; None without offsets). ``gain``, ``offset``:
-    (B_w, out, S) or None."""
+    (B_w, out, S) or None, the static sources combined (:func:`sddhr.noise.linear_static`)."""
     spec = layer.spec
     bw, _, k = contributions.shape
     if gain is not None:
@@ -131,7 +132,7 @@ class ChipFastBackend(_FrozenChip):
         contrib, eff = self.programmed(layer, w_int)
         kept = self._linear.get(layer.copy_index)
         if kept is None or kept[0] is not contrib:
-            gain, offset = layer.chip_adc(self.mode.seed, w_int.device)
+            gain, offset = linear_static(layer.chip_adc(self.mode.seed, w_int.device), layer.spec.column)
             if gain is None and offset is None:
                 kept = (contrib, eff, None)
             else:

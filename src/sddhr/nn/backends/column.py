@@ -3,16 +3,22 @@ conversion's code sampled) and ``composed`` (one Gaussian per output)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 
 from ...abstraction import ColumnTable
 from ...hardware import bit_planes, square_code, weight_bit_planes
+from ...noise import active_sources
 from ..column_stats import check_table_matches, column_moments, get_sampler, get_table
 from .base import Backend, register
 
+if TYPE_CHECKING:
+    from ..context import LayerView
+
 
 class _FromTable(Backend):
-    def table(self, layer) -> ColumnTable:
+    def table(self, layer: LayerView) -> ColumnTable:
         """The mode's table (checked against the layer's column) or the layer spec's exact
         table at the mode's level (cached per process)."""
         if self.mode.table is not None:
@@ -29,7 +35,7 @@ class ExactBackend(_FromTable):
     bit planes is not modelled; nor is that of the static ADC errors (the table has them as
     random over chips, so here every conversion gets its own)."""
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         sampler = get_sampler(self.table(layer), x_int.device)
         # weights w + N + 1 make each conversion's product k + (N + 1) n, the table row
         # (+ 1/2 so that truncation rounds)
@@ -53,7 +59,7 @@ class ComposedBackend(_FromTable):
     ``x2``, ``w2``. Assumes independent conversions, a Gaussian sum and column moments linear
     in k: valid where the ADC neither clips nor coarsens (warns once per layer otherwise)."""
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         if not layer.conversions_lossless(w_int):
             col = layer.spec.column
             layer.warn_once(
@@ -62,11 +68,13 @@ class ComposedBackend(_FromTable):
                 f"coarsens these weights' conversions (rows={col.rows}, adc_bits={col.adc_bits}, step={col.step:g}); "
                 "its Gaussian model is outside its regime, use variant='exact'",
             )
-        if layer.spec.column.adc_gain_rel > 0:
+        gains = [s for s in active_sources(layer.spec.column, ("static",)) if s.stage == "gain"]
+        if gains:
+            on = ", ".join(f"{s.name}={s.strength(layer.spec.column):g}" for s in gains)
             layer.warn_once(
                 "composed-gain",
                 f"{layer.label}: composed stochastic mode with an ADC gain error "
-                f"(adc_gain_rel={layer.spec.column.adc_gain_rel:g}): the table's variance grows with k^2, its linear "
+                f"({on}): the table's variance grows with k^2, its linear "
                 "fit in k is approximate; use variant='exact' or 'faithful'",
             )
         cm = column_moments(self.table(layer))
@@ -95,4 +103,4 @@ class ComposedBackend(_FromTable):
             if y is None:
                 y = torch.empty((x_int.shape[0], *shape[1:]), dtype=out.dtype, device=dev)
             y[sl] = out
-        return y
+        return cast(torch.Tensor, y)  # None only for an empty batch, as before

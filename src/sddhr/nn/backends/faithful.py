@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...hardware import bit_planes, plane_weights, segment_bounds, square_code, weight_bit_planes
+from ...noise import coherent_vars
 from ..column_stats import check_table_matches, get_table
 from ..geometry import Conv2dGeometry, chunks
 from .base import Backend, register
@@ -233,9 +234,8 @@ class FaithfulBackend(Backend):
             xc = x_int[sl]
             rb = looked[..., ir]  # (bx, nc, G, S, P)
             x2, num = f_terms(n, npair, rb, p2, pairs)
-            col = layer.spec.column
             static = None
-            if col.adc_offset_lsb or col.adc_gain_rel:
+            if any(coherent_vars(layer.spec.column)):
                 static = static_adc_cross(layer, ft, rb, n, p2, nt.p)
             x2, num = x2.sum(2), num.sum(2)  # over segments: (nc, G, P)
             f = num.div_(x2.clamp(min=1e-30))  # 0 where no row is active
@@ -277,8 +277,7 @@ class FaithfulBackend(Backend):
         kt = ft.k_tables(dev)
         n1 = ft.n1
         dv = ft.v_p - ft.v_ap
-        col = layer.spec.column
-        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+        so2, sg2 = coherent_vars(layer.spec.column)
         wb = weight_bit_planes(layer.w_flat(w_int), bw)  # (bw, out, K_g)
         out = wb.shape[1]
         p2 = 2.0 ** torch.arange(bx, device=dev, dtype=torch.float32)

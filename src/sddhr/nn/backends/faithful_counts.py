@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ...noise import coherent_vars
 from .base import tf32
 from .faithful_tables import N_ONLY, FaithfulTables, NOnlyTables
 from .position_shared import plane_sum
@@ -65,8 +66,7 @@ def static_adc_cross(layer: LayerView, ft: FaithfulTables, rb: torch.Tensor, n: 
     and weight plane (the diagonal ``b = b'`` is in the table's ``V_T``), with
     ``mu_b = n_b (p m_P + (1 - p) m_AP)``. Returns the sum over segments, (nc, G, P), to be
     multiplied by ``sum_j 4^j`` like the other per-plane terms."""
-    col = layer.spec.column
-    so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+    so2, sg2 = coherent_vars(layer.spec.column)
     m = p * ft.m_p + (1.0 - p) * ft.m_ap
     s1 = plane_sum(p2[b] * rb[b] for b in range(len(p2)))
     s2 = plane_sum(p2[b] ** 2 * rb[b] * rb[b] for b in range(len(p2)))

@@ -34,20 +34,29 @@ faithful uses; no per-image draw of the static error.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 
 from ...hardware import plane_weights, square_code, weight_bit_planes
+from ...noise import coherent_vars, linear_static
 from ...technology import cell_model
 from ..geometry import Conv2dGeometry
 from .base import register
 from .faithful import Z_THRESHOLD, FaithfulBackend
 from .faithful_counts import chunk_counts, f_terms, integer_products
-from .faithful_tables import N_ONLY
+from .faithful_tables import N_ONLY, FaithfulTables
 from .position_shared import plane_sum
 from .weight_sampler import get_weight_sampler
 
+if TYPE_CHECKING:
+    from ...technology import CellTechnology
+    from ..context import LayerView
+    from ..mode import Mode
 
-def _stacked_products(layer, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _stacked_products(layer: LayerView, x: torch.Tensor, a: torch.Tensor,
+                      b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lin(x, a), lin(x, b))`` from one call of the layer's linear map with the two weight
     tensors stacked along the output channels (per group, so grouped convolutions keep
     their channel-to-group assignment)."""
@@ -69,14 +78,15 @@ class OneChipBackend(FaithfulBackend):
     """One chip per forward pass (see the module docstring). ``form`` as for
     :class:`~.faithful.FaithfulBackend` (which form gives the mean and total variance)."""
 
-    def __init__(self, mode, form: str = "auto", threshold: float = Z_THRESHOLD):
+    def __init__(self, mode: Mode, form: str = "auto", threshold: float = Z_THRESHOLD) -> None:
         super().__init__(mode, form, threshold, shared=False)
 
-    def _cell_model(self, layer):
+    def _cell_model(self, layer: LayerView) -> CellTechnology:
         spec = self.mode.table.spec if self.mode.table is not None else layer.spec
         return cell_model(spec.device, self.mode.level, spec.column.calibrated)
 
-    def draw_chip(self, layer, w_int: torch.Tensor, ft) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def draw_chip(self, layer: LayerView, w_int: torch.Tensor,
+                  ft: FaithfulTables) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One chip's static errors for this layer: ``D`` (weight-shaped, the deviation of each
         weight's effective value, ADC gain included) and the columns' ADC offsets (B_w, out, S)
         in ADC steps, or None. The chip's seed comes from torch's global generator."""
@@ -88,7 +98,7 @@ class OneChipBackend(FaithfulBackend):
         if not col.static_adc_errors:
             return d, None
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        gain, offset = layer.chip_adc(seed, w_int.device)
+        gain, offset = linear_static(layer.chip_adc(seed, w_int.device), col)
         if gain is not None:  # the gain on each cell's mean contribution: sum_j s_j 2^j g_j,seg(i) E c_ij
             bits = weight_bit_planes(layer.w_flat(w_int), bw).to(d.dtype)  # (bw, out, K)
             seg = torch.arange(bits.shape[-1], device=d.device) // col.rows
@@ -97,7 +107,9 @@ class OneChipBackend(FaithfulBackend):
             d.add_((pw * gain[:, :, seg] * mean_c).sum(0).view(d.shape))
         return d, offset
 
-    def _k_parts(self, layer, xc, w_int, ft, f, x2s, a_off, a_gain, s4, so2, sg2):
+    def _k_parts(self, layer: LayerView, xc: torch.Tensor, w_int: torch.Tensor, ft: FaithfulTables, f: torch.Tensor,
+                 x2s: torch.Tensor, a_off: torch.Tensor | None, a_gain: torch.Tensor | None, s4: float, so2: float,
+                 sg2: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The k form's mean and what is left of its total variance after the static parts
         (cells through ``f``; the columns' ADC offset and gain, cross terms included), for the
         samples ``xc``; grouped (nc, G, out / G, P)."""
@@ -108,10 +120,11 @@ class OneChipBackend(FaithfulBackend):
         cells = layer.grouped(lin2).mul_(ft.v_p - ft.v_ap).add_(x2s.mul(s4 * ft.v_ap).unsqueeze(2))
         var = var.sub_(cells.mul_(f.unsqueeze(2)))
         if so2 or sg2:
+            assert a_off is not None and a_gain is not None  # set by product() whenever so2 or sg2
             var.sub_((so2 * a_off * a_off + sg2 * a_gain * a_gain).sum(2).mul_(s4).unsqueeze(2))
         return mean, var
 
-    def product(self, layer, x_int, w_int):
+    def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         ft = self.tables(layer)
         bx, bw = layer.spec.macro.x_bits, layer.spec.macro.w_bits
         p = float(weight_bit_planes(w_int, bw).mean()) if w_int.numel() else 0.5
@@ -121,7 +134,7 @@ class OneChipBackend(FaithfulBackend):
             counts = chunk_counts(layer, x_int, nt)
         d, offset = self.draw_chip(layer, w_int, ft)
         col = layer.spec.column
-        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+        so2, sg2 = coherent_vars(col)
         m_bar = nt.p * ft.m_p + (1.0 - nt.p) * ft.m_ap
         s4 = (4.0**bw - 1) / 3.0
         p2 = [2.0**b for b in range(bx)]
@@ -173,4 +186,4 @@ class OneChipBackend(FaithfulBackend):
             if y_out is None:
                 y_out = torch.empty((x_int.shape[0], *shape[1:]), dtype=torch.float32, device=x_int.device)
             y_out[sl] = y.view(shape)
-        return y_out
+        return cast(torch.Tensor, y_out)  # None only for an empty batch, as before

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from ...noise import coherent_vars
 from ..geometry import Conv2dGeometry
 
 if TYPE_CHECKING:
@@ -61,9 +62,8 @@ def shared_static_var(layer: LayerView, xc: torch.Tensor, f: torch.Tensor, rb: t
     s = _spatial_sums(geom, xc, f.clamp(min=0).sqrt().view(nc, g, ho, wo)).div_(npos)
     v = (w2.reshape(g, out // g, -1) * (ft.v_p - ft.v_ap)).add_(s4 * ft.v_ap)
     shared = torch.einsum("ngk,gok->ngo", s.square_(), v)  # (nc, G, out / G)
-    col = layer.spec.column
-    if col.adc_offset_lsb or col.adc_gain_rel:
-        so2, sg2 = (col.adc_offset_lsb * col.step) ** 2, col.adc_gain_rel**2
+    so2, sg2 = coherent_vars(layer.spec.column)
+    if so2 or sg2:
         m = p * ft.m_p + (1.0 - p) * ft.m_ap
         p2 = [2.0**b for b in range(len(rb))]
         s1 = plane_sum(p2[b] * rb[b] for b in range(len(p2))).mean(-1)  # (nc, G, S)
