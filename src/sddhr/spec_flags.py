@@ -7,9 +7,15 @@ import argparse
 from pathlib import Path
 
 from ._io import read_json
-from .config import PRESETS, HardwareSpec, SpecError, make_spec, preset
+from .config import PRESETS, ColumnSpec, HardwareSpec, SpecError, make_spec, preset
+from .noise import noise_sources
 
 DEFAULT_PRESET = "mram-22nm"
+
+
+def flag_dest(flag: str) -> str:
+    """The argparse destination of a flag: ``--read-noise`` -> ``read_noise``."""
+    return flag.lstrip("-").replace("-", "_")
 
 
 def base_spec(args: argparse.Namespace) -> HardwareSpec:
@@ -36,11 +42,20 @@ def spec_changes_from_args(args: argparse.Namespace) -> dict[str, dict[str, obje
     """The column / macro flags given, as :meth:`HardwareSpec.replace` changes."""
     column: dict[str, object] = {}
     macro: dict[str, object] = {}
-    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts"),
-                      ("read_noise", "read_noise_counts"), ("adc_noise", "adc_noise_lsb"),
-                      ("adc_offset", "adc_offset_lsb"), ("adc_gain", "adc_gain_rel")):
+    for flag, key in (("rows", "rows"), ("adc_bits", "adc_bits"), ("full_scale", "full_scale_counts")):
         if getattr(args, flag, None) is not None:
             column[key] = getattr(args, flag)
+    plugins: dict[str, float] = {}
+    for src in noise_sources():  # each readout source's flag (sddhr.noise)
+        val = getattr(args, flag_dest(src.flag), None)
+        if val is None:
+            continue
+        if src.name in ColumnSpec.model_fields:
+            column[src.name] = val
+        else:
+            plugins[src.name] = val
+    if plugins:
+        column["noise"] = plugins
     if getattr(args, "uncalibrated", False):
         column["calibrated"] = False
     for flag in ("w_bits", "x_bits"):
@@ -73,10 +88,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
                    help="ADC full scale in counts (default: the base spec's; N when it sets none)")
     g.add_argument("--uncalibrated", action="store_true",
                    help="nominal (uncalibrated) ADC references (default: the base spec's calibration)")
-    g.add_argument("--read-noise", type=float,
-                   help=f"temporal read noise sd per active row, counts, docs/MODEL.md ({_OWN})")
-    g.add_argument("--adc-noise", type=float, help=f"temporal ADC input noise sd, LSB ({_OWN})")
-    g.add_argument("--adc-offset", type=float, help=f"static per-column ADC offset sd over columns, LSB ({_OWN})")
-    g.add_argument("--adc-gain", type=float, help=f"static per-column ADC gain error sd, relative ({_OWN})")
+    for src in noise_sources():  # one flag per registered readout source (sddhr.noise)
+        g.add_argument(src.flag, type=float, dest=flag_dest(src.flag), help=f"{src.flag_help} ({_OWN})")
     g.add_argument("--w-bits", type=int, help=f"weight bits B_w ({_OWN})")
     g.add_argument("--x-bits", type=int, help=f"activation bits B_x ({_OWN})")
