@@ -33,8 +33,8 @@ from .api_support import (
     warn_setup,
 )
 from .config import SpecError, check_level
-from .nn import VARIANTS, Mode, calibrate, imc_layers, set_mode, set_weight_step_scale, using_mode
-from .nn.mode import DEFAULT_VARIANT
+from .nn import Mode, calibrate, imc_layers, set_mode, set_weight_step_scale, using_mode
+from .nn.mode import DEFAULT_VARIANT, is_variant, variants
 from .nn.norms import NORM_MODES, estimate_norm_statistics, freeze_norms, norm_layers
 from .recipes import NOISY_STEP_SCALE, make_config
 
@@ -58,7 +58,8 @@ class HardwareTrainer:
     mode) -> S-DDHR at ``level``, with the library's measured defaults (docs/API.md).
 
     ``level``: the variation level S-DDHR trains at (train at the level you deploy at or
-    above). ``variant``: the S-DDHR variant (default :data:`~sddhr.nn.mode.DEFAULT_VARIANT`).
+    above). ``variant``: the S-DDHR variant (default :data:`~sddhr.nn.mode.DEFAULT_VARIANT`; any
+    of :func:`~sddhr.nn.mode.variants`, a plug-in's too).
     ``step_scale``: the weight step during S-DDHR, times max|w| / qmax (default
     :data:`~sddhr.recipes.NOISY_STEP_SCALE`). ``batch_norm``: ``"batch"`` (default: batch
     statistics as in float training, as every measured run; measured against ``"frozen"`` in
@@ -92,8 +93,8 @@ class HardwareTrainer:
             raise SpecError("HardwareTrainer: model has no IMC layers; call sddhr.prepare(model) first")
         self.model = model
         self.level = check_level(level)
-        if variant not in VARIANTS:
-            raise SpecError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        if not is_variant(variant):  # a plug-in's variant too (sddhr.plugins)
+            raise SpecError(f"variant must be one of {', '.join(variants())}, got {variant!r}")
         self.variant = variant
         from .nn.quant import WeightQuantizer
 

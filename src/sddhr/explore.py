@@ -34,7 +34,7 @@ from .energy import EnergySpec, LayerCost, NetworkCost, energy_preset, layer_cos
 from .evaluate import EvalConfig, csv_text
 from .experiment import evaluate_checkpoint
 from .nn import Mode, imc_layers, using_mode
-from .nn.mode import DEFAULT_VARIANT, Variant
+from .nn.mode import DEFAULT_VARIANT, VariantName
 from .splits import load_splits
 from .train import TrainConfig, make_config, train
 
@@ -86,7 +86,7 @@ class ExploreConfig(BaseModel):
     levels: list[Level] = Field(default_factory=lambda: [4.0])
     float_epochs: int = Field(10, ge=1)
     finetune_epochs: int = Field(3, ge=1)
-    sddhr_variant: Variant = DEFAULT_VARIANT
+    sddhr_variant: VariantName = DEFAULT_VARIANT
     instances: int = Field(10, ge=1)
     energy: str | EnergySpec = "mram-22nm-imc"
     energy_images: int = Field(256, ge=1)

@@ -25,23 +25,21 @@ from typing import TYPE_CHECKING, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import HardwareSpec, Level, SpecError, preset, validated
-from .data import DATASETS
+from .data import DatasetName
 from .models import ARCHS, check_arch
 from .nn import Mode, check_table_matches
-from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD, Impl, Kind, Variant
+from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD, Impl, Kind, Variant, VariantName
 from .nn.norms import NORM_MODES
 from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 
 if TYPE_CHECKING:
     from .abstraction import ColumnTable
 
-    # the names of these three are tuples of other modules: pydantic reads Literal[tuple] as
+    # the names of these two are tuples of other modules: pydantic reads Literal[tuple] as
     # a Literal of its items, a type checker cannot, and sees the plain strings they are
-    DatasetName = str
     ClipGradient = str
     NormMode = str
 else:
-    DatasetName = Literal[DATASETS]
     ClipGradient = Literal[CLIP_GRADIENTS]
     NormMode = Literal[NORM_MODES]
 
@@ -72,7 +70,8 @@ class _Cfg(BaseModel):
 
 
 class DataConfig(_Cfg):
-    name: DatasetName = Field("digits", description="digits (embedded), mnist, cifar10, svhn")
+    name: DatasetName = Field("digits", description="digits (embedded), mnist, cifar10, svhn, or a plug-in's "
+                                                    "(sddhr.data.datasets())")
     data_dir: str | None = Field(None, description="data directory (default: $SDDHR_DATA_DIR)")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
@@ -90,7 +89,7 @@ class TrainConfig(_Cfg):
     hardware: HardwareSpec = Field(default_factory=lambda: preset("mram-22nm"))
     keep_digital: list[str] = Field(default_factory=lambda: ["first"])
     level: Level = Field(1.0, description="variation level of ddhr / sddhr training")
-    variant: Variant = DEFAULT_VARIANT
+    variant: VariantName = DEFAULT_VARIANT
     table: str | None = Field(None, description="sddhr (exact / composed / faithful): abstraction table file (.npz)")
     chip_seed: int = Field(0, ge=0, description="chip instance of a ddhr run")
     instance_impl: Impl = "bit_true"

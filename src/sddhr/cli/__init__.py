@@ -6,7 +6,9 @@ through one table per command (``TRAIN_FLAGS`` ...) and :func:`config_from_args`
 (:mod:`sddhr.cli.config_flags`); the parser's building blocks are in :mod:`sddhr.cli.parsing`
 and the flags of train / evaluate in :mod:`sddhr.cli.arguments`. Errors from the library
 (:class:`~sddhr.config.SpecError`, which names the parameter) are printed without a traceback
-and exit with status 2.
+and exit with status 2. Plug-ins (:mod:`sddhr.plugins`: ``$SDDHR_PLUGINS``, the ``sddhr.plugins``
+entry points) are imported before the parser is built, so their data sets and S-DDHR variants
+are among the choices.
 """
 
 from __future__ import annotations
@@ -189,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):
         if reconfigure is not None:
             reconfigure(line_buffering=True)  # progress lines reach a pipe / log file at once
+    from ..plugins import PluginError, load_plugins
+
+    try:  # before the parser: a plug-in's names are among its choices
+        load_plugins()
+    except PluginError as err:
+        if "--debug" in argv:
+            raise
+        print(f"sddhr: error: {one_line(err)}", file=sys.stderr, flush=True)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..data import DataError
@@ -204,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        if isinstance(err, (SpecError, DataError)):
+        if isinstance(err, (SpecError, DataError, PluginError)):
             msg = one_line(err)
         elif isinstance(err, OSError):
             msg = os_error_message(err, err.filename or "(file)", "use")

@@ -114,16 +114,19 @@ def with_defaults(p: argparse.ArgumentParser, defaults: dict[str, object] | None
 
 
 class Choices:
-    """The enumerations the flags offer, each from its one definition in the library."""
+    """The enumerations the flags offer, each from its one definition in the library; the
+    registered names (data sets, S-DDHR variants) include the plug-ins' (loaded first)."""
 
     def __init__(self) -> None:
         from ..abstraction import METHODS
-        from ..data import DATASETS, REMOTE_FILES
+        from ..data import REMOTE_FILES, datasets
         from ..energy import ENERGY_PRESETS
         from ..models import ARCHS
-        from ..nn import IMPLS, VARIANTS
+        from ..nn import IMPLS, variants
+        from ..plugins import load_plugins
         from ..train import OPTIMIZERS, RECIPES
 
-        self.METHODS, self.DATASETS, self.DOWNLOADS, self.ARCHS = METHODS, DATASETS, tuple(REMOTE_FILES), ARCHS
-        self.IMPLS, self.VARIANTS, self.OPTIMIZERS, self.RECIPES = IMPLS, VARIANTS, OPTIMIZERS, RECIPES
+        load_plugins()
+        self.METHODS, self.DATASETS, self.DOWNLOADS, self.ARCHS = METHODS, datasets(), tuple(REMOTE_FILES), ARCHS
+        self.IMPLS, self.VARIANTS, self.OPTIMIZERS, self.RECIPES = IMPLS, variants(), OPTIMIZERS, RECIPES
         self.ENERGY_PRESETS = tuple(ENERGY_PRESETS)

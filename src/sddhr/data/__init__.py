@@ -1,7 +1,9 @@
 """Image-classification data: loaders, the embedded digits set, download, batching.
 
+Every data set is registered by name with :func:`register_dataset` (:mod:`.registry`), the
+built-in ones as a plug-in's would be (:mod:`sddhr.plugins`); :func:`datasets` lists them all.
 Every loader returns ``x``: ``uint8`` images N x H x W x C (NHWC, raw pixel values
-0..255) and ``y``: ``int64`` labels N (classes 0..9). Sources:
+0..255) and ``y``: ``int64`` labels N (classes 0..9 for the built-ins). Built-in sources:
 
 * ``digits`` -- embedded, works offline: scikit-learn's copy of the UCI optical
   handwritten digits (1797 images, 8 x 8 x 1, 17 gray levels 0..16 scaled to 0..255),
@@ -24,10 +26,12 @@ image for cifar10 and svhn, plus a random horizontal flip for cifar10).
 Anything missing, corrupt or in the wrong format raises :class:`DataError`, whose message
 names the file; nothing is skipped silently. See docs/DATA.md.
 
-Modules: :mod:`.readers` (file formats, the embedded digits), :mod:`.splits` (finding
-files, :class:`DataSplit`, :func:`load_dataset`), :mod:`.remote` (:func:`download`).
+Modules: :mod:`.readers` (file formats, the embedded digits), :mod:`.registry` (the names,
+:func:`register_dataset`), :mod:`.official` (the built-ins, finding their files),
+:mod:`.splits` (:class:`DataSplit`, :func:`load_dataset`), :mod:`.remote` (:func:`download`).
 """
 
+from .official import ENV_VAR, resolve_data_dir  # registers the built-in data sets
 from .readers import (
     DATASETS,
     DIGITS_SPLIT_SEED,
@@ -42,22 +46,12 @@ from .readers import (
     read_npz,
     read_svhn_mat,
 )
+from .registry import AUGMENTATION, IMAGE_SHAPES, DatasetInfo, DatasetName, dataset_info, datasets, register_dataset
 from .remote import REMOTE_FILES, RemoteFile, download, verify_file
-from .splits import (
-    AUGMENTATION,
-    ENV_VAR,
-    IMAGE_SHAPES,
-    DataSplit,
-    augment_batch,
-    channel_stats,
-    crop_flip,
-    load_arrays,
-    load_dataset,
-    resolve_data_dir,
-)
+from .splits import DataSplit, augment_batch, channel_stats, crop_flip, load_arrays, load_dataset
 
 __all__ = ["AUGMENTATION", "DATASETS", "DIGITS_SPLIT_SEED", "DIGITS_TEST_PER_CLASS", "ENV_VAR", "IMAGE_SHAPES",
-           "NUM_CLASSES", "REMOTE_FILES", "SPLITS", "DataError", "DataSplit", "RemoteFile", "augment_batch",
-           "channel_stats", "crop_flip", "download", "load_arrays", "load_dataset", "load_digits_arrays",
-           "read_cifar_batch", "read_idx", "read_mnist", "read_npz", "read_svhn_mat", "resolve_data_dir",
-           "verify_file"]
+           "NUM_CLASSES", "REMOTE_FILES", "SPLITS", "DataError", "DataSplit", "DatasetInfo", "DatasetName",
+           "RemoteFile", "augment_batch", "channel_stats", "crop_flip", "dataset_info", "datasets", "download",
+           "load_arrays", "load_dataset", "load_digits_arrays", "read_cifar_batch", "read_idx", "read_mnist",
+           "read_npz", "read_svhn_mat", "register_dataset", "resolve_data_dir", "verify_file"]

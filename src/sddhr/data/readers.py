@@ -21,6 +21,7 @@ import numpy as np
 from . import _pickle
 from .matfile import MatArray, MatError, read_mat
 
+#: the built-in data sets (every registered one, plug-ins' too: :func:`sddhr.data.datasets`)
 DATASETS = ("digits", "mnist", "cifar10", "svhn")
 SPLITS = ("train", "test")
 NUM_CLASSES = 10
@@ -277,11 +278,6 @@ def load_digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     x, y, train_idx, test_idx = _digits()
     idx = train_idx if split == "train" else test_idx
     return x[idx], y[idx]
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
 
 
 def _check_split(split: str) -> None:

@@ -1,121 +1,35 @@
-"""Finding a data set's files under a data directory, and :class:`DataSplit`: one split in
-memory as uint8 tensors, with normalisation and batched, seeded augmentation."""
+"""One split of a registered data set (:mod:`sddhr.data.registry`) in memory: :class:`DataSplit`,
+uint8 tensors with normalisation and batched, seeded augmentation, and :func:`load_dataset`.
+``ENV_VAR``, ``resolve_data_dir``, ``IMAGE_SHAPES`` and ``AUGMENTATION`` are importable from
+here as before."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .readers import (
-    NUM_CLASSES,
-    DataError,
-    _check_name,
-    _check_split,
-    load_digits_arrays,
-    read_cifar_batch,
-    read_mnist,
-    read_npz,
-    read_svhn_mat,
-)
-
-ENV_VAR = "SDDHR_DATA_DIR"
-
-#: image shape (H, W, C) each data set must have when loaded through :func:`load_dataset`
-IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3), "svhn": (32, 32, 3)}
-#: standard augmentation per data set: (zero padding in pixels of the random crop, random horizontal flip)
-AUGMENTATION = {"digits": (0, False), "mnist": (0, False), "cifar10": (4, True), "svhn": (4, False)}
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """``data_dir``, else ``$SDDHR_DATA_DIR``, else None; a given folder must exist."""
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(ENV_VAR) or None
-        if data_dir is None:
-            return None
-        where = f"{data_dir} (from ${ENV_VAR})"
-    else:
-        where = str(data_dir)
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise DataError(f"data directory not found: {where}")
-    return path
-
-
-def _layouts(name: str, split: str, root: Path) -> list[tuple[str, list[tuple[Path, ...]]]]:
-    """Candidate layouts in search order: (format, file slots); each slot lists alternative paths."""
-    out: list[tuple[str, list[tuple[Path, ...]]]] = [("npz", [(root / name / f"{split}.npz",)])]
-    if name == "mnist":
-        prefix = "train" if split == "train" else "t10k"
-        for d in (root / "mnist", root / "mnist" / "raw", root / "MNIST" / "raw", root):
-            out.append(("idx", [(d / f"{prefix}-{kind}-ubyte", d / f"{prefix}-{kind}-ubyte.gz")
-                                for kind in ("images-idx3", "labels-idx1")]))
-    elif name == "cifar10":
-        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        for d in (root / "cifar10" / "cifar-10-batches-py", root / "cifar10", root / "cifar-10-batches-py", root):
-            out.append(("cifar", [(d / f,) for f in files]))
-    elif name == "svhn":
-        for d in (root / "svhn", root):
-            out.append(("svhn", [(d / f"{split}_32x32.mat",)]))
-    return out
-
-
-def _load_official(name: str, split: str, data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """(x, y, source) of ``name`` / ``split``; see :func:`load_arrays`."""
-    _check_name(name)
-    _check_split(split)
-    if name == "digits":
-        x, y = load_digits_arrays(split)
-        return x, y, "embedded (scikit-learn load_digits)"
-    root = resolve_data_dir(data_dir)
-    if root is None:
-        raise DataError(f"{name}: no data directory: pass data_dir (--data-dir) or set ${ENV_VAR}; "
-                        f"'digits' needs none (embedded); `sddhr download {name} --root DIR` fetches the files")
-    looked: list[Path] = []
-    for fmt, slots in _layouts(name, split, root):
-        found = [next((p for p in alts if p.is_file()), None) for alts in slots]
-        if all(f is None for f in found):
-            looked += [p for alts in slots for p in alts]
-            continue
-        if any(f is None for f in found):
-            missing = [" or ".join(map(str, alts)) for alts, f in zip(slots, found) if f is None]
-            raise DataError(f"{name} {split}: incomplete files in {slots[0][0].parent}: missing {'; '.join(missing)}")
-        files = [f for f in found if f is not None]  # every one (checked above)
-        if fmt == "npz":
-            x, y = read_npz(files[0])
-        elif fmt == "idx":
-            x, y = read_mnist(files[0], files[1])
-        elif fmt == "cifar":
-            parts = [read_cifar_batch(f) for f in files]
-            x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        else:
-            x, y = read_svhn_mat(files[0])
-        if x.shape[1:] != IMAGE_SHAPES[name]:
-            raise DataError(f"{files[0]}: {name} images must be {' x '.join(map(str, IMAGE_SHAPES[name]))} "
-                            f"(H x W x C), got {' x '.join(map(str, x.shape[1:]))}")
-        source = str(files[0]) if len(files) == 1 else str(files[0].parent)
-        return x, y, source
-    listing = "\n  ".join(dict.fromkeys(map(str, looked)))
-    raise DataError(f"{name} {split}: no data found under {root}; looked for:\n  {listing}\n"
-                    f"(`sddhr download {name} --root {root}` fetches the official files)")
+from .official import ENV_VAR, resolve_data_dir
+from .readers import NUM_CLASSES, DataError
+from .registry import AUGMENTATION, IMAGE_SHAPES, dataset_info, load_split
 
 
 def load_arrays(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images x (uint8 N x H x W x C, 0..255) and labels y (int64 N, 0..9) of one split.
+    """Images x (uint8 N x H x W x C, 0..255) and labels y (int64 N, 0..classes-1) of one split.
 
-    ``name``: digits (embedded, ``data_dir`` ignored), mnist, cifar10 or svhn; ``split``:
-    train or test. ``data_dir`` (default ``$SDDHR_DATA_DIR``) is searched for, in order,
+    ``name``: a registered data set (:func:`~sddhr.data.registry.datasets`): digits (embedded,
+    ``data_dir`` ignored), mnist, cifar10, svhn, or a plug-in's; ``split``: train or test.
+    For the official sets, ``data_dir`` (default ``$SDDHR_DATA_DIR``) is searched for, in order,
     ``<dir>/<name>/<split>.npz``, then the official files in ``<dir>/<name>/`` (for cifar10
     also ``<dir>/cifar10/cifar-10-batches-py/`` and ``<dir>/cifar-10-batches-py/``; for mnist
     also ``raw/`` subfolders) and in ``<dir>`` itself. Raises :class:`DataError` listing the
     paths looked for when nothing is found, or naming the file that is incomplete / corrupt.
     """
-    x, y, _ = _load_official(name, split, data_dir)
+    x, y, _ = load_split(name, split, data_dir)
     return x, y
 
 
@@ -291,16 +205,18 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     (computed exactly; for ``split="test"`` the training split is read for it), or those of
     ``stats_from`` (a DataSplit or a (mean, std) pair in units of pixel / 255) when given.
     ``subset``: keep only the first N images (statistics still from the full training split).
-    Augmentation for ``batches(augment=True)``: see :data:`AUGMENTATION`.
+    Augmentation for ``batches(augment=True)`` and the class count: the data set's
+    registration (:data:`AUGMENTATION`, :class:`~sddhr.data.registry.DatasetInfo`).
     """
-    x, y, source = _load_official(name, split, data_dir)
+    info = dataset_info(name)
+    x, y, source = load_split(name, split, data_dir)
     mean: Sequence[float] | np.ndarray
     std: Sequence[float] | np.ndarray
     if stats_from is None and split == "train":
         mean, std = channel_stats(x)
     elif stats_from is None:
         try:
-            x_train = _load_official(name, "train", data_dir)[0]
+            x_train = load_split(name, "train", data_dir)[0]
         except DataError as err:
             raise DataError(f"{name} test: normalisation uses the training split's statistics, which could not be "
                             f"read (pass stats_from=(mean, std) to avoid this): {err}") from None
@@ -309,8 +225,10 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
         mean, std = stats_from.mean, stats_from.std
     else:
         mean, std = stats_from
-    pad, flip = AUGMENTATION[name]
-    ds = DataSplit.from_numpy(x, y, mean=mean, std=std, crop_padding=pad, hflip=flip, name=name, split=split,
-                              source=source)
+    ds = DataSplit.from_numpy(x, y, mean=mean, std=std, crop_padding=info.crop_padding, hflip=info.hflip,
+                              name=name, split=split, source=source, classes=info.classes)
     return ds.subset(subset)
 
+
+__all__ = ["AUGMENTATION", "ENV_VAR", "IMAGE_SHAPES", "DataSplit", "augment_batch", "channel_stats", "crop_flip",
+           "load_arrays", "load_dataset", "resolve_data_dir"]

@@ -12,7 +12,9 @@ Kinds and their parameters:
                 ``copies`` (redundancy: each layer programmed onto that many sets of columns
                 of the chip, their outputs averaged digitally; 1 = none);
 ``stochastic``  the distribution of chips (S-DDHR): ``level``, ``variant`` and an optional
-                column ``table``;
+                column ``table``; the variants are the names registered for
+                ``("stochastic", name)`` in the backend registry (:func:`variants`), so a
+                plug-in (:mod:`sddhr.plugins`) adds one by registering a backend;
 ``noise``       Gaussian weight noise of ``noise_std`` x max|w_int| per layer (the generic
                 baseline of analog toolkits), fresh every forward pass.
 """
@@ -21,19 +23,64 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, cast, get_args
+
+from pydantic import AfterValidator
 
 from ..abstraction import ColumnTable
 from ..config import SpecError, check_level
 
 Kind = Literal["float", "ideal", "instance", "stochastic", "noise"]
+#: the built-in S-DDHR variants (for typing and as before; every registered one: :func:`variants`)
 Variant = Literal["exact", "composed", "resampled", "faithful", "fresh_chip", "one_chip"]
 Impl = Literal["bit_true", "fast"]
 KINDS: tuple[str, ...] = get_args(Kind)
+#: the built-in S-DDHR variants (a plug-in's are in :func:`variants`)
 VARIANTS: tuple[str, ...] = get_args(Variant)
 #: the S-DDHR variant used wherever none is named (train, demo, explore, the Python API)
 DEFAULT_VARIANT: Variant = "faithful"
 IMPLS: tuple[str, ...] = get_args(Impl)
+
+# The names of the ("stochastic", name) keys of the backend registry, in registration order:
+# :func:`sddhr.nn.backends.register` adds them (the backends import this module, so it cannot
+# read their registry itself).
+_registered_variants: dict[str, None] = {}
+
+
+def add_variant(name: str) -> None:
+    """Record ``name`` as an S-DDHR variant (called by the backend registry)."""
+    _registered_variants[name] = None
+
+
+def variants() -> tuple[str, ...]:
+    """Every S-DDHR variant: the built-ins (:data:`VARIANTS`, in that order), then those of
+    plug-ins in the order they registered (plug-ins are loaded first: :mod:`sddhr.plugins`)."""
+    from ..plugins import load_plugins
+
+    load_plugins()
+    return (*(v for v in VARIANTS if v in _registered_variants),
+            *(v for v in _registered_variants if v not in VARIANTS))
+
+
+def is_variant(name: object) -> bool:
+    """Whether ``name`` is a registered S-DDHR variant (plug-ins are loaded when it is not
+    one of those registered already)."""
+    if isinstance(name, str) and name in _registered_variants:
+        return True
+    return isinstance(name, str) and name in variants()
+
+
+def _variant_field(name: str) -> str:
+    if not is_variant(name):
+        raise ValueError(f"S-DDHR variant must be one of {', '.join(variants())}")
+    return name
+
+
+if TYPE_CHECKING:
+    VariantName = str
+else:
+    #: a config field holding an S-DDHR variant: a str checked against :func:`variants`
+    VariantName = Annotated[str, AfterValidator(_variant_field)]
 MAX_NOISE_STD = 10.0
 #: most copies of a layer on one chip (redundancy)
 MAX_COPIES = 16
@@ -49,7 +96,7 @@ class Mode:
     kind: Kind = "ideal"
     level: float = 0.0
     seed: int = 0
-    variant: Variant = DEFAULT_VARIANT
+    variant: str = DEFAULT_VARIANT
     impl: Impl = "bit_true"
     table: ColumnTable | None = None
     noise_std: float = 0.0
@@ -58,8 +105,8 @@ class Mode:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SpecError(f"mode kind must be one of {KINDS}, got {self.kind!r}")
-        if self.variant not in VARIANTS:
-            raise SpecError(f"stochastic variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not is_variant(self.variant):
+            raise SpecError(f"stochastic variant must be one of {variants()}, got {self.variant!r}")
         if self.impl not in IMPLS:
             raise SpecError(f"instance impl must be one of {IMPLS}, got {self.impl!r}")
         if self.table is not None and not isinstance(self.table, ColumnTable):
@@ -108,7 +155,7 @@ class Mode:
         if table is not None and table.level == table.level:  # not NaN
             level = table.level
         # variant is checked in __post_init__
-        return cls("stochastic", level=level, variant=cast(Variant, variant), table=table)
+        return cls("stochastic", level=level, variant=variant, table=table)
 
     @classmethod
     def noise(cls, std: builtins.float) -> Mode:

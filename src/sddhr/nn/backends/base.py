@@ -13,6 +13,11 @@ its own attributes. It reaches the layer's geometry through the hooks declared o
 Linear backends (their product is ``x_int`` times a weight-shaped matrix) implement
 :meth:`Backend.effective_weights`; the layer then computes one product with that matrix.
 Others implement :meth:`Backend.product`.
+
+The registry is the one list of modes: a backend registered as ``("stochastic", name)`` makes
+``name`` an S-DDHR variant (:func:`sddhr.nn.mode.variants`: ``Mode``, the training config, the
+Python API and ``--variant`` accept it), also from a plug-in outside the package
+(:mod:`sddhr.plugins`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...config import SpecError
-from ..mode import Mode
+from ..mode import Mode, add_variant
 
 if TYPE_CHECKING:
     from ..context import LayerView
@@ -52,12 +57,17 @@ class Backend:
 
 
 def register(kind: str, sub: str | None = None) -> Callable[[type[Backend]], type[Backend]]:
-    """Class decorator: the backend of modes whose :attr:`Mode.key` is ``(kind, sub)``."""
+    """Class decorator: the backend of modes whose :attr:`Mode.key` is ``(kind, sub)``;
+    ``("stochastic", name)`` also makes ``name`` an S-DDHR variant."""
 
     def deco(cls: type[Backend]) -> type[Backend]:
         if (kind, sub) in _REGISTRY:
             raise ValueError(f"backend for {(kind, sub)} registered twice")
+        if kind == "stochastic" and (not isinstance(sub, str) or not sub.isidentifier()):
+            raise ValueError(f"an S-DDHR variant's name must be an identifier (letters, digits, _), got {sub!r}")
         _REGISTRY[(kind, sub)] = cls
+        if kind == "stochastic" and sub is not None:
+            add_variant(sub)
         return cls
 
     return deco
