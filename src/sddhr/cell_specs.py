@@ -217,11 +217,15 @@ def technology_tag(value: object) -> str:
 def _validate_cell_spec(value: Any) -> CellSpecBase:
     """``value`` (a dict or a spec instance) validated as the spec class registered under its
     ``technology`` (absent = ``mram``); the errors of that class keep their field names."""
+    tag = technology_tag(value) if isinstance(value, dict | CellSpecBase) else None
+    if isinstance(tag, str) and tag not in TECHNOLOGY_SPECS:  # perhaps a plug-in's (sddhr.plugins)
+        from .plugins import load_plugins
+
+        load_plugins()
     valid = ", ".join(TECHNOLOGY_SPECS)
     if not isinstance(value, dict | CellSpecBase):
         raise ValueError(f"should be a dict of the cell's parameters (technology: {valid}; absent = mram) "
                          "or a cell spec")
-    tag = technology_tag(value)
     cls = TECHNOLOGY_SPECS.get(tag) if isinstance(tag, str) else None
     if cls is None:
         raise ValueError(f"unknown technology; valid: {valid}")

@@ -70,7 +70,10 @@ __all__ = [
 ]
 
 def technologies() -> dict[str, type[CellTechnology]]:
-    """Every registered technology, by name."""
+    """Every registered technology, by name (plug-ins loaded first: :mod:`sddhr.plugins`)."""
+    from .plugins import load_plugins
+
+    load_plugins()
     return registered()
 
 
@@ -78,6 +81,8 @@ def cell_model(device: CellSpec, level: float, calibrated: bool = True) -> CellT
     """The technology of a spec's ``device`` part (:data:`sddhr.config.CellSpec`) at ``level``."""
     known = registered()
     name = getattr(device, "technology", None)
+    if name not in known:
+        known = technologies()
     if name not in known:
         raise SpecError(f"no technology registered for {name!r}; registered: {', '.join(sorted(known))}")
     return known[name](device, level, calibrated)

@@ -207,3 +207,27 @@ def test_ideal_chip_and_every_mode_run_on_the_plug_in(pcm):
                 warnings.simplefilter("ignore")
                 out = layer(inputs)
             assert out.shape == (6, 4) and torch.isfinite(out).all() and not torch.equal(out, ideal), mode.describe()
+
+
+def test_a_spec_naming_the_plug_in_loads_it_through_sddhr_plugins(tmp_path):
+    """In a fresh process where only ``SDDHR_PLUGINS`` names the module, a hardware file
+    naming its technology validates (the registry loads the plug-ins on a miss) and the
+    sddhr command builds its column table; without the variable the same file is refused
+    with the list of registered technologies."""
+    import os
+    import subprocess
+
+    hw = tmp_path / "hw.json"
+    hw.write_text(json.dumps({"device": {"technology": "pcm-toy"}, "column": {"rows": 16, "adc_bits": 4}}))
+    code = ("import sys; from sddhr.config import make_spec; from sddhr._io import read_json; "
+            "s = make_spec(read_json(sys.argv[1], 'hw', 'spec')); print(s.device.technology)")
+    env = {**os.environ, "PYTHONPATH": str(HERE), "SDDHR_PLUGINS": "example_technology"}
+    ok = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "pcm-toy"
+    env.pop("SDDHR_PLUGINS")
+    bad = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "unknown technology" in bad.stderr
+    listed = bad.stderr.split("valid:")[-1].split("(got")[0]
+    assert "mram" in listed and "pcm-toy" not in listed
