@@ -30,6 +30,7 @@ from .commands import cmd_report as _cmd_report
 from .commands import cmd_train as _cmd_train
 from .config_flags import EVAL_FLAGS, EXPLORE_FLAGS, TRAIN_FLAGS, config_from_args, unknown_keys
 from .parsing import DEFAULT_THREADS, Choices, Parser, add_threads, config_defaults, deprecated_alias, with_defaults
+from .plugin_commands import add_plugin_commands, register_command
 
 # Everything else (pydantic, numpy, torch and the modules that use them) is imported where it
 # is used: ``sddhr --version`` and ``sddhr -V`` answer before any of it loads
@@ -37,7 +38,7 @@ from .parsing import DEFAULT_THREADS, Choices, Parser, add_threads, config_defau
 # module when it runs, so a command replaced here (as tests do) is the one that runs.
 
 __all__ = ["DEFAULT_THREADS", "EVAL_FLAGS", "EXPLORE_FLAGS", "TRAIN_FLAGS", "build_parser", "config_from_args", "main",
-           "one_line", "unknown_keys"]
+           "one_line", "register_command", "unknown_keys"]
 
 
 def _version() -> str:
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder to download into (default: $SDDHR_DATA_DIR)")
     deprecated_alias(p, "--root", "--data-dir")
     p.set_defaults(func=_cmd_download)
+    add_plugin_commands(sub)  # plug-ins' commands (sddhr.cli.register_command), after the built-ins
     for p in {id(p): p for p in sub.choices.values()}.values():  # --debug also after the sub-command (aliases once)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         with_defaults(p)
