@@ -134,3 +134,35 @@ def test_lossless_property(rows, bits, fs, lossless):
     # the same truth by brute force: every count 0..rows digitises back to itself
     step = col.fs / 2**bits
     assert lossless == all(min(max(round(k / step), 0), 2**bits - 1) * step == k for k in range(rows + 1))
+
+
+def test_the_cell_is_cell_in_python_and_device_in_json():
+    """``HardwareSpec.cell`` is the cell spec; the JSON (files, fingerprints) keeps the key
+    ``device``, errors name ``device.<field>``, and ``device`` / ``cell`` are synonyms when a
+    spec is built, replaced or read."""
+    from sddhr.config import ReramBinarySpec, SramChargeSpec
+
+    spec = preset("sram-cd-65nm")
+    assert isinstance(spec.cell, SramChargeSpec) and spec.device is spec.cell
+    data = json.loads(spec.to_json())
+    assert list(data) == ["name", "device", "column", "macro"] and "cell" not in spec.model_dump()
+    assert data["device"]["technology"] == "sram-cd"
+    assert HardwareSpec(cell=ReramBinarySpec()) == HardwareSpec(device=ReramBinarySpec())
+    assert make_spec(data) == spec and HardwareSpec.from_json(spec.to_json()) == spec
+    by_cell, by_device = spec.replace(cell={"technology": "mram"}), spec.replace(device={"technology": "mram"})
+    assert by_cell == by_device and by_cell.cell.technology == "mram"
+    with pytest.raises(SpecError, match="not both"):
+        spec.replace(cell={}, device={})
+    with pytest.raises(SpecError, match=r"device\.r_p_ohm"):
+        make_spec({"device": {"r_p_ohm": -1.0}})
+    with pytest.raises((AttributeError, ValueError)):  # frozen, and device has no setter
+        spec.device = ReramBinarySpec()
+
+
+def test_check_torch_device_and_its_former_name():
+    from sddhr import config
+
+    assert config.check_device is config.check_torch_device
+    assert config.check_torch_device("cpu") == "cpu"
+    with pytest.raises(SpecError, match="unknown device"):
+        config.check_torch_device("toaster")

@@ -156,7 +156,7 @@ def build_table(
         raise SpecError(f"method must be one of {METHODS}, got {method!r}")
     level = check_level(level)
     n_rows, n_codes = spec.column.rows, spec.column.n_codes
-    cm = cell_model(spec.device, level, spec.column.calibrated)
+    cm = cell_model(spec.cell, level, spec.column.calibrated)
     m_p, m_ap, v_p, v_ap = cm.mean("P"), cm.mean("AP"), cm.var("P"), cm.var("AP")
     # a per-cell variance so small that even N cells spread by less than 1e-6 of a step
     # (e.g. a tiny but non-zero level) is treated as zero: the codes are then exact

@@ -49,7 +49,7 @@ def sample_column_codes(
     from its technology's :meth:`~sddhr.technology.CellTechnology.sample`), sum, read (every
     readout source drawn as the readout equation has it: a fresh chip's ADC gain and offset
     and fresh temporal noise per sample, :func:`readout_samples`), digitise."""
-    cm = cell_model(spec.device, level, spec.column.calibrated)
+    cm = cell_model(spec.cell, level, spec.column.calibrated)
     col = spec.column
     codes = np.empty(samples, dtype=np.int64)
     per = max(1, chunk // max(n, 1))

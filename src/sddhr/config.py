@@ -2,7 +2,7 @@
 
 A :class:`HardwareSpec` describes one bit-scalable in-memory-computing macro:
 
-* ``device``           - the bit cell, one spec class per technology (:data:`CellSpec`, chosen
+* ``cell`` (JSON key ``device``) - the bit cell, one spec class per technology (:data:`CellSpec`, chosen
   by its ``technology`` field; :mod:`sddhr.technology` implements each):
   :class:`DeviceSpec` (``mram``: 1T-1MTJ, resistances in ohms; the default, and what a spec
   without a ``technology`` field is), :class:`SramChargeSpec` (``sram-cd``: charge-domain
@@ -25,7 +25,15 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from .cell_specs import (
     CELL_UNITS,
@@ -34,6 +42,7 @@ from .cell_specs import (
     MIN_CELL_SAMPLES,
     TECHNOLOGY_SPECS,
     CellSpec,
+    CellSpecBase,
     CellUnit,
     DeviceSpec,
     Distribution,
@@ -51,7 +60,7 @@ __all__ = [
     "CELL_UNITS", "K_BOLTZMANN", "MAX_CELL_SAMPLES", "MAX_LEVEL", "MIN_CELL_SAMPLES", "PRESETS", "TECHNOLOGY_SPECS",
     "CellSpec", "CellUnit", "ColumnSpec", "DeviceSpec", "Distribution", "EmpiricalCellSpec", "HardwareSpec", "Level",
     "MacroSpec", "ReramBinarySpec", "SpecError", "SramChargeSpec", "cell_samples_problem", "check_device",
-    "check_level", "make_spec", "preset", "validated", "validation_message",
+    "check_level", "check_torch_device", "make_spec", "preset", "validated", "validation_message",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,11 +73,18 @@ def source_field(name: str) -> Any:
 
 
 def _plugin_source(name: str) -> NoiseSource:
-    """The registered plug-in source ``name`` (a key of ``ColumnSpec.noise``), or a clear error."""
+    """The registered plug-in source ``name`` (a key of ``ColumnSpec.noise``), or a clear error.
+    A name not registered loads the plug-ins (:func:`sddhr.plugins.load_plugins`) and is looked
+    up again, so a spec naming a plug-in's source validates wherever ``SDDHR_PLUGINS`` or an
+    entry point names its module."""
     builtin = set(ColumnSpec.model_fields)
-    plugins = [s.name for s in noise_sources() if s.name not in builtin]
     if name in builtin:
         raise ValueError(f"{name!r} is a ColumnSpec field, not a plug-in noise source: set column.{name}")
+    if name not in {s.name for s in noise_sources()}:  # perhaps a plug-in's (sddhr.plugins)
+        from .plugins import load_plugins
+
+        load_plugins()
+    plugins = [s.name for s in noise_sources() if s.name not in builtin]
     if name not in plugins:
         raise ValueError(f"unknown noise source {name!r}; registered plug-in sources: "
                          f"{', '.join(plugins) if plugins else 'none'} (the built-ins "
@@ -176,10 +192,26 @@ class MacroSpec(FrozenSpec):
 
 
 class HardwareSpec(FrozenSpec):
+    """A macro: its bit cell (``cell``), column and ADC (``column``) and bit widths (``macro``).
+
+    The cell spec is ``device`` in the JSON (files, fingerprints, :meth:`to_json` and
+    ``model_dump`` keep that key, and errors name ``device.<field>``); in Python it is
+    :attr:`cell`, and :attr:`device` stays as its read-only synonym. Both names are accepted
+    when a spec is built or replaced (:meth:`replace`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
     name: str = "custom"
-    device: CellSpec = DeviceSpec()
+    cell: CellSpec = Field(DeviceSpec(), alias="device",
+                           description="the bit cell: its technology's spec (JSON key: device)")
     column: ColumnSpec = ColumnSpec()
     macro: MacroSpec = MacroSpec()
+
+    @property
+    def device(self) -> CellSpecBase:
+        """The cell spec (:attr:`cell`; the name of its JSON key)."""
+        return self.cell
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -193,14 +225,17 @@ class HardwareSpec(FrozenSpec):
         return make_spec(data)
 
     def replace(self, **changes: object) -> HardwareSpec:
-        """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated. A
-        ``device`` dict of another technology (or with fields the current one lacks)
-        replaces the device instead of being merged into it."""
+        """Copy with nested changes, e.g. ``replace(column={"rows": 64})``; validated. The cell
+        is ``cell`` or ``device``; a dict of another technology (or with fields the current
+        one lacks) replaces the cell instead of being merged into it."""
+        if "cell" in changes and "device" in changes:
+            raise SpecError("replace: give the cell as cell or as device, not both")
         data = self.model_dump()
         for key, val in changes.items():
+            key = "device" if key == "cell" else key  # the cell's key in the dump (its alias)
             if key == "device" and isinstance(val, dict) and (
-                    technology_tag(val) != self.device.technology and "technology" in val
-                    or not set(val) <= set(type(self.device).model_fields)):
+                    technology_tag(val) != self.cell.technology and "technology" in val
+                    or not set(val) <= set(type(self.cell).model_fields)):
                 data[key] = val
             elif isinstance(val, dict) and isinstance(data.get(key), dict):
                 data[key].update(val)
@@ -254,13 +289,13 @@ PRESETS: dict[str, HardwareSpec] = {
     # (0.002 counts per active cell). Column and macro as mram-22nm, so that technologies
     # compare on one geometry. docs/MODEL.md, "Technologies", gives the sources.
     "sram-cd-65nm": HardwareSpec(
-        name="sram-cd-65nm", device=SramChargeSpec(),
+        name="sram-cd-65nm", cell=SramChargeSpec(),
         column=ColumnSpec(read_noise_counts=round(SramChargeSpec().ktc_noise_counts, 4)),
     ),
     # binary 1T1R ReRAM read by its current: LRS 100 uS (10 kOhm), HRS 10 uS (HRS/LRS ratio 10),
     # lognormal spreads of 15 % (LRS) and 35 % (HRS) after one set / reset pulse: orders of
     # magnitude of published HfOx arrays, not one measurement (docs/MODEL.md, "Technologies").
-    "reram-binary": HardwareSpec(name="reram-binary", device=ReramBinarySpec()),
+    "reram-binary": HardwareSpec(name="reram-binary", cell=ReramBinarySpec()),
 }
 
 
@@ -277,7 +312,7 @@ def preset(name: str) -> HardwareSpec:
         ) from None
 
 
-def check_device(device: str) -> str:
+def check_torch_device(device: str) -> str:
     """``device`` if torch can use it here: a clear error for an unknown device string or a
     missing CUDA / MPS (before anything is loaded)."""
     import torch
@@ -298,3 +333,7 @@ def check_device(device: str) -> str:
     elif dev.type != "cpu":
         raise SpecError(f"--device {device!r}: unsupported device; use cpu, cuda, cuda:N or mps")
     return str(device)
+
+
+#: the former name of :func:`check_torch_device`
+check_device = check_torch_device

@@ -41,7 +41,7 @@ def demo_levels(spec: HardwareSpec) -> list[float]:
     """The demo's levels for ``spec``'s technology: ``top * LEVEL_FRACTIONS`` with ``top =
     TOP_SD_COUNTS / s1`` rounded to one significant digit (at most ``MAX_LEVEL``; 10 where the
     cell has no spread). ``mram-22nm``: ``s1 = 0.062`` (P state), so 1, 2, 4, 6, 8, 10."""
-    cm = cell_model(spec.device, 1.0, spec.column.calibrated)
+    cm = cell_model(spec.cell, 1.0, spec.column.calibrated)
     s1 = max(math.sqrt(cm.var(s)) for s in ("P", "AP"))
     top = 10.0
     if s1 > 0:
@@ -79,7 +79,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, device: str
     conv_dir = out / "conventional"
     col, mac = spec.column, spec.macro
     print(f"sddhr demo: embedded digits ({len(train_split)} train / {len(test_split)} test images), "
-          f"MLP, {spec.name} ({spec.device.technology}), {mac.w_bits}b x {mac.x_bits}b, N = {col.rows}, "
+          f"MLP, {spec.name} ({spec.cell.technology}), {mac.w_bits}b x {mac.x_bits}b, N = {col.rows}, "
           f"{col.adc_bits}-bit ADC, levels {', '.join(f'{v:g}' for v in levels)}")
     runs = {}
     for name, c in cfgs.items():

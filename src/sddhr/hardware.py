@@ -245,7 +245,7 @@ class ChipInstance:
         self.spec = spec
         self.level = check_level(level)
         self.seed = int(seed)
-        self.cell_model = cell_model(spec.device, self.level, spec.column.calibrated)
+        self.cell_model = cell_model(spec.cell, self.level, spec.column.calibrated)
 
     def cells(self, layer_id: int, out: int, k: int, device: torch.types.Device = None,
               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -230,9 +230,9 @@ def load_table(cfg: TrainConfig) -> ColumnTable | None:
     except SpecError as err:
         raise SpecError(f"--table {cfg.table} does not fit this run's hardware (set it with --rows / --adc-bits / "
                         f"--full-scale / --spec-file): {err}") from None
-    if table.spec.device != cfg.hardware.device:
-        warnings.warn(f"--table {cfg.table} was built for another cell (device {table.spec.device.model_dump()}) "
-                      f"than the run's hardware ({cfg.hardware.device.model_dump()}): training follows the table's "
+    if table.spec.cell != cfg.hardware.cell:
+        warnings.warn(f"--table {cfg.table} was built for another cell (device {table.spec.cell.model_dump()}) "
+                      f"than the run's hardware ({cfg.hardware.cell.model_dump()}): training follows the table's "
                       "column statistics, chips are drawn from the run's cell", stacklevel=2)
     if table.level == table.level and table.level != cfg.level:  # not NaN
         raise SpecError(f"--table {cfg.table} was built at level {table.level:g}, the run has level {cfg.level:g} "

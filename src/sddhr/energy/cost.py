@@ -201,7 +201,7 @@ def layer_cost(
     ap_hits = active_rows - p_hits
     driver = active_rows_x * timing.column_groups
 
-    e_p, e_ap = energy.cell_energies_j(spec.device, level)
+    e_p, e_ap = energy.cell_energies_j(spec.cell, level)
     return LayerCost(
         name=name, m=m, k=k, out=out, x_bits=mac.x_bits, w_bits=mac.w_bits, adc_bits=col.adc_bits,
         conversions=conversions, active_rows=active_rows, p_hits=p_hits, ap_hits=ap_hits,

@@ -43,7 +43,7 @@ def _remember(cache: OrderedDict, key, value):
 
 
 def _key(spec: HardwareSpec, level: float) -> tuple:
-    return (spec.device.model_dump_json(), spec.column.model_dump_json(), float(level))
+    return (spec.cell.model_dump_json(), spec.column.model_dump_json(), float(level))
 
 
 def get_table(spec: HardwareSpec, level: float) -> ColumnTable:

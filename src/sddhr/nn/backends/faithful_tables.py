@@ -122,11 +122,11 @@ def faithful_tables(table: ColumnTable, level: float) -> FaithfulTables:
     """:class:`FaithfulTables` of ``table`` with the cell model of the table's own spec at
     ``level``, cached per (table, spec, level) (LRU of 8)."""
     spec = table.spec
-    key = (id(table), spec.device.model_dump_json(), spec.column.calibrated, float(level))
+    key = (id(table), spec.cell.model_dump_json(), spec.column.calibrated, float(level))
     if key in _TABLES:
         _TABLES.move_to_end(key)
         return _TABLES[key][1]
-    ft = FaithfulTables(table, cell_model(spec.device, level, spec.column.calibrated))
+    ft = FaithfulTables(table, cell_model(spec.cell, level, spec.column.calibrated))
     _TABLES[key] = (table, ft)  # the table is kept alive so that its id cannot be reused
     while len(_TABLES) > _MAX_CACHED:
         _TABLES.popitem(last=False)
