@@ -172,3 +172,39 @@ def test_goodness_of_fit_against_the_exported_table():
     wrong = goodness_of_fit(fit, meas, build_table(SPEC, 0.5, "gaussian"), min_samples=10)  # no noise, level 0.5
     assert wrong["pit_p"] < 1e-3 and right["pit_p"] > 0.01 and wrong["loglik"] < right["loglik"] and wrong["over"] > 10
     assert "randomised PIT" in fit.summary()
+
+
+def test_the_fit_takes_its_parameters_from_the_readout_sources():
+    """The fit's parameters, units and variance terms are the registered sources': the order
+    is the temporal, then the static ones (additive before the gain), and each source's fit
+    variance is the variance it adds to a table's conversion at that strength."""
+    from sddhr import noise
+    from sddhr.fit import UNITS
+
+    assert PARAMS == ("level", "read_noise_counts", "adc_noise_lsb", "adc_offset_lsb", "adc_gain_rel")
+    assert set(UNITS) == set(PARAMS) and UNITS["adc_gain_rel"].startswith("relative")
+    split = {s.fit_parameter for s in noise.fit_sources() if s.fit_split}
+    assert split == {"read_noise_counts", "adc_noise_lsb", "adc_offset_lsb"}  # not the gain
+    n, mu = np.array([1.0, 7.0, 64.0]), np.array([0.5, 3.0, 40.0])
+    for src in noise.fit_sources():
+        s = 0.3 * src.high / 10
+        col = SPEC.column.model_copy(update={src.name: s})
+        np.testing.assert_allclose(src.fit_var(s**2, n, mu, col.step), noise.readout_var(col, n, mu), rtol=1e-12)
+
+
+def test_likelihood_of_repeats_splits_temporal_from_static():
+    """Independent truth: a group of R repeats with only static spread (no temporal noise) has
+    the probability of one conversion (every repeat gives the same code); with only temporal
+    spread (no static) the product of R independent conversions."""
+    spec = SPEC.replace(column={"rows": 16, "adc_bits": 4})
+    from sddhr.fit import Measurements
+
+    k, n, code = np.array([3, 3, 3]), np.array([9, 9, 9]), np.array([0, 0, 0])
+    meas = Measurements(k, n, code, np.zeros(3, np.int64), np.zeros(3, np.int64))
+    one = Measurements(k[:1], n[:1], code[:1], np.zeros(1, np.int64), np.zeros(1, np.int64))
+    static = np.array([0.0, 0.0, 0.0, 0.6**2, 0.0])  # level, read, adc noise, offset, gain
+    temporal = np.array([0.0, 0.0, 0.6**2, 0.0, 0.0])
+    p_one = row_probabilities(spec.replace(column={"adc_offset_lsb": 0.6}), 0.0, k[:1], n[:1])[0, 0]
+    assert _Likelihood(meas, spec).total(static) == pytest.approx(np.log(p_one), rel=1e-9)
+    assert _Likelihood(one, spec).total(temporal) == pytest.approx(np.log(p_one), rel=1e-9)
+    assert _Likelihood(meas, spec).total(temporal) == pytest.approx(3 * np.log(p_one), rel=1e-9)

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from ._io import atomic_path, check_writable
-from .config import MAX_LEVEL, ColumnSpec, HardwareSpec, SpecError
+from .config import MAX_LEVEL, HardwareSpec, SpecError
 from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     OPTIONAL,
     REQUIRED,
@@ -50,17 +50,23 @@ from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     simulate_measurements,
     write_measurements,
 )
-from .fit_likelihood import _cells, _Likelihood, row_probabilities  # noqa: F401 - re-exported
+from .fit_likelihood import _cells, _hessian, _Likelihood, row_probabilities  # noqa: F401 - re-exported
 from .mram import MramCell
+from .noise import fit_sources
 
 if TYPE_CHECKING:
     from .abstraction import ColumnTable
 
-#: the fitted parameters, in order: the variation level and the four readout sources
-PARAMS = ("level", "read_noise_counts", "adc_noise_lsb", "adc_offset_lsb", "adc_gain_rel")
-UNITS = {"level": "x the preset's sigmas (static)", "read_noise_counts": "counts per active cell (temporal)",
-         "adc_noise_lsb": "ADC steps (temporal)", "adc_offset_lsb": "ADC steps, sd over columns (static)",
-         "adc_gain_rel": "relative, sd over columns (static)"}
+#: the fitted readout sources (those with a fit parameter when this module is imported), in
+#: the fit's order (:func:`sddhr.noise.fit_sources`), and each by its parameter's name
+FIT_SOURCES = fit_sources()
+_BY_PARAM = {str(s.fit_parameter): s for s in FIT_SOURCES}
+#: the fitted parameters, in order: the variation level and the readout sources' (built-in:
+#: read_noise_counts, adc_noise_lsb, adc_offset_lsb, adc_gain_rel)
+PARAMS: tuple[str, ...] = ("level", *_BY_PARAM)
+UNITS = {"level": "x the preset's sigmas (static)", **{p: s.fit_unit for p, s in _BY_PARAM.items()}}
+#: a typical value of each parameter: the optimiser's unit and its starting point
+TYPICAL = {"level": 1.0, **{p: s.fit_typical for p, s in _BY_PARAM.items()}}
 Z95 = 1.959963984540054
 
 
@@ -68,10 +74,7 @@ def _upper(name: str) -> float:
     """The largest value the spec accepts for ``name`` (the ``le`` bound of its field)."""
     if name == "level":
         return MAX_LEVEL
-    for m in ColumnSpec.model_fields[name].metadata:
-        if getattr(m, "le", None) is not None:
-            return float(m.le)
-    return 100.0  # pragma: no cover
+    return float(_BY_PARAM[name].high)
 
 
 # ------------------------------------------------------------------------------------ the fit
@@ -98,7 +101,10 @@ class ColumnFit:
 
     def fitted_spec(self) -> HardwareSpec:
         """The base spec with the fitted readout sources (name ``<base>-fitted``)."""
-        col = {p: self.estimate[p] for p in PARAMS[1:]}
+        col: dict[str, object] = {_BY_PARAM[p].name: self.estimate[p] for p in PARAMS[1:] if _BY_PARAM[p].builtin}
+        plugins = {_BY_PARAM[p].name: self.estimate[p] for p in PARAMS[1:] if not _BY_PARAM[p].builtin}
+        if plugins:
+            col["noise"] = {**self.spec.column.noise, **plugins}
         return self.spec.replace(column=col, name=f"{self.spec.name}-fitted")
 
     def covers(self, truth: dict[str, float]) -> dict[str, bool]:
@@ -113,7 +119,7 @@ class ColumnFit:
             else:
                 lo, hi = self.interval[p]
                 lines.append(f"  {p:<18} {self.estimate[p]:<10.4g} [{lo:.4g}, {hi:.4g}]  {UNITS[p]}")
-        cm = MramCell(self.spec.device, self.estimate["level"], self.spec.column.calibrated)
+        cm = MramCell(self.spec.cell, self.estimate["level"], self.spec.column.calibrated)
         lines.append(f"  (one cell at level {self.estimate['level']:.3g}: sd {math.sqrt(cm.var('P')):.4g} (P), "
                      f"{math.sqrt(cm.var('AP')):.4g} (AP) counts)")
         lines.append(f"log-likelihood {self.loglik:.2f} ({self.loglik / self.conversions:.4f} per conversion) over "
@@ -161,23 +167,6 @@ def parse_fix(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Central-difference Hessian of ``f`` at ``x`` with steps ``h``."""
-    d = len(x)
-    hess = np.zeros((d, d))
-    f0 = f(x)
-    for i in range(d):
-        ei = np.zeros(d)
-        ei[i] = h[i]
-        hess[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / h[i] ** 2
-        for j in range(i):
-            ej = np.zeros(d)
-            ej[j] = h[j]
-            hess[i, j] = hess[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
-                4 * h[i] * h[j])
-    return hess
-
-
 def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | None = None,
                starts: int = 3) -> ColumnFit:
     """Maximum-likelihood estimates of :data:`PARAMS` (those not in ``fix``) from ``meas``
@@ -186,14 +175,18 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     t0 = time.perf_counter()
     fix = dict(fix or {})
     notes: list[str] = []
-    lik = _Likelihood(meas, spec)
+    lik = _Likelihood(meas, spec, FIT_SOURCES)
     repeats = lik.n_groups < len(meas)
-    if not repeats and "adc_noise_lsb" not in fix and "adc_offset_lsb" not in fix:
-        fix["adc_noise_lsb"] = 0.0
-        notes.append("without repeated conversions (a 'pattern' column) only adc_offset_lsb^2 + adc_noise_lsb^2 is "
-                     "identifiable: the total is reported as the static adc_offset_lsb and adc_noise_lsb is set to 0 "
-                     "(give --fix adc_noise_lsb=X from the ADC's data sheet to split it)")
-    if len(np.unique(meas.n)) < 2 and "read_noise_counts" not in fix:
+    # the ADC-step terms of both kinds add up alike in each conversion: without repeats the static take the total
+    t_steps, s_steps = ([p for p, s in _BY_PARAM.items() if s.stage == "steps" and s.kind == kind]
+                        for kind in ("temporal", "static"))
+    if not repeats and t_steps and s_steps and not set(fix) & {*t_steps, *s_steps}:
+        fix.update(dict.fromkeys(t_steps, 0.0))
+        total = " + ".join(p + "^2" for p in s_steps + t_steps)
+        notes.append(f"without repeated conversions (a 'pattern' column) only {total} is identifiable: the total is "
+                     f"reported as the static {' and '.join(s_steps)} and {' and '.join(t_steps)} is set to 0 "
+                     f"(give --fix {t_steps[0]}=X from the ADC's data sheet to split it)")
+    if len(np.unique(meas.n)) < 2 and "read_noise_counts" in _BY_PARAM and "read_noise_counts" not in fix:
         notes.append("every conversion has the same n: read noise (n sigma_r^2) and the ADC terms are told apart "
                      "only through k")
     free = [p for p in PARAMS if p not in fix]
@@ -201,8 +194,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
         raise SpecError("--fix: every parameter is fixed; nothing to fit")
     idx = [PARAMS.index(p) for p in free]
     base = np.array([fix.get(p, 0.0) ** 2 for p in PARAMS])
-    typical = {"level": 1.0, "read_noise_counts": 0.02, "adc_noise_lsb": 0.3, "adc_offset_lsb": 0.3,
-               "adc_gain_rel": 0.01}
+    typical = TYPICAL
     # the optimiser works on the variances in units of a typical value (x = sigma^2 / typical^2,
     # bounded by the spec's ranges): at 0 their gradient does not vanish, so a parameter
     # that passes near 0 is not trapped there (as on a log scale)
@@ -224,7 +216,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
 
     # stage 1: every conversion on its own (closed form, fast): several starts
     single = lik if not repeats else _Likelihood(
-        Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec)
+        Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec, FIT_SOURCES)
 
     def start(s: int) -> np.ndarray:
         scale = (1.0, 0.1, 10.0)[s % 3]
@@ -238,7 +230,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     if repeats:  # stage 2: the repeats' likelihood, from there (the temporal / static split from a neutral start)
         x0 = best.x.copy()
         for j, p in enumerate(free):
-            if p in ("read_noise_counts", "adc_noise_lsb", "adc_offset_lsb"):
+            if p != "level" and _BY_PARAM[p].fit_split:
                 x0[j] = max(x0[j], 0.1)
         best = minimise(lik, x0)
     evaluations = lik.evaluations + (single.evaluations if single is not lik else 0)

@@ -16,7 +16,6 @@ REQUIRED = ("k", "n", "code")
 OPTIONAL = ("column", "pattern", "repeat")
 
 
-
 @dataclass
 class Measurements:
     """Measured conversions of one chip: ``k``, ``n``, ``code`` per conversion (int64), and
@@ -153,7 +152,8 @@ def simulate_measurements(spec: HardwareSpec, level: float, seed: int = 0, colum
     out = -(-columns // bw)
     chip = ChipInstance(spec, level, seed)
     c_p, c_ap = (c.reshape(bw * out, n_rows)[:columns] for c in chip.cells(0, out, n_rows, dtype=torch.float64))
-    gain, off = (None if a is None else a.reshape(bw * out)[:columns].double() for a in chip.adc_errors(0, out, n_rows))
+    # the columns' static readout errors, one per static source (sddhr.noise.static_sources order)
+    static = [None if a is None else a.reshape(bw * out)[:columns].double() for a in chip.adc_errors(0, out, n_rows)]
     rng = np.random.default_rng([seed, 0x5EED])
     ks: list[int] = []
     ns: list[int] = []
@@ -178,7 +178,7 @@ def simulate_measurements(spec: HardwareSpec, level: float, seed: int = 0, colum
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         signal = readout(torch.from_numpy(rep(us)), torch.from_numpy(n_rep).double(), spec.column,
-                         None if gain is None else gain[ci], None if off is None else off[ci])
+                         *(None if e is None else e[ci] for e in static))
         code = digitise(signal, spec.column).numpy().astype(np.int64)
     group = np.repeat(np.arange(len(ks)), repeats)
     return Measurements(k_rep.astype(np.int64), n_rep.astype(np.int64), code, colid.astype(np.int64), group,

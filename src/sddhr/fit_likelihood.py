@@ -5,6 +5,7 @@ quadrature); ``docs/FIT.md``."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -14,10 +15,10 @@ from .cell_technology import BIT_ONE, BIT_ZERO
 from .config import MAX_LEVEL, CellSpec, HardwareSpec
 from .fit_data import Measurements
 from .mram import MramCell
+from .noise import NoiseSource, fit_sources, noise_sources, stage_vars
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(10)
 _LOG_FLOOR = -700.0  # log-probability floor of one conversion (1e-304): keeps the optimiser finite
-
 
 
 def _log_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,14 +43,17 @@ def _cells(device: CellSpec, level2: float, calibrated: bool) -> tuple[float, fl
 
 def row_probabilities(spec: HardwareSpec, level: float, k: ArrayLike, n: ArrayLike) -> np.ndarray:
     """``P(code | k, n)`` rows, [len(k), 2^B], of the fit's model for a single conversion
-    (the ``gaussian`` table's rows: a normal of the summed cell moments plus
-    :func:`~sddhr.abstraction.readout_var`)."""
+    (the ``gaussian`` table's rows: a normal of the summed cell moments plus the readout's
+    variance, :func:`sddhr.noise.readout_var`, from every source present in ``spec.column``)."""
     col = spec.column
-    m_p, m_ap, v_p, v_ap = _cells(spec.device, level**2, col.calibrated)
+    m_p, m_ap, v_p, v_ap = _cells(spec.cell, level**2, col.calibrated)
     kf, nf = np.asarray(k, np.float64), np.asarray(n, np.float64)
     mu = kf * m_p + (nf - kf) * m_ap
-    var = (kf * v_p + (nf - kf) * v_ap + nf * col.read_noise_counts**2 + col.adc_gain_rel**2 * mu**2
-           + (col.adc_noise_lsb**2 + col.adc_offset_lsb**2) * col.step**2)
+    # the readout's stage variances (sddhr.noise.stage_vars), added one stage at a time as
+    # readout_var combines them
+    sv = stage_vars(col, nf, mu)
+    var = (kf * v_p + (nf - kf) * v_ap + sv.get("counts", 0.0) + sv.get("gain", 0.0) * mu**2
+           + sv.get("steps", 0.0) * col.step**2)
     t = np.concatenate([[-np.inf], (np.arange(col.n_codes - 1) + 0.5) * col.step, [np.inf]])
     sd = np.sqrt(np.maximum(var, 1e-300))[:, None]
     return np.exp(_log_between((t[None, :-1] - mu[:, None]) / sd, (t[None, 1:] - mu[:, None]) / sd))
@@ -57,10 +61,16 @@ def row_probabilities(spec: HardwareSpec, level: float, k: ArrayLike, n: ArrayLi
 
 class _Likelihood:
     """Per-group log-likelihoods of a set of measurements as a function of the variances
-    ``phi = (level^2, sigma_r^2, sigma_a^2, sigma_o^2, sigma_g^2)``."""
+    ``phi = (level^2, sigma_1^2, ...)``, one per fitted readout source (``sources``, default
+    :func:`sddhr.noise.fit_sources`, in that order; built-in: ``sigma_r^2, sigma_a^2,
+    sigma_o^2, sigma_g^2``). Each source adds its :meth:`~sddhr.noise.NoiseSource.fit_var` to
+    the temporal variance ``V_t`` or the static ``V_s`` by its kind."""
 
-    def __init__(self, meas: Measurements, spec: HardwareSpec):
+    def __init__(self, meas: Measurements, spec: HardwareSpec, sources: tuple[NoiseSource, ...] | None = None):
         self.spec, col = spec, spec.column
+        fitted = fit_sources() if sources is None else sources
+        # (source, index in phi), in registration order: the order each variance sums its terms
+        self.terms = [(s, 1 + fitted.index(s)) for s in noise_sources() if s in fitted]
         self.step = col.step
         order = np.lexsort((meas.group,))
         g_sorted = meas.group[order]
@@ -98,12 +108,19 @@ class _Likelihood:
     def groups(self, phi: np.ndarray) -> np.ndarray:
         """Log-likelihood of every group (a conversion and its repeats), [n_groups]."""
         self.evaluations += 1
-        l2, r2, a2, o2, g2 = (float(p) for p in phi)
-        m_p, m_ap, v_p, v_ap = _cells(self.spec.device, l2, self.spec.column.calibrated)
-        k, n, s2 = self.k, self.n, self.step**2
+        m_p, m_ap, v_p, v_ap = _cells(self.spec.cell, float(phi[0]), self.spec.column.calibrated)
+        k, n = self.k, self.n
         mu = k * m_p + (n - k) * m_ap
-        vs = k * v_p + (n - k) * v_ap + g2 * mu**2 + o2 * s2
-        vt = n * r2 + a2 * s2
+        vs = k * v_p + (n - k) * v_ap
+        vt: np.ndarray | None = None
+        for src, j in self.terms:
+            term = src.fit_var(float(phi[j]), n, mu, self.step)
+            if src.kind == "static":
+                vs = vs + term
+            else:
+                vt = term if vt is None else vt + term
+        if vt is None:
+            vt = np.zeros_like(vs)
         out = np.empty(self.n_groups)
         i = self.single
         if len(i):
@@ -194,3 +211,20 @@ def _add_rows(tot: np.ndarray, gi: np.ndarray, lp: np.ndarray) -> None:
     """``tot[gi] += lp`` for sorted ``gi`` (reduceat over runs)."""
     starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
     tot[gi[starts]] += np.add.reduceat(lp, starts, axis=0)
+
+
+def _hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Central-difference Hessian of ``f`` at ``x`` with steps ``h``."""
+    d = len(x)
+    hess = np.zeros((d, d))
+    f0 = f(x)
+    for i in range(d):
+        ei = np.zeros(d)
+        ei[i] = h[i]
+        hess[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / h[i] ** 2
+        for j in range(i):
+            ej = np.zeros(d)
+            ej[j] = h[j]
+            hess[i, j] = hess[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
+                4 * h[i] * h[j])
+    return hess

@@ -209,3 +209,40 @@ def test_layers_read_the_static_plugin_as_the_reference_macro():
     cols = F.unfold(xc, 3, padding=1).transpose(1, 2).reshape(-1, 27)
     refc = ChipInstance(spec, 3.0, 11).matmul(cols, conv.weight.detach().reshape(4, -1), layer_id=1)
     torch.testing.assert_close(yc, refc.view(2, 36, 4).transpose(1, 2).reshape(yc.shape), rtol=1e-5, atol=1e-4)
+
+
+def test_a_spec_naming_a_plug_in_source_loads_it_through_sddhr_plugins(tmp_path):
+    """In a fresh process where only ``SDDHR_PLUGINS`` names the module, a hardware file
+    setting a plug-in source's strength validates (the spec loads the plug-ins when a name is
+    not registered); without the variable the same file is refused, naming the source."""
+    import os
+    import subprocess
+
+    hw = tmp_path / "hw.json"
+    hw.write_text(json.dumps({"column": {"rows": 16, "adc_bits": 4, "noise": {"column_drift_counts": 0.25}}}))
+    code = ("import sys; from sddhr.config import make_spec; from sddhr._io import read_json; "
+            "s = make_spec(read_json(sys.argv[1], 'hw', 'spec')); print(s.column.noise)")
+    env = {**os.environ, "PYTHONPATH": str(HERE), "SDDHR_PLUGINS": "example_noise"}
+    ok = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "{'column_drift_counts': 0.25}"
+    env.pop("SDDHR_PLUGINS")
+    bad = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "unknown noise source 'column_drift_counts'" in bad.stderr
+    listed = bad.stderr.split("registered plug-in sources:")[-1].split("(the built-ins")[0]
+    assert listed.strip() and "column_drift_counts" not in listed
+
+
+def test_fit_measurements_of_a_chip_with_a_static_plugin_source():
+    """The fit's simulated measurements read a chip with a static plug-in source on: at level 0
+    a conversion of k P cells reads round(k + d) for its column's drift d (the chip's draw,
+    :func:`adc_errors`), the same at every repeat."""
+    from sddhr.fit import simulate_measurements
+
+    spec = _spec(column_drift_counts=SD)
+    meas = simulate_measurements(spec, 0.0, seed=5, columns=40, patterns=6, repeats=3)
+    drift = adc_errors(spec, 5, 0, 40, N_ROWS)[2].reshape(-1).double().numpy()
+    expect = np.clip(np.round(meas.k + drift[meas.column]), 0, spec.column.n_codes - 1)
+    np.testing.assert_array_equal(meas.code, expect)
+    assert np.ptp(meas.code.reshape(-1, 3), axis=1).max() == 0 and len(np.unique(meas.code - meas.k)) > 3

@@ -21,6 +21,7 @@ from .base import (
     Kind,
     NoiseSource,
     Stage,
+    fit_sources,
     noise_source,
     noise_sources,
     readout_order,
@@ -35,13 +36,15 @@ from .combine import (
     linear_static,
     readout_samples,
     readout_var,
+    stage_vars,
     static_errors,
     static_on,
     temporal_on,
 )
 
 __all__ = [
-    "STAGES", "Kind", "NoiseSource", "Stage", "active_sources", "apply_readout", "coherent_vars", "linear_static",
-    "noise_source", "noise_sources", "readout_order", "readout_samples", "readout_var", "register_noise_source",
-    "static_errors", "static_on", "static_sources", "temporal_on", "unregister_noise_source",
+    "STAGES", "Kind", "NoiseSource", "Stage", "active_sources", "apply_readout", "coherent_vars", "fit_sources",
+    "linear_static", "noise_source", "noise_sources", "readout_order", "readout_samples", "readout_var",
+    "register_noise_source", "stage_vars", "static_errors", "static_on", "static_sources", "temporal_on",
+    "unregister_noise_source",
 ]

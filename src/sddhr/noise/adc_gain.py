@@ -41,3 +41,6 @@ class AdcGain(NoiseSource):
 
     def coherent_var(self, column: ColumnSpec) -> float:
         return self.strength(column) ** 2
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        return var * mu**2

@@ -27,6 +27,7 @@ class AdcNoise(NoiseSource):
     fit_parameter = "adc_noise_lsb"
     fit_unit = "ADC steps (temporal)"
     fit_typical = 0.3
+    fit_split = True
     builtin = True
 
     def apply(self, u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, static: torch.Tensor | None) -> None:
@@ -39,3 +40,6 @@ class AdcNoise(NoiseSource):
 
     def table_var(self, column: ColumnSpec, n: int, mu: Any) -> Any:
         return self.strength(column) ** 2
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        return var * step**2

@@ -27,6 +27,7 @@ class AdcOffset(NoiseSource):
     fit_parameter = "adc_offset_lsb"
     fit_unit = "ADC steps, sd over columns (static)"
     fit_typical = 0.3
+    fit_split = True
     builtin = True
 
     def apply(self, u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, static: torch.Tensor | None) -> None:
@@ -41,3 +42,6 @@ class AdcOffset(NoiseSource):
 
     def coherent_var(self, column: ColumnSpec) -> float:
         return (self.strength(column) * column.step) ** 2
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        return var * step**2

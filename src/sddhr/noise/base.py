@@ -59,6 +59,11 @@ class NoiseSource:
     #: the fit's unit text and a typical value (its starting point)
     fit_unit: ClassVar[str] = ""
     fit_typical: ClassVar[float] = 0.0
+    #: True where single conversions cannot place the parameter's spread on the right side of
+    #: the temporal / static split (read and ADC noise, ADC offset: their spreads add up alike
+    #: in one conversion): the fit's second stage, on the repeats, restarts it from at least a
+    #: tenth of its typical variance instead of keeping the first stage's estimate
+    fit_split: ClassVar[bool] = False
     #: True for the four built-ins (``ColumnSpec`` fields): they take part at strength 0 too
     #: (numpy draws, a chip's static draws and its tuple of static errors), so that every
     #: stream and shape stays as it was; a plug-in (``ColumnSpec.noise[name]``) takes part
@@ -112,6 +117,13 @@ class NoiseSource:
         """Variance of the source's term (in its stage's unit) at ``n`` active rows and mean
         count ``mu``, over time and over chips; :func:`readout_var` combines the stages."""
         raise NotImplementedError
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        """Sources with a :attr:`fit_parameter`: the variance (counts^2) the source adds to a
+        conversion with ``n`` active rows and mean count ``mu`` when its parameter's variance is
+        ``var`` (linear in ``var``; the fit's likelihood, :mod:`sddhr.fit_likelihood`, continues
+        it below 0 for its numerical derivatives); ``step``: the ADC step in counts."""
+        raise NotImplementedError(f"noise source {self.name!r} has no fit model")
 
     def coherent_var(self, column: ColumnSpec) -> float:
         """Static sources: the variance of the error a column's conversions share (``counts``
@@ -171,6 +183,14 @@ def static_sources(column: ColumnSpec) -> tuple[NoiseSource, ...]:
     in registration order: the order of a layer's static errors
     (:func:`sddhr.hardware.adc_errors`: ``(gain, offset, <plug-ins on>...)``)."""
     return tuple(s for s in _SOURCES.values() if s.kind == "static" and s.present(column))
+
+
+def fit_sources() -> tuple[NoiseSource, ...]:
+    """The sources with a fit parameter, in the fit's order (``sddhr.fit.PARAMS``): the temporal
+    ones, then the static ones (the fit's ``V_t`` and ``V_s``, ``docs/FIT.md``), within a kind the
+    additive stages (``counts``, ``steps``) before the gain, then registration order."""
+    fitted = [s for s in _SOURCES.values() if s.fit_parameter is not None]
+    return tuple(sorted(fitted, key=lambda s: (s.kind != "temporal", s.stage == "gain")))
 
 
 def readout_order() -> tuple[NoiseSource, ...]:

@@ -66,20 +66,29 @@ def readout_samples(u: np.ndarray, n: Any, column: ColumnSpec, rng: np.random.Ge
     return out + acc["steps"] * column.step if "steps" in acc else out
 
 
-def readout_var(column: ColumnSpec, n: int, mu: Any) -> np.ndarray:
-    """Variance (counts^2) the readout adds to a conversion with ``n`` active rows and mean
-    count ``mu``, over time and over chips: ``Var A + Var G mu^2 + Var B step^2`` with each
-    stage's variance the sum of its sources' :meth:`~NoiseSource.table_var` (the gain is
-    linearised about the mean: the neglected ``Var G Var(u)`` is a relative 1e-4 at 1 %)."""
-    import numpy as np
-
-    mu = np.asarray(mu, dtype=np.float64)
+def stage_vars(column: ColumnSpec, n: Any, mu: Any) -> dict[str, Any]:
+    """Each stage's variance at ``n`` active rows and mean count ``mu`` (float64 array), in
+    the stage's own unit: the sum of its present sources' :meth:`~NoiseSource.table_var`, in
+    registration order; a stage without a present source is left out."""
     acc: dict[str, Any] = {}
     for src in noise_sources():
         if not src.present(column):
             continue
         v = src.table_var(column, n, mu)
         acc[src.stage] = v if src.stage not in acc else acc[src.stage] + v
+    return acc
+
+
+def readout_var(column: ColumnSpec, n: Any, mu: Any) -> np.ndarray:
+    """Variance (counts^2) the readout adds to a conversion with ``n`` active rows and mean
+    count ``mu``, over time and over chips: ``Var A + Var G mu^2 + Var B step^2`` with each
+    stage's variance the sum of its sources' :meth:`~NoiseSource.table_var` (:func:`stage_vars`;
+    the gain is linearised about the mean: the neglected ``Var G Var(u)`` is a relative 1e-4
+    at 1 %)."""
+    import numpy as np
+
+    mu = np.asarray(mu, dtype=np.float64)
+    acc = stage_vars(column, n, mu)
     return acc.get("counts", 0.0) + acc.get("gain", 0.0) * mu**2 + acc.get("steps", 0.0) * column.step**2
 
 

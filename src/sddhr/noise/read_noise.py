@@ -29,6 +29,7 @@ class ReadNoise(NoiseSource):
     fit_parameter = "read_noise_counts"
     fit_unit = "counts per active cell (temporal)"
     fit_typical = 0.02
+    fit_split = True
     builtin = True
 
     def apply(self, u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, static: torch.Tensor | None) -> None:
@@ -44,3 +45,6 @@ class ReadNoise(NoiseSource):
 
     def table_var(self, column: ColumnSpec, n: int, mu: Any) -> Any:
         return n * self.strength(column) ** 2
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        return n * var
