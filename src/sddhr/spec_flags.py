@@ -34,7 +34,7 @@ def base_spec(args: argparse.Namespace) -> HardwareSpec:
         from .technology import empirical_spec
 
         cell = empirical_spec(args.cell_csv)
-        spec = spec.replace(device=cell.model_dump(), name=f"empirical-{Path(args.cell_csv).stem}")
+        spec = spec.replace(cell=cell.model_dump(), name=f"empirical-{Path(args.cell_csv).stem}")
     return spec
 
 

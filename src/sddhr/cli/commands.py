@@ -56,13 +56,13 @@ def cmd_fit_device(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .._io import check_writable
-    from ..config import SpecError, check_device
+    from ..config import SpecError, check_torch_device
     from ..distributed import env_world_size, session, world
     from ..train import train
 
     if args.resume and args.force:
         raise SpecError("--resume and --force: give one (--resume continues the run in --out, --force replaces it)")
-    check_device(args.device)
+    check_torch_device(args.device)
     check_writable(args.out)
     if env_world_size() > 1 and str(args.device).startswith("cuda") and ":" in str(args.device):
         raise SpecError(f"--device {args.device}: under torchrun give --device cuda (rank r uses cuda:LOCAL_RANK)")
@@ -82,12 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .._io import check_writable
-    from ..config import SpecError, check_device
+    from ..config import SpecError, check_torch_device
     from ..evaluate import EvalConfig, format_table, make_eval_config
     from ..experiment import compare
     from ..spec_flags import spec_changes_from_args, spec_from_args
 
-    check_device(args.device)
+    check_torch_device(args.device)
     check_writable(args.out)
     data = config_from_args(args, EVAL_FLAGS, EvalConfig)
     cfg = make_eval_config(data)
@@ -117,11 +117,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .._io import check_writable
-    from ..config import check_device
+    from ..config import check_torch_device
     from ..demo import run_demo
     from ..spec_flags import spec_from_args
 
-    check_device(args.device)
+    check_torch_device(args.device)
     check_writable(args.out)
     run_demo(args.out, quick=args.quick, device=args.device, spec=spec_from_args(args))
     return 0
@@ -143,10 +143,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_explore(args: argparse.Namespace) -> int:
     from .._io import check_writable
-    from ..config import SpecError, check_device
+    from ..config import SpecError, check_torch_device
     from ..explore import ExploreConfig, make_explore_config, run_explore
 
-    check_device(args.device)
+    check_torch_device(args.device)
     check_writable(args.out)
     data = config_from_args(args, EXPLORE_FLAGS, ExploreConfig)
     if not isinstance(data.get("base", {}), dict):
