@@ -2,11 +2,13 @@
 :class:`ProductContext` the layer hands its backend for each product.
 
 A backend computes one layer's integer product (:mod:`sddhr.nn.backends`). It reads the
-layer's spec and geometry, asks for the cells and ADC errors of the layer's columns on a
-chip, and uses a few per-layer services (warnings once per layer, the cached losslessness
-check). Under redundancy (``Mode.copies > 1``) a layer is programmed onto several sets of
-columns of the chip; each copy's product gets its own context, whose ``copy_index`` picks
-the copy's cells and ADCs, so that nothing on the layer changes between the copies.
+layer's spec and geometry, gets the layer's columns on its mode's chip (:meth:`LayerView.chip`:
+a :class:`~.chip_state.ChipColumns` with the cells and static ADC errors, drawn once and
+kept by the layer), and uses a few per-layer services (warnings once per layer, the cached
+losslessness check). Under redundancy (``Mode.copies > 1``, :func:`~.chip_state.over_copies`)
+a layer is programmed onto several sets of columns of the chip; each copy's product gets
+its own immutable context, which hands the backend that copy's columns, so that nothing on
+the layer changes between the copies.
 
 An :class:`~sddhr.nn.layers.IMCLayer` is itself a :class:`LayerView` (of its first copy):
 code that calls a backend directly may pass the layer.
@@ -23,6 +25,7 @@ from ..config import HardwareSpec
 from .geometry import AdcErrors, CodeFn, Fold, Geometry
 
 if TYPE_CHECKING:
+    from .chip_state import ChipColumns
     from .layers import IMCLayer
 
 #: a chip's cells of one layer: ``(c_P, c_AP)``, each (B_w, out, K_g)
@@ -77,6 +80,8 @@ class LayerView(Protocol):
     def conversions_lossless(self, w_int: torch.Tensor) -> bool: ...
 
     def warn_once(self, key: str, message: str) -> None: ...
+
+    def chip(self, level: float, seed: int, device: torch.device) -> ChipColumns: ...
 
     def chip_cells(self, level: float, seed: int, device: torch.device) -> Cells: ...
 
@@ -138,8 +143,9 @@ class GeometryHooks:
 @dataclass(frozen=True)
 class ProductContext(GeometryHooks):
     """One product of ``layer`` on copy ``copy_index`` of its columns (0: the first, and
-    the only one without redundancy): the layer's geometry and spec, and the chip look-ups
-    of that copy. Made by the layer for each product; immutable."""
+    the only one without redundancy): the layer's geometry and spec, and that copy's columns
+    on a chip (:meth:`chip`). Made for each product and copy
+    (:func:`~.chip_state.over_copies`); immutable."""
 
     layer: IMCLayer
     copy_index: int = 0
@@ -175,8 +181,13 @@ class ProductContext(GeometryHooks):
         self.layer.warn_once(key, message, stacklevel=4)  # attributed to the backend's caller, as from the layer
 
     # ---- the chip, on this copy's columns
+    def chip(self, level: float, seed: int, device: torch.device) -> ChipColumns:
+        """This copy's columns on chip ``(level, seed)``, kept by the layer (drawn once)."""
+        return self.layer.chip(level, seed, device, copy=self.copy_index)
+
     def chip_cells(self, level: float, seed: int, device: torch.device) -> Cells:
-        return self.layer.chip_cells(level, seed, device, copy=self.copy_index)
+        return self.chip(level, seed, device).cells
 
     def chip_adc(self, seed: int, device: torch.device) -> AdcErrors:
+        """This copy's static ADC errors on chip ``seed``, any seed (nothing kept)."""
         return self.layer.chip_adc(seed, device, copy=self.copy_index)

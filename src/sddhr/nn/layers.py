@@ -7,6 +7,10 @@ gradients), rescales, and adds the bias (digital). How the product is computed i
 :class:`~.mode.Mode` is the backend's business (:mod:`sddhr.nn.backends`); how a layer's rows
 map onto macro columns is its geometry (:mod:`sddhr.nn.geometry`).
 
+A layer owns its columns' state on a chip (:class:`~.chip_state.LayerChip`: cells and static
+ADC errors per copy of its columns, kept across mode switches); redundancy over copies is
+:func:`~.chip_state.over_copies`.
+
 On CUDA, TF32 is switched off inside hardware products (bit-true results need full
 float32 inputs).
 """
@@ -20,15 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HardwareSpec, SpecError, make_spec
-from ..hardware import ChipInstance, adc_errors, max_segment_ones
+from ..hardware import adc_errors, max_segment_ones
 from .backends import Backend, full_precision, make_backend
-from .context import GeometryHooks, ProductContext
+from .chip_state import COPY_STRIDE as COPY_STRIDE  # re-exported (copy c: seeded as layer_id + c * COPY_STRIDE)
+from .chip_state import ChipColumns, LayerChip, copy_layer_id, over_copies
+from .context import Cells, GeometryHooks, ProductContext
 from .geometry import AdcErrors, Conv2dGeometry, Geometry, LinearGeometry
 from .mode import Mode
 from .quant import ActQuantizer, IMCProduct, WeightQuantizer, binary_cells
-
-#: the cells and ADCs of copy ``c`` of a layer (redundancy) are seeded as layer ``layer_id + c * COPY_STRIDE``
-COPY_STRIDE = 1 << 20
 
 
 class IMCLayer(GeometryHooks, nn.Module):
@@ -56,8 +59,8 @@ class IMCLayer(GeometryHooks, nn.Module):
         self.layer_id = int(layer_id)
         self._lossless_key: tuple | None = None  # weights_key() of the cached check
         self._lossless = False
-        # copy -> (key, (c_P, c_AP)) of the last chip drawn
-        self._cells_cache: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+        #: this layer's columns on the last chip, per copy (:mod:`~.chip_state`)
+        self.chip_state = LayerChip()
         self._warned: set[str] = set()
         self.mode = Mode.ideal()
 
@@ -72,6 +75,7 @@ class IMCLayer(GeometryHooks, nn.Module):
             raise SpecError(f"mode must be a sddhr.nn.Mode, got {type(mode).__name__}")
         self._mode = mode
         self._backend: Backend | None = None  # made on first use
+        self.chip_state.forget_derived()  # what the old backend derived from the chip goes with it
 
     @property
     def backend(self) -> Backend:
@@ -128,27 +132,25 @@ class IMCLayer(GeometryHooks, nn.Module):
     def cell_layer_id(self, copy: int = 0) -> int:
         """The id that seeds this layer's cells and ADCs on a chip: ``layer_id`` for the
         first copy of its columns, ``layer_id + copy * COPY_STRIDE`` for copy ``copy``."""
-        return self.layer_id + copy * COPY_STRIDE
+        return copy_layer_id(self.layer_id, copy)
 
-    def chip_cells(self, level: float, seed: int, device: torch.device | str | None,
-                   copy: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells (copy ``copy`` of its
-        columns) on chip ``(level, seed)`` (:meth:`sddhr.hardware.ChipInstance.cells`); each
-        copy's last draw is kept, so that switching modes on the same chip (bit-true / fast,
+    def chip(self, level: float, seed: int, device: torch.device | str | None, copy: int = 0) -> ChipColumns:
+        """Copy ``copy`` of this layer's columns on chip ``(level, seed)``
+        (:class:`~.chip_state.ChipColumns`: cells and static ADC errors, drawn once); each
+        copy's last chip is kept, so that switching modes on the same chip (bit-true / fast,
         evaluation / float) draws nothing."""
-        key = (self.spec.to_json(), float(level), int(seed), str(device))
-        cached = self._cells_cache.get(copy)
-        if cached is None or cached[0] != key:
-            self._cells_cache.pop(copy, None)  # free the old draw first
-            chip = ChipInstance(self.spec, level, seed)
-            self._cells_cache[copy] = (key, chip.cells(self.cell_layer_id(copy), self.weight.shape[0],
-                                                       self.rows_per_output(), device=device))
-        return self._cells_cache[copy][1]
+        return self.chip_state.columns(copy, self.spec, level, seed, self.cell_layer_id(copy), self.weight.shape[0],
+                                       self.rows_per_output(), device)
+
+    def chip_cells(self, level: float, seed: int, device: torch.device | str | None, copy: int = 0) -> Cells:
+        """``(c_P, c_AP)``, each (B_w, out, K_g), of this layer's cells (copy ``copy`` of its
+        columns) on chip ``(level, seed)`` (:meth:`sddhr.hardware.ChipInstance.cells`; kept, as :meth:`chip`)."""
+        return self.chip(level, seed, device, copy).cells
 
     def chip_adc(self, seed: int, device: torch.device | str | None, copy: int = 0) -> AdcErrors:
         """Static ADC ``(gain, offset)`` of this layer's columns (copy ``copy``) on chip
-        ``seed``, each (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`; independent of
-        the level)."""
+        ``seed``, any seed, each (B_w, out, S) or None (:func:`sddhr.hardware.adc_errors`;
+        independent of the level; nothing kept: a frozen chip's are :attr:`ChipColumns.adc`)."""
         return adc_errors(self.spec, seed, self.cell_layer_id(copy), self.weight.shape[0], self.rows_per_output(),
                           device)
 
@@ -187,13 +189,8 @@ class IMCLayer(GeometryHooks, nn.Module):
         """The backend's product times the scales ``sx * sw`` (shaped like ``lin(x_int, w_int)``),
         no grad. Backends linear in the weights get the scales folded into their matrix."""
         backend = self.backend
-        copies = self._mode.copies
-        y = self._one_product(backend, ProductContext(self, 0), x_int, w_int, sx, sw)
-        if copies > 1:  # redundancy: the same layer on `copies` column sets of the chip, averaged
-            for c in range(1, copies):
-                y.add_(self._one_product(backend, ProductContext(self, c), x_int, w_int, sx, sw))
-            return y.div_(copies)
-        return y
+        # redundancy (copies > 1): the same layer on `copies` column sets of the chip, averaged
+        return over_copies(self, self._mode.copies, lambda ctx: self._one_product(backend, ctx, x_int, w_int, sx, sw))
 
     def _one_product(self, backend: Backend, ctx: ProductContext, x_int: torch.Tensor, w_int: torch.Tensor,
                      sx: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from .simple import digitised_conversions
 from .weight_sampler import get_weight_sampler
 
 if TYPE_CHECKING:
+    from ..chip_state import ChipColumns
     from ..context import LayerView
     from ..mode import Mode
 
@@ -84,25 +85,26 @@ def static_adc_linear(layer: LayerView, contributions: torch.Tensor, gain: torch
 
 
 class _FrozenChip(Backend):
-    """The layer's weights programmed onto the mode's chip ``(level, seed)``: its cells come
-    from :meth:`IMCLayer.chip_cells`; the contributions of the programmed weights are kept
-    while the weights (and the cells) do not change."""
+    """The layer's weights programmed onto the mode's chip ``(level, seed)``: the layer's
+    columns on it (:class:`~sddhr.nn.chip_state.ChipColumns`, the copy's that the context
+    hands over) hold the cells, and keep the contributions of the programmed weights while
+    the weights do not change."""
 
-    def __init__(self, mode: Mode) -> None:
-        super().__init__(mode)
-        self._programmed: dict[int, tuple] = {}  # copy -> (key, contributions (B_w, out, K_g), effective (out, K_g))
+    def chip(self, layer: LayerView, w_int: torch.Tensor) -> ChipColumns:
+        """The layer's columns (its current copy) on the mode's chip."""
+        return layer.chip(self.mode.level, self.mode.seed, w_int.device)
 
     def programmed(self, layer: LayerView, w_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(contributions (B_w, out, K_g), effective weights (out, K_g))`` of ``w_int`` (on the
         layer's current copy of its columns)."""
-        cells = layer.chip_cells(self.mode.level, self.mode.seed, w_int.device)
-        key = (layer.weights_key(), id(cells[0]))
-        kept = self._programmed.get(layer.copy_index)
-        if kept is None or kept[0] != key:
+        chip = self.chip(layer, w_int)
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
             bw = layer.spec.macro.w_bits
-            contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *cells)
-            kept = self._programmed[layer.copy_index] = (key, contrib, effective_weights(contrib, bw))
-        return kept[1], kept[2]
+            contrib = programmed(weight_bit_planes(layer.w_flat(w_int), bw), *chip.cells)
+            return contrib, effective_weights(contrib, bw)
+
+        return chip.derived("programmed", (self, layer.weights_key()), make)
 
 
 @register("instance", "bit_true")
@@ -111,7 +113,7 @@ class ChipBitTrueBackend(_FrozenChip):
     and digitised (the reference)."""
 
     def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
-        adc = layer.chip_adc(self.mode.seed, w_int.device) if layer.spec.column.static_adc_errors else None
+        adc = self.chip(layer, w_int).adc if layer.spec.column.static_adc_errors else None
         return digitised_conversions(layer, x_int, self.programmed(layer, w_int)[0], adc, noisy=True)
 
 
@@ -122,23 +124,19 @@ class ChipFastBackend(_FrozenChip):
     columns' static ADC gain and offset are modelled exactly in that form
     (:func:`static_adc_linear`); temporal noise is not."""
 
-    def __init__(self, mode: Mode) -> None:
-        super().__init__(mode)
-        self._linear: dict[int, tuple] = {}  # copy -> (contributions, effective weights, offsets)
-
     def linear_chip(self, layer: LayerView, w_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(effective weights (out, K_g), per-output offsets or None)`` of the chip's current
-        copy (:func:`static_adc_linear`), kept while its programmed contributions are."""
+        copy (:func:`static_adc_linear`), kept with its programmed contributions."""
         contrib, eff = self.programmed(layer, w_int)
-        kept = self._linear.get(layer.copy_index)
-        if kept is None or kept[0] is not contrib:
-            gain, offset = linear_static(layer.chip_adc(self.mode.seed, w_int.device), layer.spec.column)
+        chip = self.chip(layer, w_int)
+
+        def make() -> tuple[torch.Tensor, torch.Tensor | None]:
+            gain, offset = linear_static(chip.adc, layer.spec.column)
             if gain is None and offset is None:
-                kept = (contrib, eff, None)
-            else:
-                kept = (contrib, *static_adc_linear(layer, contrib, gain, offset))
-            self._linear[layer.copy_index] = kept
-        return kept[1], kept[2]
+                return eff, None
+            return static_adc_linear(layer, contrib, gain, offset)
+
+        return chip.derived("linear", (self, layer.weights_key()), make)
 
     def effective_weights(self, layer: LayerView, w_int: torch.Tensor) -> torch.Tensor | None:
         warn_if_adc_matters(layer, w_int, self.mode.level, "a fast chip instance")
