@@ -6,9 +6,11 @@ layer quantises, calls its backend through the straight-through product
 the product is computed (digitised conversions, a chip's cells, sampling) lives here.
 
 One backend object exists per (layer, mode): it is created when the layer's mode or spec
-changes and may keep per-layer state (a chip's drawn cells, programmed contributions) in
-its own attributes. It reaches the layer's geometry through the hooks declared on
-:class:`sddhr.nn.layers.IMCLayer` (``lin``, ``conversions``, ``segment_counts``, ...).
+changes. A chip's drawn cells, static ADC errors and what a backend derives from them live
+in the layer's chip state (:mod:`sddhr.nn.chip_state`), which the product context hands the
+backend (``ctx.chip(level, seed, device)``), not in the backend's attributes. It reaches the
+layer's geometry through the hooks declared on :class:`sddhr.nn.layers.IMCLayer` (``lin``,
+``conversions``, ``segment_counts``, ...).
 
 Linear backends (their product is ``x_int`` times a weight-shaped matrix) implement
 :meth:`Backend.effective_weights`; the layer then computes one product with that matrix.
