@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
 from ._io import atomic_path, check_writable
 from .config import MAX_LEVEL, HardwareSpec, SpecError
@@ -51,30 +51,51 @@ from .fit_data import (  # noqa: F401 - the measurements' names, re-exported
     write_measurements,
 )
 from .fit_likelihood import _cells, _hessian, _Likelihood, row_probabilities  # noqa: F401 - re-exported
+from .fit_quality import goodness_of_fit
 from .mram import MramCell
-from .noise import fit_sources
+from .noise import NoiseSource, fit_sources
 
 if TYPE_CHECKING:
     from .abstraction import ColumnTable
 
-#: the fitted readout sources (those with a fit parameter when this module is imported), in
-#: the fit's order (:func:`sddhr.noise.fit_sources`), and each by its parameter's name
-FIT_SOURCES = fit_sources()
-_BY_PARAM = {str(s.fit_parameter): s for s in FIT_SOURCES}
-#: the fitted parameters, in order: the variation level and the readout sources' (built-in:
-#: read_noise_counts, adc_noise_lsb, adc_offset_lsb, adc_gain_rel)
-PARAMS: tuple[str, ...] = ("level", *_BY_PARAM)
-UNITS = {"level": "x the preset's sigmas (static)", **{p: s.fit_unit for p, s in _BY_PARAM.items()}}
-#: a typical value of each parameter: the optimiser's unit and its starting point
-TYPICAL = {"level": 1.0, **{p: s.fit_typical for p, s in _BY_PARAM.items()}}
 Z95 = 1.959963984540054
 
 
-def _upper(name: str) -> float:
+def _fitted() -> dict[str, NoiseSource]:
+    """The fitted readout sources registered now, in the fit's order (:func:`sddhr.noise.fit_sources`),
+    each by its parameter's name."""
+    return {str(s.fit_parameter): s for s in fit_sources()}
+
+
+def parameters() -> tuple[str, ...]:
+    """The fitted parameters, in order: the variation level and those of the readout sources
+    registered now (built-in: read_noise_counts, adc_noise_lsb, adc_offset_lsb, adc_gain_rel)."""
+    return ("level", *_fitted())
+
+
+def units() -> dict[str, str]:
+    return {"level": "x the preset's sigmas (static)", **{p: s.fit_unit for p, s in _fitted().items()}}
+
+
+def typical() -> dict[str, float]:
+    """A typical value of each parameter: the optimiser's unit and its starting point."""
+    return {"level": 1.0, **{p: s.fit_typical for p, s in _fitted().items()}}
+
+
+def __getattr__(name: str) -> object:
+    """``PARAMS``, ``UNITS``, ``TYPICAL`` and ``FIT_SOURCES``: read from the registry when read
+    (PEP 562), so that a source registered after this module was imported counts."""
+    get = {"PARAMS": parameters, "UNITS": units, "TYPICAL": typical, "FIT_SOURCES": fit_sources}.get(name)
+    if get is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return get()
+
+
+def _upper(name: str, fitted: dict[str, NoiseSource]) -> float:
     """The largest value the spec accepts for ``name`` (the ``le`` bound of its field)."""
     if name == "level":
         return MAX_LEVEL
-    return float(_BY_PARAM[name].high)
+    return float(fitted[name].high)
 
 
 # ------------------------------------------------------------------------------------ the fit
@@ -101,8 +122,10 @@ class ColumnFit:
 
     def fitted_spec(self) -> HardwareSpec:
         """The base spec with the fitted readout sources (name ``<base>-fitted``)."""
-        col: dict[str, object] = {_BY_PARAM[p].name: self.estimate[p] for p in PARAMS[1:] if _BY_PARAM[p].builtin}
-        plugins = {_BY_PARAM[p].name: self.estimate[p] for p in PARAMS[1:] if not _BY_PARAM[p].builtin}
+        fitted = _fitted()
+        sources = [(fitted[p], v) for p, v in self.estimate.items() if p != "level"]
+        col: dict[str, object] = {s.name: v for s, v in sources if s.builtin}
+        plugins = {s.name: v for s, v in sources if not s.builtin}
         if plugins:
             col["noise"] = {**self.spec.column.noise, **plugins}
         return self.spec.replace(column=col, name=f"{self.spec.name}-fitted")
@@ -113,12 +136,13 @@ class ColumnFit:
 
     def summary(self) -> str:
         lines = [f"maximum-likelihood estimates ({self.interval_kind}):"]
-        for p in PARAMS:
+        unit = units()
+        for p in self.estimate:
             if p in self.fixed:
                 lines.append(f"  {p:<18} {self.fixed[p]:<10.4g} (fixed)")
             else:
                 lo, hi = self.interval[p]
-                lines.append(f"  {p:<18} {self.estimate[p]:<10.4g} [{lo:.4g}, {hi:.4g}]  {UNITS[p]}")
+                lines.append(f"  {p:<18} {self.estimate[p]:<10.4g} [{lo:.4g}, {hi:.4g}]  {unit[p]}")
         cm = MramCell(self.spec.cell, self.estimate["level"], self.spec.column.calibrated)
         lines.append(f"  (one cell at level {self.estimate['level']:.3g}: sd {math.sqrt(cm.var('P')):.4g} (P), "
                      f"{math.sqrt(cm.var('AP')):.4g} (AP) counts)")
@@ -149,36 +173,39 @@ class ColumnFit:
 
 
 def parse_fix(items: list[str] | None) -> dict[str, float]:
-    """``NAME=VALUE`` strings (``--fix``) as a dict, each name one of :data:`PARAMS` and the
-    value in its range."""
+    """``NAME=VALUE`` strings (``--fix``) as a dict, each name one of :func:`parameters` and
+    the value in its range."""
     out: dict[str, float] = {}
+    fitted, params = _fitted(), parameters()
     for item in items or []:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in PARAMS:
-            raise SpecError(f"--fix {item!r}: give NAME=VALUE with NAME one of {', '.join(PARAMS)}")
+        if not sep or name not in params:
+            raise SpecError(f"--fix {item!r}: give NAME=VALUE with NAME one of {', '.join(params)}")
         try:
             v = float(value)
         except ValueError:
             raise SpecError(f"--fix {item!r}: {value!r} is not a number") from None
-        if not 0 <= v <= _upper(name):
-            raise SpecError(f"--fix {item!r}: {name} must be in [0, {_upper(name):g}], got {v:g}")
+        if not 0 <= v <= _upper(name, fitted):
+            raise SpecError(f"--fix {item!r}: {name} must be in [0, {_upper(name, fitted):g}], got {v:g}")
         out[name] = v
     return out
 
 
 def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | None = None,
                starts: int = 3) -> ColumnFit:
-    """Maximum-likelihood estimates of :data:`PARAMS` (those not in ``fix``) from ``meas``
+    """Maximum-likelihood estimates of the :func:`parameters` (those not in ``fix``) from ``meas``
     under ``spec``'s device and ADC (its readout-noise fields are ignored: they are fitted),
     with 95 % Wald intervals (``docs/FIT.md``)."""
     t0 = time.perf_counter()
     fix = dict(fix or {})
     notes: list[str] = []
-    lik = _Likelihood(meas, spec, FIT_SOURCES)
+    fitted, params, typ = _fitted(), parameters(), typical()  # the sources registered now
+    sources = tuple(fitted.values())
+    lik = _Likelihood(meas, spec, sources)
     repeats = lik.n_groups < len(meas)
     # the ADC-step terms of both kinds add up alike in each conversion: without repeats the static take the total
-    t_steps, s_steps = ([p for p, s in _BY_PARAM.items() if s.stage == "steps" and s.kind == kind]
+    t_steps, s_steps = ([p for p, s in fitted.items() if s.stage == "steps" and s.kind == kind]
                         for kind in ("temporal", "static"))
     if not repeats and t_steps and s_steps and not set(fix) & {*t_steps, *s_steps}:
         fix.update(dict.fromkeys(t_steps, 0.0))
@@ -186,20 +213,19 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
         notes.append(f"without repeated conversions (a 'pattern' column) only {total} is identifiable: the total is "
                      f"reported as the static {' and '.join(s_steps)} and {' and '.join(t_steps)} is set to 0 "
                      f"(give --fix {t_steps[0]}=X from the ADC's data sheet to split it)")
-    if len(np.unique(meas.n)) < 2 and "read_noise_counts" in _BY_PARAM and "read_noise_counts" not in fix:
+    if len(np.unique(meas.n)) < 2 and "read_noise_counts" in fitted and "read_noise_counts" not in fix:
         notes.append("every conversion has the same n: read noise (n sigma_r^2) and the ADC terms are told apart "
                      "only through k")
-    free = [p for p in PARAMS if p not in fix]
+    free = [p for p in params if p not in fix]
     if not free:
         raise SpecError("--fix: every parameter is fixed; nothing to fit")
-    idx = [PARAMS.index(p) for p in free]
-    base = np.array([fix.get(p, 0.0) ** 2 for p in PARAMS])
-    typical = TYPICAL
+    idx = [params.index(p) for p in free]
+    base = np.array([fix.get(p, 0.0) ** 2 for p in params])
     # the optimiser works on the variances in units of a typical value (x = sigma^2 / typical^2,
     # bounded by the spec's ranges): at 0 their gradient does not vanish, so a parameter
     # that passes near 0 is not trapped there (as on a log scale)
-    unit = np.array([typical[p] ** 2 for p in free])
-    bounds = [(0.0, _upper(p) ** 2 / typical[p] ** 2) for p in free]
+    unit = np.array([typ[p] ** 2 for p in free])
+    bounds = [(0.0, _upper(p, fitted) ** 2 / typ[p] ** 2) for p in free]
 
     def phi_of(x: np.ndarray) -> np.ndarray:
         phi = base.copy()
@@ -216,7 +242,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
 
     # stage 1: every conversion on its own (closed form, fast): several starts
     single = lik if not repeats else _Likelihood(
-        Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec, FIT_SOURCES)
+        Measurements(meas.k, meas.n, meas.code, meas.column, np.arange(len(meas)), meas.source), spec, sources)
 
     def start(s: int) -> np.ndarray:
         scale = (1.0, 0.1, 10.0)[s % 3]
@@ -230,14 +256,14 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     if repeats:  # stage 2: the repeats' likelihood, from there (the temporal / static split from a neutral start)
         x0 = best.x.copy()
         for j, p in enumerate(free):
-            if p != "level" and _BY_PARAM[p].fit_split:
+            if p != "level" and fitted[p].fit_split:
                 x0[j] = max(x0[j], 0.1)
         best = minimise(lik, x0)
     evaluations = lik.evaluations + (single.evaluations if single is not lik else 0)
     phi_hat = phi_of(best.x)
     ll = lik.total(phi_hat)
     # Wald intervals on the variance scale: observed information (and the sandwich over columns)
-    scales = np.array([max(phi_hat[i], (typical[PARAMS[i]] * 0.05) ** 2) for i in idx])
+    scales = np.array([max(phi_hat[i], (typ[params[i]] * 0.05) ** 2) for i in idx])
     h = 1e-3 * scales
 
     def ll_free(v: np.ndarray) -> float:
@@ -258,7 +284,7 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
         scores = np.zeros((len(idx), ncol))
         cols = lik.group_column
         for j in range(len(idx)):
-            e = np.zeros(len(PARAMS))
+            e = np.zeros(len(params))
             e[idx[j]] = h[j]
             c = phi_hat.copy()
             c[idx] = center
@@ -279,62 +305,15 @@ def fit_column(meas: Measurements, spec: HardwareSpec, fix: dict[str, float] | N
     estimate, interval, se_var = {}, {}, {}
     for j, p in enumerate(free):
         v = phi_hat[idx[j]]
-        lo, hi = max(v - Z95 * se[j], 0.0), min(v + Z95 * se[j], _upper(p) ** 2)
+        lo, hi = max(v - Z95 * se[j], 0.0), min(v + Z95 * se[j], _upper(p, fitted) ** 2)
         estimate[p], interval[p], se_var[p] = math.sqrt(v), (math.sqrt(lo), math.sqrt(hi)), float(se[j])
         if not np.isfinite(se[j]) or se[j] > 10 * max(v, scales[j]):
             notes.append(f"{p} is not identified by these measurements (its interval is as wide as the range)")
     for p, v in fix.items():
         estimate[p] = v
-    estimate = {p: float(estimate[p]) for p in PARAMS}
-    return ColumnFit(estimate, interval, {p: fix[p] for p in PARAMS if p in fix}, ll, len(meas), lik.n_groups,
+    estimate = {p: float(estimate[p]) for p in params}
+    return ColumnFit(estimate, interval, {p: fix[p] for p in params if p in fix}, ll, len(meas), lik.n_groups,
                      ncol, kind, time.perf_counter() - t0, evaluations, spec, notes, se_variance=se_var)
-
-
-def goodness_of_fit(fit: ColumnFit, meas: Measurements, table: ColumnTable, min_samples: int = 30,
-                    alpha: float = 1e-3) -> dict:
-    """Fit quality against the exported table: per ``(k, n)`` with at least ``min_samples``
-    conversions (the first of each group), the total-variation distance between the measured
-    code histogram and the table's row, and its bound for sampling noise alone
-    (:func:`~sddhr.abstraction.tv_noise_bound`, false-alarm rate ``alpha`` over the points);
-    and the log-likelihood of every conversion under the table's rows."""
-    from .abstraction import tv_noise_bound
-
-    _, first = np.unique(meas.group, return_index=True)
-    k, n, code = meas.k[first], meas.n[first], meas.code[first]
-    p_all = table.prob[meas.n, meas.k, meas.code]
-    loglik = float(np.log(np.maximum(p_all, 1e-300)).sum())
-    keys, counts = np.unique(np.stack([k, n], 1), axis=0, return_counts=True)
-    use = keys[counts >= min_samples]
-    tv, bounds = {}, {}
-    for kk, nn in use:
-        sel = (k == kk) & (n == nn)
-        hist = np.bincount(code[sel], minlength=table.prob.shape[-1]) / sel.sum()
-        p = table.prob[nn, kk]
-        tv[(int(kk), int(nn))] = 0.5 * float(np.abs(hist - p).sum())
-        bounds[(int(kk), int(nn))] = tv_noise_bound(p, int(sel.sum()), alpha / max(len(use), 1))
-    # randomised probability integral transform of each group's first conversion: uniform
-    # on [0, 1] under the table (Kolmogorov-Smirnov; with fitted parameters the p-value is optimistic)
-    cdf = np.cumsum(table.prob[n, k], axis=1)
-    f_hi = cdf[np.arange(len(code)), code]
-    f_lo = np.where(code > 0, cdf[np.arange(len(code)), np.maximum(code - 1, 0)], 0.0)
-    pit = f_lo + np.random.default_rng(0).random(len(code)) * (f_hi - f_lo)
-    ks = stats.kstest(np.clip(pit, 0, 1), "uniform")
-    # a column's conversions share its cells, offset and gain, so they are not independent (the
-    # true table fails a KS test on one chip's thousands of conversions): with column ids the
-    # p-value takes the number of columns as the sample size (an approximation)
-    n_eff = len(np.unique(meas.column)) if meas.has_columns else len(code)
-    p_value = float(stats.kstwo.sf(ks.statistic, n_eff)) if n_eff < len(code) else float(ks.pvalue)
-    out = {"method": table.method, "min_samples": min_samples, "points": len(tv), "loglik": loglik,
-           "pit_ks": float(ks.statistic), "pit_p": p_value, "pit_n": int(len(code)), "pit_n_eff": int(n_eff)}
-    if tv:
-        worst = max(tv, key=lambda key: tv[key] / bounds[key])
-        out.update(max_tv=max(tv.values()), worst=list(worst), worst_tv=tv[worst], worst_bound=bounds[worst],
-                   over=int(sum(tv[key] > bounds[key] for key in tv)))
-        out["max_tv"] = tv[worst]
-    else:
-        out.update(max_tv=float("nan"), worst=[-1, -1], worst_tv=float("nan"), worst_bound=float("nan"), over=0)
-    fit.gof = out
-    return out
 
 
 def fit_and_export(path: str | Path, spec: HardwareSpec, out: str | Path | None = None, method: str = "exact",
@@ -373,7 +352,7 @@ def add_command(sub: argparse._SubParsersAction, add_spec_args: Callable[[argpar
     p.add_argument("--out", help="write the fitted table (.npz, for sddhr train --table)")
     p.add_argument("--method", choices=methods, default="exact", help="how the exported table is computed")
     p.add_argument("--fix", nargs="+", metavar="NAME=VALUE",
-                   help=f"hold parameters at known values ({', '.join(PARAMS)})")
+                   help=f"hold parameters at known values ({', '.join(parameters())})")
     p.add_argument("--json", help="also write the fit (estimates, intervals, quality) as JSON")
     add_spec_args(p)
 
