@@ -22,21 +22,8 @@ from __future__ import annotations
 
 from .api_evaluate import ChipTable, LevelStats, evaluate_chips
 from .api_prepare import layer_table, prepare
-from .api_support import (  # noqa: F401 - the defaults, importable from here as before
-    BATCH_SIZE,
-    CALIBRATION_BATCHES,
-    FLOAT_EPOCHS,
-    FLOAT_LR,
-    FULL_RANGE_WARN_LEVEL,
-    IDEAL_EPOCHS,
-    IDEAL_LR,
-    MOMENTUM,
-    ONE_CHIP_PER_BATCH,
-    SDDHR_EPOCHS,
-    SDDHR_LR,
-    Data,
-    HardwareSetupWarning,
-)
+from .api_support import *  # noqa: F403 - the defaults (api_support.__all__), importable from here as before
+from .api_support import Data, HardwareSetupWarning
 from .api_trainer import EpochRecord, HardwareTrainer
 
 __all__ = ["ChipTable", "Data", "EpochRecord", "HardwareSetupWarning", "HardwareTrainer",

@@ -14,12 +14,17 @@ from torch import nn
 from .config import SpecError
 from .data import DataSplit
 from .evaluate import make_eval_config
-from .nn import VARIANTS, imc_layers
+from .nn import imc_layers
 from .recipes import make_config
 
 #: what a trainer or :func:`evaluate_chips` takes as data: the library's :class:`~sddhr.data.DataSplit`,
 #: a pair of tensors ``(x, y)`` (batched here), or any re-iterable of ``(x, y)`` batches (a DataLoader)
 Data = DataSplit | tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+#: what :mod:`sddhr.api` re-exports from here (``from .api_support import *``): the API's
+#: defaults, the data type and the warning
+__all__ = ["BATCH_SIZE", "CALIBRATION_BATCHES", "FLOAT_EPOCHS", "FLOAT_LR", "FULL_RANGE_WARN_LEVEL", "IDEAL_EPOCHS",
+           "IDEAL_LR", "MOMENTUM", "SDDHR_EPOCHS", "SDDHR_LR", "Data", "HardwareSetupWarning"]
 
 TRAIN_DEFAULTS = make_config({})
 #: float stage: Adam at 2e-3, 8 epochs (the float models of every MNIST table in docs/RESULTS.md)
@@ -43,9 +48,6 @@ CALIBRATION_BATCHES = 8
 #: 14-21 at level 10, and SGD at lr 0.05 diverged (docs/RESULTS.md, the MNIST table and "The
 #: weight quantiser's range")
 FULL_RANGE_WARN_LEVEL = 6.0
-#: S-DDHR variants in which every image of a batch sees the same simulated chip: batch statistics
-#: in training mode can absorb that chip's offsets, which a deployed chip does not allow
-ONE_CHIP_PER_BATCH = frozenset({"one_chip", "fresh_chip"}) & frozenset(VARIANTS)
 EVAL_DEFAULTS = make_eval_config({})
 
 

@@ -21,7 +21,6 @@ from .api_support import (
     IDEAL_EPOCHS,
     IDEAL_LR,
     MOMENTUM,
-    ONE_CHIP_PER_BATCH,
     SDDHR_EPOCHS,
     SDDHR_LR,
     Data,
@@ -34,6 +33,7 @@ from .api_support import (
 )
 from .config import SpecError, check_level
 from .nn import Mode, calibrate, imc_layers, set_mode, set_weight_step_scale, using_mode
+from .nn.backends import one_chip_per_batch_variants
 from .nn.mode import DEFAULT_VARIANT, is_variant, variants
 from .nn.norms import NORM_MODES, estimate_norm_statistics, freeze_norms, norm_layers
 from .recipes import NOISY_STEP_SCALE, make_config
@@ -164,7 +164,7 @@ class HardwareTrainer:
         mode = Mode.stochastic(self.level, self.variant)
         set_weight_step_scale(self.model, self.step_scale)
         norms = norm_layers(self.model)
-        if norms and self.batch_norm == "batch" and self.variant in ONE_CHIP_PER_BATCH:
+        if norms and self.batch_norm == "batch" and self.variant in one_chip_per_batch_variants():
             warn_setup(
                 f"train_sddhr: batch norm in training mode with variant {self.variant!r}, where every image of a "
                 "batch sees the same simulated chip: the batch statistics absorb that chip's offsets, which a "

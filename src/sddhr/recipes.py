@@ -28,7 +28,8 @@ from .config import HardwareSpec, Level, SpecError, preset, validated
 from .data import DatasetName
 from .models import ARCHS, check_arch
 from .nn import Mode, check_table_matches
-from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD, Impl, Kind, Variant, VariantName
+from .nn.backends import table_variants
+from .nn.mode import DEFAULT_VARIANT, MAX_NOISE_STD, Impl, Kind, VariantName
 from .nn.norms import NORM_MODES
 from .nn.quant import CLIP_GRADIENTS, WeightQuantizer
 
@@ -61,8 +62,6 @@ RECIPE_MODES: dict[Recipe, Kind] = {"float": "float", "conventional": "ideal", "
                                     "sddhr": "stochastic", "noise": "noise"}
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
-#: S-DDHR variants that compute from a column table (and so can take ``table``)
-TABLE_VARIANTS: tuple[Variant, ...] = ("exact", "composed", "faithful", "one_chip")
 
 
 class _Cfg(BaseModel):
@@ -139,10 +138,10 @@ class TrainConfig(_Cfg):
 
     @model_validator(mode="after")
     def _table_needs_sddhr(self) -> TrainConfig:
-        if self.table is not None and (self.recipe != "sddhr" or self.variant not in TABLE_VARIANTS):
+        if self.table is not None and (self.recipe != "sddhr" or self.variant not in table_variants()):
             got = f"recipe {self.recipe}" + (f", variant {self.variant}" if self.recipe == "sddhr" else "")
             raise ValueError(f"--table (table) is only valid with recipe sddhr and variant "
-                             f"{' or '.join(TABLE_VARIANTS)}; got {got}")
+                             f"{' or '.join(table_variants())}; got {got}")
         return self
 
     @model_validator(mode="after")

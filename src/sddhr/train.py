@@ -47,7 +47,6 @@ from .recipes import (  # noqa: F401  (re-exported)
     OPTIMIZERS,
     RECIPE_MODES,
     RECIPES,
-    TABLE_VARIANTS,
     DataConfig,
     TrainConfig,
     load_config_file,
@@ -389,7 +388,7 @@ def get_mode_name(model: nn.Module) -> str:
     return "float" if m is None else m.describe()
 
 
-__all__ = ["CHECKPOINT", "INHERITED", "METRICS", "OPTIMIZERS", "RECIPES", "RECIPE_MODES", "TABLE_VARIANTS",
+__all__ = ["CHECKPOINT", "INHERITED", "METRICS", "OPTIMIZERS", "RECIPES", "RECIPE_MODES",
            "DataConfig", "TrainConfig", "check_level", "evaluate_accuracy", "inherit_from_checkpoint",
            "checkpoint_meta", "load_checkpoint", "load_model", "load_table", "make_config", "make_spec",
            "resume_differences", "train"]

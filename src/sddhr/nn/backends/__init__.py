@@ -17,10 +17,23 @@ stochastic / one_chip    :class:`~.one_chip.OneChipBackend`           no
 =======================  =========================================  ====================
 
 A new mode is a new :class:`~.base.Backend` subclass registered with :func:`~.base.register`
-(and its name in :mod:`sddhr.nn.mode`); the layer classes do not change.
+(and its name in :mod:`sddhr.nn.mode`); the layer classes do not change. An S-DDHR variant's
+capabilities are class attributes of its backend (``uses_table``: exact, composed, faithful,
+one_chip; ``one_chip_per_batch``: fresh_chip, one_chip), listed by :func:`~.base.table_variants`
+and :func:`~.base.one_chip_per_batch_variants`.
 """
 
 from . import chip, column, faithful, one_chip, simple  # noqa: F401  (registers the built-in backends)
-from .base import Backend, full_precision, make_backend, register, registered
+from .base import (
+    Backend,
+    full_precision,
+    make_backend,
+    one_chip_per_batch_variants,
+    register,
+    registered,
+    table_variants,
+    variants_with,
+)
 
-__all__ = ["Backend", "full_precision", "make_backend", "register", "registered"]
+__all__ = ["Backend", "full_precision", "make_backend", "one_chip_per_batch_variants", "register", "registered",
+           "table_variants", "variants_with"]

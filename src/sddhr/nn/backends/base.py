@@ -19,19 +19,22 @@ Others implement :meth:`Backend.product`.
 The registry is the one list of modes: a backend registered as ``("stochastic", name)`` makes
 ``name`` an S-DDHR variant (:func:`sddhr.nn.mode.variants`: ``Mode``, the training config, the
 Python API and ``--variant`` accept it), also from a plug-in outside the package
-(:mod:`sddhr.plugins`).
+(:mod:`sddhr.plugins`). What a variant is capable of is a class attribute of its backend
+(:attr:`Backend.uses_table`, :attr:`Backend.one_chip_per_batch`), and the registry lists the
+variants that have each (:func:`table_variants`, :func:`one_chip_per_batch_variants`), read
+when asked, so a plug-in's variant counts.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from ...config import SpecError
-from ..mode import Mode, add_variant
+from ..mode import Mode, add_variant, variants
 
 if TYPE_CHECKING:
     from ..context import LayerView
@@ -44,6 +47,13 @@ class Backend:
 
     #: False for the float backend: the layer then skips quantisation altogether
     quantised: bool = True
+    #: an S-DDHR variant that computes from a column table, and so can take one
+    #: (``Mode.stochastic(table=)``, the training config's ``table``, ``--table``): :func:`table_variants`
+    uses_table: ClassVar[bool] = False
+    #: an S-DDHR variant in which every image of a batch sees the same simulated chip: batch
+    #: statistics in training mode can absorb that chip's offsets, which a deployed chip does
+    #: not allow (the Python API warns): :func:`one_chip_per_batch_variants`
+    one_chip_per_batch: ClassVar[bool] = False
 
     def __init__(self, mode: Mode):
         self.mode = mode
@@ -86,6 +96,30 @@ def make_backend(mode: Mode) -> Backend:
 
 def registered() -> list[tuple[str, str | None]]:
     return sorted(_REGISTRY, key=str)
+
+
+def variants_with(capability: str) -> tuple[str, ...]:
+    """The S-DDHR variants whose backend class has the class attribute ``capability`` (e.g.
+    ``"uses_table"``) true, in the order of :func:`sddhr.nn.mode.variants` (plug-ins loaded
+    first); read now, so a variant registered later counts."""
+    out = []
+    for name in variants():
+        cls = _REGISTRY.get(("stochastic", name))
+        if cls is not None and getattr(cls, capability):
+            out.append(name)
+    return tuple(out)
+
+
+def table_variants() -> tuple[str, ...]:
+    """The S-DDHR variants that compute from a column table, and so can take one
+    (:attr:`Backend.uses_table`)."""
+    return variants_with("uses_table")
+
+
+def one_chip_per_batch_variants() -> tuple[str, ...]:
+    """The S-DDHR variants in which every image of a batch sees the same simulated chip
+    (:attr:`Backend.one_chip_per_batch`)."""
+    return variants_with("one_chip_per_batch")
 
 
 @contextlib.contextmanager

@@ -179,6 +179,8 @@ class FreshChipBackend(Backend):
     networks. The chip's static ADC errors come with its seed; temporal noise is fresh per
     conversion."""
 
+    one_chip_per_batch = True
+
     def product(self, layer: LayerView, x_int: torch.Tensor, w_int: torch.Tensor) -> torch.Tensor:
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         chip = ChipInstance(layer.spec, self.mode.level, seed)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 
 class _FromTable(Backend):
+    uses_table = True
+
     def table(self, layer: LayerView) -> ColumnTable:
         """The mode's table (checked against the layer's column) or the layer spec's exact
         table at the mode's level (cached per process)."""

@@ -104,6 +104,8 @@ class FaithfulBackend(Backend):
     the ADC's rounding depends on each conversion's k; ``form`` ('auto', 'fast', 'k') forces
     one (tests, benchmarks). ``last_form`` / ``last_z`` record the latest choice."""
 
+    uses_table = True
+
     def __init__(self, mode: Mode, form: str = "auto", threshold: float = Z_THRESHOLD, shared: bool = True) -> None:
         super().__init__(mode)
         self.shared = shared

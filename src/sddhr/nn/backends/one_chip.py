@@ -78,6 +78,8 @@ class OneChipBackend(FaithfulBackend):
     """One chip per forward pass (see the module docstring). ``form`` as for
     :class:`~.faithful.FaithfulBackend` (which form gives the mean and total variance)."""
 
+    one_chip_per_batch = True  # uses_table: as the faithful variant
+
     def __init__(self, mode: Mode, form: str = "auto", threshold: float = Z_THRESHOLD) -> None:
         super().__init__(mode, form, threshold, shared=False)
 
