@@ -15,6 +15,16 @@ from .config_flags import EVAL_FLAGS, EXPLORE_FLAGS, config_from_args, train_con
 # is imported where it is used, so that ``sddhr --version`` answers before any of it loads.
 
 
+def _check_device_and_out(args: argparse.Namespace) -> None:
+    """A command that runs on ``--device`` and writes to the folder ``--out``: both checked
+    before anything runs."""
+    from .._io import check_writable
+    from ..config import check_torch_device
+
+    check_torch_device(args.device)
+    check_writable(args.out)
+
+
 def cmd_abstraction(args: argparse.Namespace) -> int:
     from .._io import check_writable
     from ..abstraction import build_table, validate_table
@@ -55,15 +65,13 @@ def cmd_fit_device(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .._io import check_writable
-    from ..config import SpecError, check_torch_device
+    from ..config import SpecError
     from ..distributed import env_world_size, session, world
     from ..train import train
 
     if args.resume and args.force:
         raise SpecError("--resume and --force: give one (--resume continues the run in --out, --force replaces it)")
-    check_torch_device(args.device)
-    check_writable(args.out)
+    _check_device_and_out(args)
     if env_world_size() > 1 and str(args.device).startswith("cuda") and ":" in str(args.device):
         raise SpecError(f"--device {args.device}: under torchrun give --device cuda (rank r uses cuda:LOCAL_RANK)")
     cfg, note = train_config_from_args(args)
@@ -81,14 +89,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .._io import check_writable
-    from ..config import SpecError, check_torch_device
+    from ..config import SpecError
     from ..evaluate import EvalConfig, format_table, make_eval_config
     from ..experiment import compare
     from ..spec_flags import spec_changes_from_args, spec_from_args
 
-    check_torch_device(args.device)
-    check_writable(args.out)
+    _check_device_and_out(args)
     data = config_from_args(args, EVAL_FLAGS, EvalConfig)
     cfg = make_eval_config(data)
     # --spec-file replaces every checkpoint's spec; --rows / --adc-bits / --full-scale alone change each one's own
@@ -116,13 +122,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .._io import check_writable
-    from ..config import check_torch_device
     from ..demo import run_demo
     from ..spec_flags import spec_from_args
 
-    check_torch_device(args.device)
-    check_writable(args.out)
+    _check_device_and_out(args)
     run_demo(args.out, quick=args.quick, device=args.device, spec=spec_from_args(args))
     return 0
 
@@ -142,12 +145,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from .._io import check_writable
-    from ..config import SpecError, check_torch_device
+    from ..config import SpecError
     from ..explore import ExploreConfig, make_explore_config, run_explore
 
-    check_torch_device(args.device)
-    check_writable(args.out)
+    _check_device_and_out(args)
     data = config_from_args(args, EXPLORE_FLAGS, ExploreConfig)
     if not isinstance(data.get("base", {}), dict):
         raise SpecError(f"{args.config}: base must be a mapping (a training config), got {data['base']!r}")
