@@ -28,8 +28,9 @@ import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 from .config import SpecError
 
@@ -266,11 +267,27 @@ def read_json(path: str | Path, flag: str, what: str) -> dict:
     with reading(path, what, f"{flag}: {path}"):
         text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SpecError(f"{flag}: {path}: not valid JSON ({err})") from None
+        return parse_mapping(text, "JSON", f"the {what} must be a JSON object")
+    except SpecError as err:
+        raise SpecError(f"{flag}: {path}: {err}") from None
+
+
+def parse_mapping(text: str, fmt: Literal["JSON", "YAML"], must_be: str) -> dict:
+    """The mapping that the JSON or YAML (``fmt``) document ``text`` holds: malformed text is a
+    :class:`SpecError` ``"not valid <fmt> (<error>)"``, a document that is not a mapping
+    ``"<must_be>, got <its type>"``."""
+    load: Callable[[str], Any] = json.loads
+    malformed: type[Exception] = json.JSONDecodeError
+    if fmt == "YAML":
+        import yaml
+
+        load, malformed = yaml.safe_load, yaml.YAMLError
+    try:
+        data = load(text)
+    except malformed as err:
+        raise SpecError(f"not valid {fmt} ({err})") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{flag}: {path}: the {what} must be a JSON object, got {type(data).__name__}")
+        raise SpecError(f"{must_be}, got {type(data).__name__}")
     return data
 
 
@@ -288,7 +305,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 __all__ = ["TMP_TAG", "atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable", "clean_orphans",
-           "file_sha256", "make_dirs", "os_error_message", "pid_alive", "read_json", "reading", "spec_error",
+           "file_sha256", "make_dirs", "os_error_message", "parse_mapping", "pid_alive", "read_json", "reading",
+           "spec_error",
            "temp_name"]
 
 

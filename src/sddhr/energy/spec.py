@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._io import parse_mapping
 from ..cell_technology import BIT_ONE, BIT_ZERO
 from ..config import CellSpec, SpecError, check_level
 from ..technology import cell_model
@@ -314,15 +315,7 @@ def load_energy_spec(source: str | Path) -> EnergySpec:
         raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as err:
-                raise SpecError(f"not valid YAML ({err})") from None
-            if not isinstance(data, dict):
-                raise SpecError(f"an energy spec must be a mapping, got {type(data).__name__}")
-            return make_energy_spec(data)
+            return make_energy_spec(parse_mapping(text, "YAML", "an energy spec must be a mapping"))
         return EnergySpec.from_json(text)
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
