@@ -18,6 +18,7 @@ from . import read_noise, adc_gain, adc_offset, adc_noise  # noqa: F401
 # isort: on
 from .base import (
     STAGES,
+    GaussianSource,
     Kind,
     NoiseSource,
     Stage,
@@ -43,8 +44,8 @@ from .combine import (
 )
 
 __all__ = [
-    "STAGES", "Kind", "NoiseSource", "Stage", "active_sources", "apply_readout", "coherent_vars", "fit_sources",
-    "linear_static", "noise_source", "noise_sources", "readout_order", "readout_samples", "readout_var",
+    "STAGES", "GaussianSource", "Kind", "NoiseSource", "Stage", "active_sources", "apply_readout", "coherent_vars",
+    "fit_sources", "linear_static", "noise_source", "noise_sources", "readout_order", "readout_samples", "readout_var",
     "register_noise_source", "stage_vars", "static_errors", "static_on", "static_sources", "temporal_on",
     "unregister_noise_source",
 ]

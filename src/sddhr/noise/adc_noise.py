@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .base import NoiseSource, register_noise_source
+from .base import GaussianSource, register_noise_source
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from ..config import ColumnSpec
 
 
 @register_noise_source
-class AdcNoise(NoiseSource):
+class AdcNoise(GaussianSource):
     """``e_adc ~ N(0, sigma_a^2)`` ADC steps, fresh per conversion, after the column's gain."""
 
     name = "adc_noise_lsb"
@@ -34,12 +33,3 @@ class AdcNoise(NoiseSource):
         import torch
 
         u.add_(torch.randn_like(u), alpha=self.strength(column) * column.step)
-
-    def sample(self, rng: np.random.Generator, shape: tuple[int, ...], n: Any, column: ColumnSpec) -> np.ndarray:
-        return self.strength(column) * rng.standard_normal(shape)
-
-    def table_var(self, column: ColumnSpec, n: int, mu: Any) -> Any:
-        return self.strength(column) ** 2
-
-    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
-        return var * step**2

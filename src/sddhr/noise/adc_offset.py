@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .base import NoiseSource, register_noise_source
+from .base import GaussianSource, register_noise_source
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from ..config import ColumnSpec
 
 
 @register_noise_source
-class AdcOffset(NoiseSource):
+class AdcOffset(GaussianSource):
     """``o ~ N(0, sigma_o^2)`` ADC steps per column, fixed per chip, after the gain."""
 
     name = "adc_offset_lsb"
@@ -33,15 +32,3 @@ class AdcOffset(NoiseSource):
     def apply(self, u: torch.Tensor, n: torch.Tensor | float, column: ColumnSpec, static: torch.Tensor | None) -> None:
         assert static is not None
         u.add_(static.to(u.dtype) * column.step)
-
-    def sample(self, rng: np.random.Generator, shape: tuple[int, ...], n: Any, column: ColumnSpec) -> np.ndarray:
-        return self.strength(column) * rng.standard_normal(shape)
-
-    def table_var(self, column: ColumnSpec, n: int, mu: Any) -> Any:
-        return self.strength(column) ** 2
-
-    def coherent_var(self, column: ColumnSpec) -> float:
-        return (self.strength(column) * column.step) ** 2
-
-    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
-        return var * step**2

@@ -133,6 +133,35 @@ class NoiseSource:
         return 0.0
 
 
+class GaussianSource(NoiseSource):
+    """A source whose term is ``N(0, strength^2)`` in its stage's unit, the same at any number of
+    active rows (the ADC's noise, offset and gain): its numpy draw, its table, fit and coherent
+    variances follow from its stage and kind; a subclass sets the class attributes and
+    :meth:`apply`."""
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...], n: Any, column: ColumnSpec) -> np.ndarray:
+        return self.strength(column) * rng.standard_normal(shape)
+
+    def table_var(self, column: ColumnSpec, n: int, mu: Any) -> Any:
+        return self.strength(column) ** 2
+
+    def fit_var(self, var: float, n: Any, mu: Any, step: float) -> Any:
+        """``var`` in counts^2: times the mean count squared (``gain``, linearised about ``mu``)
+        or the ADC step squared (``steps``)."""
+        if self.stage == "gain":
+            return var * mu**2
+        if self.stage == "steps":
+            return var * step**2
+        return var
+
+    def coherent_var(self, column: ColumnSpec) -> float:
+        """Static: the variance of the column's draw (``steps``: times the ADC step squared)."""
+        if self.kind != "static":
+            return 0.0
+        s = self.strength(column)
+        return (s * column.step) ** 2 if self.stage == "steps" else s**2
+
+
 S = TypeVar("S", bound=type[NoiseSource])
 
 _SOURCES: dict[str, NoiseSource] = {}
