@@ -4,25 +4,7 @@ imports keep working: every public name of :mod:`sddhr.mram` is importable from 
 
 from __future__ import annotations
 
-from .mram import (
-    GH_NODES,
-    GH_WEIGHTS,
-    R_OHM_RANGE,
-    TRUNC_FLOOR_REL,
-    CellModel,
-    DeviceFit,
-    MramCell,
-    MramCellSpec,
-    ResistanceDist,
-    conductance_moments,
-    fit_device,
-    read_resistance_csv,
-    resistance_dists,
-    truncnormal_from_moments,
-)
+from . import mram
+from .mram import *  # noqa: F403 - the same public names
 
-__all__ = [
-    "GH_NODES", "GH_WEIGHTS", "R_OHM_RANGE", "TRUNC_FLOOR_REL", "CellModel", "DeviceFit", "MramCell", "MramCellSpec",
-    "ResistanceDist", "conductance_moments", "fit_device", "read_resistance_csv", "resistance_dists",
-    "truncnormal_from_moments",
-]
+__all__ = list(mram.__all__)

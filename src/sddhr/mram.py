@@ -40,8 +40,9 @@ from .mram_resistance import (
 )
 
 __all__ = [
-    "R_OHM_RANGE", "TRUNC_FLOOR_REL", "CellModel", "DeviceFit", "MramCell", "MramCellSpec", "ResistanceDist",
-    "fit_device", "read_resistance_csv", "resistance_dists", "truncnormal_from_moments",
+    "GH_NODES", "GH_WEIGHTS", "R_OHM_RANGE", "TRUNC_FLOOR_REL", "CellModel", "DeviceFit", "MramCell", "MramCellSpec",
+    "ResistanceDist", "conductance_moments", "fit_device", "read_resistance_csv", "resistance_dists",
+    "truncnormal_from_moments",
 ]
 
 
