@@ -8,7 +8,7 @@
 #   DEVICE [cpu]         cpu or cuda (a GPU affords more: e.g. FLOAT_EPOCHS=160 FT_EPOCHS=10)
 #   THREADS [2]          CPU threads per command (give the run the whole machine)
 #   DATASET [cifar10]    or svhn (the official train_32x32.mat / test_32x32.mat in DATA/svhn)
-#   FLOAT_EPOCHS [20]    float epochs (SGD lr 0.1, Nesterov, cosine, label smoothing 0.1)
+#   FLOAT_EPOCHS [80]    float epochs (SGD lr 0.1, Nesterov, cosine, label smoothing 0.1)
 #   FT_EPOCHS [2]        fine-tune epochs of every hardware-aware run (Adam lr 5e-4)
 #   CHIPS [20]           test chips per level (seeds 3000...), full test set, fast chip form
 #   LEVELS [1 2 4 6 8 10] variation levels of the comparison
@@ -25,7 +25,7 @@ COMMON=(--arch resnet20 --data "${DATASET:-cifar10}" --data-dir "$DATA" --batch-
 source "$(dirname "$0")/lib.sh"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
-want float && run float --recipe float --epochs "${FLOAT_EPOCHS:-20}" --optimizer sgd --lr 0.1 --label-smoothing 0.1
+want float && run float --recipe float --epochs "${FLOAT_EPOCHS:-80}" --optimizer sgd --lr 0.1 --label-smoothing 0.1
 FT=(--epochs "${FT_EPOCHS:-2}" --optimizer adam --lr 5e-4 --init-from "$OUT/float")
 want conventional && run conventional --recipe conventional "${FT[@]}"
 want sddhr-l10 && run sddhr-l10 --recipe sddhr --level 10 "${FT[@]}"
