@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -46,3 +51,19 @@ def weight_planes(w_int: torch.Tensor, w_bits: int) -> torch.Tensor:
     """Two's-complement bit planes (w_bits, *w.shape), float32, computed independently of sddhr."""
     u = w_int.long().remainder(2**w_bits)
     return torch.stack([((u >> j) & 1).float() for j in range(w_bits)])
+
+
+Ran = subprocess.CompletedProcess
+
+
+def without_and_with_plugin(plugin: str, code: str, *args: str) -> tuple[Ran, Ran]:
+    """``(bare, loaded)``: ``python -c code *args`` in a fresh process (nothing imported yet) with
+    tests/plugins on the path, first without ``SDDHR_PLUGINS``, then with it naming ``plugin``."""
+    from sddhr.plugins import ENV_VAR
+
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent / "plugins")
+    bare = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    loaded = subprocess.run([sys.executable, "-c", code, *args], env={**env, ENV_VAR: plugin},
+                            capture_output=True, text=True)
+    return bare, loaded

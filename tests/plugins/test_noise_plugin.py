@@ -215,19 +215,13 @@ def test_a_spec_naming_a_plug_in_source_loads_it_through_sddhr_plugins(tmp_path)
     """In a fresh process where only ``SDDHR_PLUGINS`` names the module, a hardware file
     setting a plug-in source's strength validates (the spec loads the plug-ins when a name is
     not registered); without the variable the same file is refused, naming the source."""
-    import os
-    import subprocess
-
     hw = tmp_path / "hw.json"
     hw.write_text(json.dumps({"column": {"rows": 16, "adc_bits": 4, "noise": {"column_drift_counts": 0.25}}}))
     code = ("import sys; from sddhr.config import make_spec; from sddhr._io import read_json; "
             "s = make_spec(read_json(sys.argv[1], 'hw', 'spec')); print(s.column.noise)")
-    env = {**os.environ, "PYTHONPATH": str(HERE), "SDDHR_PLUGINS": "example_noise"}
-    ok = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    bad, ok = helpers.without_and_with_plugin("example_noise", code, str(hw))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "{'column_drift_counts': 0.25}"
-    env.pop("SDDHR_PLUGINS")
-    bad = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "unknown noise source 'column_drift_counts'" in bad.stderr
     listed = bad.stderr.split("registered plug-in sources:")[-1].split("(the built-ins")[0]

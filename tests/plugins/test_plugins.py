@@ -67,18 +67,11 @@ def example(monkeypatch):
 def test_names_are_unknown_until_the_plugin_is_loaded():
     """In a fresh process (nothing loaded yet), without SDDHR_PLUGINS the variant is refused
     with an error naming it; with it, the same call succeeds."""
-    import os
-    import subprocess
-
     code = ("from sddhr.nn.mode import Mode\n"
             "try:\n    Mode.stochastic(2.0, 'scaled'); print('accepted')\n"
             "except Exception as e:\n    print(type(e).__name__, e)")
-    env = {k: v for k, v in os.environ.items() if k != plugins.ENV_VAR}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
-    bare = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bare, loaded = helpers.without_and_with_plugin("example_plugin", code)
     assert bare.stdout.startswith("SpecError") and "scaled" in bare.stdout, bare.stdout + bare.stderr
-    env[plugins.ENV_VAR] = "example_plugin"
-    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert loaded.stdout.strip() == "accepted", loaded.stdout + loaded.stderr
 
 

@@ -29,6 +29,7 @@ from sddhr.config import HardwareSpec, SpecError, make_spec, preset
 from sddhr.hardware import ChipInstance, ideal_matmul
 from sddhr.nn import IMCLinear, Mode
 from sddhr.technology import cell_model, register_technology, technologies
+from tests import helpers
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -214,19 +215,13 @@ def test_a_spec_naming_the_plug_in_loads_it_through_sddhr_plugins(tmp_path):
     naming its technology validates (the registry loads the plug-ins on a miss) and the
     sddhr command builds its column table; without the variable the same file is refused
     with the list of registered technologies."""
-    import os
-    import subprocess
-
     hw = tmp_path / "hw.json"
     hw.write_text(json.dumps({"device": {"technology": "pcm-toy"}, "column": {"rows": 16, "adc_bits": 4}}))
     code = ("import sys; from sddhr.config import make_spec; from sddhr._io import read_json; "
             "s = make_spec(read_json(sys.argv[1], 'hw', 'spec')); print(s.device.technology)")
-    env = {**os.environ, "PYTHONPATH": str(HERE), "SDDHR_PLUGINS": "example_technology"}
-    ok = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
+    bad, ok = helpers.without_and_with_plugin("example_technology", code, str(hw))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "pcm-toy"
-    env.pop("SDDHR_PLUGINS")
-    bad = subprocess.run([sys.executable, "-c", code, str(hw)], env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "unknown technology" in bad.stderr
     listed = bad.stderr.split("valid:")[-1].split("(got")[0]
